@@ -1,0 +1,39 @@
+"""How a list of image partitions becomes runs: shared by the upload sensor and `imago ingest`.
+
+A run over a *range* of dynamic partitions covers every key between its start and end in the order the
+keys were added, so only keys added together, in one request, form a safe range. Keys that already
+existed (an image queued again) get a run of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+
+@dataclass(frozen=True)
+class Batch:
+    keys: list[str]
+    ranged: bool = field(default=True)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        if not self.ranged:
+            return {}
+        return {ASSET_PARTITION_RANGE_START_TAG: self.keys[0], ASSET_PARTITION_RANGE_END_TAG: self.keys[-1],
+                "imago/batch_size": str(len(self.keys))}
+
+    @property
+    def partition_key(self) -> str | None:
+        return None if self.ranged else self.keys[0]
+
+    @property
+    def run_key(self) -> str:
+        return f"images-{self.keys[0]}-{self.keys[-1]}"
+
+
+def plan_batches(new_keys: list[str], known_keys: list[str], batch_size: int) -> list[Batch]:
+    """`new_keys` are about to be added in this order, in one request; `known_keys` already exist."""
+    batches = [Batch(new_keys[i:i + batch_size]) for i in range(0, len(new_keys), batch_size)]
+    return batches + [Batch([key], ranged=False) for key in known_keys]

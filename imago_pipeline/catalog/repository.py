@@ -1,0 +1,236 @@
+"""The catalog's only entry point.
+
+`Catalog` holds what the pipeline needs across tenants (it processes images by id) and the key checks;
+`TenantCatalog` is what the API gets after authentication: each of its queries filters on its tenant, so a
+route cannot read another tenant's rows by forgetting a WHERE clause.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from imago_pipeline.catalog.db import make_engine, migrate
+from imago_pipeline.catalog.models import ApiKey, Exif, Image, ImageStage, Tenant, Thumbnail, utcnow
+
+KEY_PREFIX = "imk_"
+DEFAULT_SCOPES = ["images:read", "images:write"]
+
+
+def hash_api_key(raw_key: str) -> str:
+    # Keys are 256-bit random, so a plain SHA-256 is enough: there is nothing to brute-force.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant and the scopes of the key used."""
+
+    tenant_id: int
+    tenant_name: str
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    image_id: int
+    tenant_id: int
+    status: str  # "done" | "failed"
+    error: str | None = None
+    duration_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class ImageFilters:
+    status: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    camera_make: str | None = None
+
+
+class Catalog:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def connect(cls, url: str) -> "Catalog":
+        engine = make_engine(url)
+        migrate(engine)
+        return cls(engine)
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # tenants and keys -------------------------------------------------------------------------------
+
+    def get_or_create_tenant(self, name: str) -> Tenant:
+        with self.session() as session:
+            tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+            if tenant is not None:
+                return tenant
+            tenant = Tenant(name=name)
+            session.add(tenant)
+            try:
+                session.commit()
+            except IntegrityError:  # created concurrently
+                session.rollback()
+                return session.scalars(select(Tenant).where(Tenant.name == name)).one()
+            return tenant
+
+    def issue_api_key(self, tenant_id: int, scopes: Sequence[str] = DEFAULT_SCOPES) -> str:
+        """Create a key and return it: the only time the raw key exists outside the caller."""
+        raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+        with self.session() as session:
+            session.add(ApiKey(tenant_id=tenant_id, prefix=raw_key[:12], key_hash=hash_api_key(raw_key),
+                               scopes=list(scopes)))
+            session.commit()
+        return raw_key
+
+    def authenticate(self, raw_key: str | None) -> Principal | None:
+        if not raw_key or not raw_key.startswith(KEY_PREFIX):
+            return None
+        with self.session() as session:
+            row = session.execute(
+                select(ApiKey, Tenant)
+                .join(Tenant, Tenant.id == ApiKey.tenant_id)
+                .where(ApiKey.prefix == raw_key[:12], ApiKey.revoked_at.is_(None), Tenant.disabled_at.is_(None))
+            ).all()
+        digest = hash_api_key(raw_key)
+        for key, tenant in row:
+            if secrets.compare_digest(key.key_hash, digest):
+                return Principal(tenant_id=tenant.id, tenant_name=tenant.name, scopes=tuple(key.scopes or ()))
+        return None
+
+    def for_tenant(self, tenant_id: int) -> "TenantCatalog":
+        return TenantCatalog(self, tenant_id)
+
+    # pipeline side ----------------------------------------------------------------------------------
+
+    def image_ids_after(self, after_id: int, limit: int) -> list[int]:
+        """New uploads for the sensor, oldest first."""
+        with self.session() as session:
+            return list(session.scalars(
+                select(Image.id).where(Image.id > after_id, Image.status == "pending").order_by(Image.id).limit(limit)
+            ))
+
+    def images_by_id(self, image_ids: Iterable[int]) -> dict[int, Image]:
+        ids = list(image_ids)
+        with self.session() as session:
+            return {image.id: image for image in session.scalars(select(Image).where(Image.id.in_(ids)))}
+
+    def save_stage(self, stage: str, outcomes: Sequence[StageOutcome], rows: Sequence[Any] = (),
+                   run_id: str | None = None) -> None:
+        """Write a batch's enrichment rows and per-image stage status in one transaction."""
+        with self.session() as session:
+            for row in rows:
+                session.merge(row)
+            for outcome in outcomes:
+                session.merge(ImageStage(
+                    image_id=outcome.image_id, tenant_id=outcome.tenant_id, stage=stage, status=outcome.status,
+                    error=outcome.error, duration_ms=outcome.duration_ms, run_id=run_id, updated_at=utcnow(),
+                ))
+            session.commit()
+
+    def finish_images(self, image_ids: Sequence[int], stages: Sequence[str]) -> dict[int, Image]:
+        """Set each image's overall status from its stages: failed if any failed, done if all are done."""
+        with self.session() as session:
+            images = {i.id: i for i in session.scalars(select(Image).where(Image.id.in_(list(image_ids))))}
+            stage_rows = session.scalars(
+                select(ImageStage).where(ImageStage.image_id.in_(list(images)), ImageStage.stage.in_(list(stages)))
+            )
+            by_image: dict[int, dict[str, ImageStage]] = {}
+            for row in stage_rows:
+                by_image.setdefault(row.image_id, {})[row.stage] = row
+            now = utcnow()
+            for image_id, image in images.items():
+                done = by_image.get(image_id, {})
+                failures = [f"{s}: {done[s].error}" for s in stages if s in done and done[s].status == "failed"]
+                if failures:
+                    image.status, image.error = "failed", "; ".join(failures)
+                elif all(s in done and done[s].status == "done" for s in stages):
+                    image.status, image.error = "done", None
+                else:
+                    image.status = "processing"
+                image.processed_at = now
+            session.commit()
+            return images
+
+
+class TenantCatalog:
+    """Catalog reads and writes for one tenant; every statement filters on `tenant_id`."""
+
+    def __init__(self, catalog: Catalog, tenant_id: int):
+        self.catalog = catalog
+        self.tenant_id = tenant_id
+
+    def register_image(self, *, sha256: str, original_name: str, media_type: str, byte_size: int, width: int,
+                       height: int, blob_key: str, status: str = "pending") -> tuple[Image, bool]:
+        """Insert an image, or return the tenant's existing image with the same content.
+
+        `pending` images are picked up by the upload sensor; `queued` ones by whoever registered them.
+        """
+        with self.catalog.session() as session:
+            existing = session.scalar(select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256 == sha256))
+            if existing is not None:
+                return existing, False
+            image = Image(tenant_id=self.tenant_id, sha256=sha256, original_name=original_name,
+                          media_type=media_type, byte_size=byte_size, width=width, height=height,
+                          blob_key=blob_key, status=status)
+            session.add(image)
+            try:
+                session.commit()
+            except IntegrityError:  # the same bytes uploaded concurrently
+                session.rollback()
+                existing = session.scalars(
+                    select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256 == sha256)).one()
+                return existing, False
+            return image, True
+
+    def get_image(self, image_id: int) -> Image | None:
+        with self.catalog.session() as session:
+            return session.scalar(select(Image).where(Image.id == image_id, Image.tenant_id == self.tenant_id))
+
+    def list_images(self, filters: ImageFilters, *, limit: int, offset: int) -> tuple[list[Image], int]:
+        query = select(Image).where(Image.tenant_id == self.tenant_id)
+        if filters.status:
+            query = query.where(Image.status == filters.status)
+        if filters.created_from:
+            query = query.where(Image.created_at >= filters.created_from)
+        if filters.created_to:
+            query = query.where(Image.created_at < filters.created_to)
+        if filters.camera_make:
+            query = query.join(Exif, Exif.image_id == Image.id).where(
+                Exif.tenant_id == self.tenant_id, func.lower(Exif.make) == filters.camera_make.lower())
+        with self.catalog.session() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            items = list(session.scalars(query.order_by(Image.id.desc()).limit(limit).offset(offset)))
+        return items, total
+
+    def _one(self, model, image_id: int):
+        with self.catalog.session() as session:
+            return session.scalar(select(model).where(model.image_id == image_id, model.tenant_id == self.tenant_id))
+
+    def get_exif(self, image_id: int) -> Exif | None:
+        return self._one(Exif, image_id)
+
+    def get_thumbnail(self, image_id: int) -> Thumbnail | None:
+        return self._one(Thumbnail, image_id)
+
+    def get_stages(self, image_id: int) -> list[ImageStage]:
+        with self.catalog.session() as session:
+            return list(session.scalars(
+                select(ImageStage)
+                .where(ImageStage.image_id == image_id, ImageStage.tenant_id == self.tenant_id)
+                .order_by(ImageStage.stage)
+            ))

@@ -1,0 +1,179 @@
+"""`imago`: the command line for operators and analysts."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from imago_pipeline.config import ImagoSettings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Imago image-enrichment platform.")
+admin_app = typer.Typer(no_args_is_help=True, help="Tenants and API keys.")
+app.add_typer(admin_app, name="admin")
+console = Console(stderr=True)
+
+
+@app.command()
+def exif(file: Path, as_json: Annotated[bool, typer.Option("--json", help="One JSON object")] = False) -> None:
+    """Print the EXIF record of one image file (null for absent fields)."""
+    from imago_pipeline.imaging.decode import InvalidImage
+    from imago_pipeline.imaging.exif import extract_exif
+
+    settings = ImagoSettings()
+    try:
+        data = file.read_bytes()
+        if len(data) > settings.max_upload_bytes:
+            raise InvalidImage(f"{len(data)} bytes is over the limit of {settings.max_upload_bytes} bytes")
+        record = extract_exif(data, max_pixels=settings.max_pixels).to_dict()
+    except (OSError, InvalidImage) as exc:
+        typer.echo(f"imago exif: {file}: {exc}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(record, ensure_ascii=False))
+    else:
+        table = Table(show_header=False)
+        for key, value in record.items():
+            table.add_row(key, "" if value is None else str(value))
+        Console().print(table)
+
+
+@dataclass
+class IngestReport:
+    registered: list = field(default_factory=list)  # (path, image)
+    duplicates: int = 0
+    rejected: list = field(default_factory=list)  # (path, reason)
+    skipped: list = field(default_factory=list)  # not images at all
+
+
+def _register_folder(folder: Path, tenant_name: str, settings: ImagoSettings, progress: Progress) -> tuple:
+    from imago_pipeline.catalog import Catalog
+    from imago_pipeline.imaging.decode import InvalidImage, sniff_media_type
+    from imago_pipeline.registration import register_image
+    from imago_pipeline.storage.blobs import LocalBlobStore
+
+    catalog = Catalog.connect(settings.catalog_url)
+    store = LocalBlobStore(settings.blob_root)
+    tenant = catalog.get_or_create_tenant(tenant_name)
+    files = sorted(p for p in folder.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    report = IngestReport()
+    task = progress.add_task("registering", total=len(files))
+    for path in files:
+        progress.advance(task)
+        with path.open("rb") as handle:
+            head = handle.read(16)
+        if sniff_media_type(head) is None:
+            report.skipped.append(path)
+            continue
+        try:
+            registration = register_image(catalog, store, settings, tenant_id=tenant.id, filename=path.name,
+                                          data=path.read_bytes(), status="queued")
+        except InvalidImage as exc:
+            report.rejected.append((path, str(exc)))
+            continue
+        report.registered.append((path, registration.image))
+        report.duplicates += not registration.created
+    return catalog, tenant, report
+
+
+@app.command()
+def ingest(
+    folder: Path,
+    tenant: Annotated[Optional[str], typer.Option(help="Tenant name (default: IMAGO_DEFAULT_TENANT)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per Dagster run")] = None,
+    details: Annotated[bool, typer.Option(help="Print a row per image")] = False,
+) -> None:
+    """Register every image under FOLDER and process it through the Dagster assets, in this process."""
+    from imago_pipeline.runner import get_instance, process_images
+
+    if not folder.is_dir():
+        typer.echo(f"imago ingest: {folder} is not a folder", err=True)
+        raise typer.Exit(2)
+    settings = ImagoSettings()
+    started = time.perf_counter()
+    columns = (TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        catalog, tenant_row, report = _register_folder(folder, tenant or settings.default_tenant, settings, progress)
+        todo = sorted({image.id for _, image in report.registered if image.status != "done"})
+        task = progress.add_task("processing", total=len(todo))
+        instance = get_instance(settings)
+        runs = process_images(todo, instance=instance, batch_size=batch_size or settings.batch_size,
+                              on_batch=lambda run: progress.advance(task, len(run.keys)))
+    elapsed = time.perf_counter() - started
+    images = catalog.images_by_id(image.id for _, image in report.registered)
+    _print_summary(catalog, tenant_row, report, images, runs, elapsed, details)
+    if any(not run.success for run in runs):
+        raise typer.Exit(1)
+
+
+def _print_summary(catalog, tenant, report: IngestReport, images: dict, runs, elapsed: float, details: bool) -> None:
+    out = Console(width=max(Console().width, 150))  # a readable table also when piped
+    scoped = catalog.for_tenant(tenant.id)
+    if details:
+        table = Table(title=f"Images of tenant '{tenant.name}'", title_justify="left")
+        for column in ("id", "file", "status", "type", "size", "camera", "taken", "exposure", "GPS", "thumbnail"):
+            table.add_column(column, overflow="fold")
+        for path, registered in report.registered:
+            image = images[registered.id]
+            record = scoped.get_exif(image.id)
+            thumb = scoped.get_thumbnail(image.id)
+            camera = " ".join(x for x in (record.make, record.model) if x) if record else ""
+            exposure = ""
+            if record and record.exposure_time:
+                exposure = f"1/{round(1 / record.exposure_time)}s" if record.exposure_time < 1 else f"{record.exposure_time:g}s"
+                exposure += f" f/{record.f_number:g}" if record.f_number else ""
+                exposure += f" ISO{record.iso}" if record.iso else ""
+            gps = (f"{record.gps_latitude:.4f},{record.gps_longitude:.4f}"
+                   if record and record.gps_latitude is not None and record.gps_longitude is not None else "")
+            status = image.status if image.status != "failed" else f"failed ({image.error})"
+            table.add_row(str(image.id), path.name, status, image.media_type.removeprefix("image/"),
+                          f"{image.width}x{image.height}", camera, (record.datetime_original or "") if record else "",
+                          exposure, gps, f"{thumb.width}x{thumb.height}" if thumb else "")
+        out.print(table)
+        for path, reason in report.rejected:
+            out.print(f"[yellow]rejected[/] {path.name}: {reason}")
+    statuses: dict[str, int] = {}
+    for image in images.values():
+        statuses[image.status] = statuses.get(image.status, 0) + 1
+    rate = len(images) / elapsed * 3600 if elapsed else 0
+    out.print(
+        f"[bold]{len(report.registered)}[/] images registered ({report.duplicates} already known), "
+        f"{len(report.rejected)} rejected, {len(report.skipped)} non-image files skipped; "
+        f"{statuses.get('done', 0)} done, {statuses.get('failed', 0)} failed, in {len(runs)} Dagster runs; "
+        f"{elapsed:.1f} s ({rate:,.0f} images/hour)."
+    )
+
+
+@app.command()
+def demo(folder: Annotated[Path, typer.Argument()] = Path("samples")) -> None:
+    """Ingest the sample images on the embedded default and print what was extracted."""
+    ingest(folder, tenant="demo", batch_size=None, details=True)
+
+
+@admin_app.command("create-client")
+def create_client(
+    name: str,
+    scopes: Annotated[str, typer.Option(help="Comma-separated scopes")] = "images:read,images:write",
+) -> None:
+    """Create a tenant (if new) and print a new API key for it, once."""
+    from imago_pipeline.catalog import Catalog
+
+    settings = ImagoSettings()
+    catalog = Catalog.connect(settings.catalog_url)
+    tenant = catalog.get_or_create_tenant(name)
+    key = catalog.issue_api_key(tenant.id, [s.strip() for s in scopes.split(",") if s.strip()])
+    console.print(f"client '{name}' (id {tenant.id}); this key is shown once, store it now:")
+    typer.echo(key)
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,62 @@
+"""One place for every setting, read from `IMAGO_*` environment variables.
+
+With nothing set, everything lives under `.imago/` in the working directory (the embedded default):
+a SQLite catalog, a local blob folder, a local Parquet lake and a SQLite-backed DAGSTER_HOME.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ImagoSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMAGO_", extra="ignore")
+
+    home: Path = Field(default=Path(".imago"), description="Root of every local store.")
+    database_url: str | None = Field(
+        default=None,
+        description="Catalog URL; default sqlite:///<home>/catalog.db. Use postgresql+psycopg2://… for Postgres.",
+    )
+    blob_dir: Path | None = None
+    lake_dir: Path | None = None
+    drop_dir: Path | None = Field(default=None, description="Folder watched by the drop-folder sensor.")
+    default_tenant: str = Field(default="default", description="Tenant that owns drop-folder and CLI ingests.")
+
+    batch_size: int = Field(default=100, ge=1, description="Images per Dagster run.")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 100_000_000
+    thumbnail_size: int = 256
+
+    @cached_property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def catalog_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_home / 'catalog.db'}"
+
+    @property
+    def blob_root(self) -> Path:
+        return (self.blob_dir or self.resolved_home / "blobs").expanduser().resolve()
+
+    @property
+    def lake_root(self) -> Path:
+        return (self.lake_dir or self.resolved_home / "lake").expanduser().resolve()
+
+    @property
+    def drop_root(self) -> Path:
+        return (self.drop_dir or self.resolved_home / "drop").expanduser().resolve()
+
+    @property
+    def dagster_home(self) -> Path:
+        return Path(os.environ.get("DAGSTER_HOME") or self.resolved_home / "dagster").resolve()
+
+
+def get_settings() -> ImagoSettings:
+    return ImagoSettings()

@@ -1,0 +1,97 @@
+"""Sensors that turn new uploads into batched runs.
+
+`upload_sensor` is the single way into the pipeline: it reads new `pending` images from the catalog
+(cursor = last image id seen), adds them as `images` partitions and asks for one ranged run per batch, so
+bulk uploads pay Dagster's per-run overhead once per batch, not once per image. The drop-folder sensor
+only registers files in the catalog; the upload sensor does the rest.
+"""
+
+
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from imago_pipeline.batching import plan_batches
+from imago_pipeline.config import ImagoSettings
+from imago_pipeline.defs.images.assets import image_partitions, process_images_job
+from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, ProcessingResource
+from imago_pipeline.imaging.decode import InvalidImage
+from imago_pipeline.registration import register_image
+
+MAX_RUNS_PER_TICK = 20
+
+
+@dg.sensor(job=process_images_job, minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)
+def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                  processing: ProcessingResource) -> dg.SensorResult | dg.SkipReason:
+    """New pending images -> `images` partitions -> one run per batch of `batch_size` images."""
+    cursor = int(context.cursor or 0)
+    ids = catalog.get().image_ids_after(cursor, limit=processing.batch_size * MAX_RUNS_PER_TICK)
+    if not ids:
+        return dg.SkipReason(f"no new images after id {cursor}")
+    keys = [str(i) for i in ids]
+    new_keys = [k for k in keys if not context.instance.has_dynamic_partition(image_partitions.name, k)]
+    known_keys = [k for k in keys if k not in set(new_keys)]
+    batches = plan_batches(new_keys, known_keys, processing.batch_size)
+    requests = [dg.RunRequest(run_key=f"{b.run_key}-after-{cursor}", tags=b.tags, partition_key=b.partition_key)
+                for b in batches]
+    context.log.info(f"{len(keys)} new images in {len(requests)} runs")
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[image_partitions.build_add_request(new_keys)] if new_keys else [],
+        cursor=str(ids[-1]),
+    )
+
+
+SETTLE_SECONDS = 2.0
+
+
+@dg.sensor(minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING)
+def drop_folder_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                       blobs: BlobStoreResource) -> dg.SkipReason:
+    """Register files copied into the drop folder (`IMAGO_DROP_DIR`) for the default tenant.
+
+    A file is taken once it has not changed for a couple of seconds (so a half-copied file is not read),
+    then moved to `.imported/` or, when it is not an acceptable image, to `.rejected/` with the reason
+    next to it. Registered images reach the pipeline through `upload_sensor`.
+    """
+    settings = ImagoSettings()
+    drop = settings.drop_root
+    if not drop.is_dir():
+        return dg.SkipReason(f"drop folder {drop} does not exist")
+    now = time.time()
+    candidates = sorted(p for p in drop.rglob("*") if p.is_file() and not _hidden(p, drop)
+                        and now - p.stat().st_mtime >= SETTLE_SECONDS)
+    if not candidates:
+        return dg.SkipReason("no settled files in the drop folder")
+    cat = catalog.get()
+    tenant = cat.get_or_create_tenant(settings.default_tenant)
+    store = blobs.get()
+    registered = rejected = 0
+    for path in candidates[:500]:
+        try:
+            register_image(cat, store, settings, tenant_id=tenant.id, filename=path.name, data=path.read_bytes())
+            _move(path, drop, ".imported")
+            registered += 1
+        except InvalidImage as exc:
+            target = _move(path, drop, ".rejected")
+            target.with_name(target.name + ".reason.txt").write_text(str(exc) + "\n")
+            rejected += 1
+    return dg.SkipReason(f"registered {registered} files, rejected {rejected}; upload_sensor launches the runs")
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _move(path: Path, root: Path, folder: str) -> Path:
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    target = root / folder / day / path.relative_to(root)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        target = target.with_name(f"{target.stem}-{int(time.time() * 1000)}{target.suffix}")
+    shutil.move(str(path), target)
+    return target

@@ -1,0 +1,100 @@
+"""Decide whether some bytes are an image we accept, from their content only.
+
+The extension and the client's media type are never trusted: the magic bytes pick the format, the pixel
+count is checked from the header before anything is decoded (decompression bombs), and a full decode
+proves the file is not truncated or corrupt.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import pillow_heif
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+pillow_heif.register_heif_opener()
+# Our own pixel limit is checked before decoding; Pillow's stays as a second line of defence.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class InvalidImage(ValueError):
+    """The bytes are not an image we accept; the message is safe to show to the uploader."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    media_type: str
+    width: int
+    height: int
+
+
+_ISO_BMFF_BRANDS = {
+    b"heic": "image/heic", b"heix": "image/heic", b"heim": "image/heic", b"heis": "image/heic",
+    b"hevc": "image/heic", b"mif1": "image/heif", b"msf1": "image/heif", b"avif": "image/avif",
+    b"avis": "image/avif",
+}
+
+ACCEPTED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/webp", "image/tiff", "image/gif",
+                        "image/heic", "image/heif", "image/avif")
+
+
+def sniff_media_type(data: bytes) -> str | None:
+    """Media type from the file signature, or None when it is not an accepted image format."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[4:8] == b"ftyp":
+        return _ISO_BMFF_BRANDS.get(data[8:12])
+    return None
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Open (header only) with the pixel limit enforced; raise InvalidImage on anything unexpected."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidImage(f"image too large to decode safely ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise InvalidImage("not a decodable image") from exc
+    except Exception as exc:  # Pillow raises many types for hostile headers
+        raise InvalidImage(f"unreadable image header: {type(exc).__name__}: {exc}") from exc
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise InvalidImage(f"invalid dimensions {width}x{height}")
+    if width * height > max_pixels:
+        raise InvalidImage(f"{width}x{height} pixels is over the limit of {max_pixels} pixels")
+    return image
+
+
+def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
+    """Validate uploaded bytes and return what the catalog records about them."""
+    if not data:
+        raise InvalidImage("empty file")
+    if len(data) > max_bytes:
+        raise InvalidImage(f"{len(data)} bytes is over the limit of {max_bytes} bytes")
+    media_type = sniff_media_type(data)
+    if media_type is None:
+        raise InvalidImage("unsupported or unrecognised file type (accepted: JPEG, PNG, WebP, TIFF, GIF, HEIC/HEIF, AVIF)")
+    image = open_image(data, max_pixels)
+    width, height = image.size
+    try:
+        if image.format == "JPEG":
+            # Decoding at 1/8 scale still reads every entropy-coded segment, so truncation is caught.
+            image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+        image.load()
+    except Exception as exc:
+        raise InvalidImage(f"corrupt image data: {type(exc).__name__}: {exc}") from exc
+    finally:
+        image.close()
+    return ImageInfo(media_type=media_type, width=width, height=height)

@@ -1,0 +1,49 @@
+"""Registering an upload: the one path shared by the API, the drop-folder sensor and `imago ingest`.
+
+Content is validated before anything is stored, the bytes are deduplicated per tenant by SHA-256, the
+blob is written before the catalog row (so a row never points at a missing blob), and the image starts
+`pending` for the upload sensor to pick up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from dataclasses import dataclass
+from pathlib import PurePosixPath, PureWindowsPath
+
+from imago_pipeline.catalog import Catalog
+from imago_pipeline.catalog.models import Image
+from imago_pipeline.config import ImagoSettings
+from imago_pipeline.imaging.decode import inspect_image
+from imago_pipeline.storage.blobs import BlobStore, original_key
+
+
+@dataclass(frozen=True)
+class Registration:
+    image: Image
+    created: bool
+
+
+def clean_filename(name: str | None) -> str:
+    """Keep a display name only: no directories, no control characters, bounded length."""
+    name = PureWindowsPath(PurePosixPath(name or "").name).name  # drop both kinds of directory part
+    name = "".join(ch for ch in unicodedata.normalize("NFC", name) if unicodedata.category(ch)[0] != "C")
+    name = name.strip().lstrip(".")
+    return name[:200] or "upload"
+
+
+def register_image(catalog: Catalog, store: BlobStore, settings: ImagoSettings, *, tenant_id: int,
+                   filename: str | None, data: bytes, status: str = "pending") -> Registration:
+    """Validate and store one upload; raises `InvalidImage` with a reason the uploader can read."""
+    info = inspect_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    sha256 = hashlib.sha256(data).hexdigest()
+    tenant = catalog.for_tenant(tenant_id)
+    key = original_key(tenant_id, sha256)
+    if not store.exists(key):
+        store.put(key, data)
+    image, created = tenant.register_image(
+        sha256=sha256, original_name=clean_filename(filename), media_type=info.media_type,
+        byte_size=len(data), width=info.width, height=info.height, blob_key=key, status=status,
+    )
+    return Registration(image=image, created=created)

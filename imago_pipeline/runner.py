@@ -1,0 +1,78 @@
+"""Running the pipeline in this process (for `imago ingest`, the demo and the benchmark).
+
+It uses the same Dagster instance (DAGSTER_HOME), partitions, job and batching as the sensor-launched
+runs, so what the CLI processed shows in the Dagster UI like any other run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import dagster as dg
+
+from imago_pipeline.batching import plan_batches
+from imago_pipeline.config import ImagoSettings
+
+EMBEDDED_DAGSTER_YAML = """\
+# Written by imago for the embedded default: SQLite storage in this folder.
+telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 2
+    dequeue_interval_seconds: 1
+sensors:
+  use_threads: true
+  num_workers: 2
+"""
+
+
+def prepare_dagster_home(settings: ImagoSettings) -> Path:
+    """Point DAGSTER_HOME at `.imago/dagster` unless the environment already chose one."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(EMBEDDED_DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def get_instance(settings: ImagoSettings) -> dg.DagsterInstance:
+    prepare_dagster_home(settings)
+    return dg.DagsterInstance.get()
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    keys: list[str]
+    run_id: str
+    success: bool
+
+
+def process_images(image_ids: Sequence[int], *, instance: dg.DagsterInstance, batch_size: int,
+                   on_batch: Callable[[BatchRun], None] | None = None) -> list[BatchRun]:
+    """Add the images as partitions and materialize them in ranged runs of `batch_size`."""
+    from imago_pipeline.definitions import defs
+    from imago_pipeline.defs.images.assets import image_partitions
+
+    keys = [str(i) for i in image_ids]
+    new_keys = [k for k in keys if not instance.has_dynamic_partition(image_partitions.name, k)]
+    known_keys = [k for k in keys if k not in set(new_keys)]
+    if new_keys:
+        instance.add_dynamic_partitions(image_partitions.name, new_keys)
+    job = defs.resolve_job_def("process_images")
+    runs = []
+    for batch in plan_batches(new_keys, known_keys, batch_size):
+        result = job.execute_in_process(instance=instance, tags=batch.tags, partition_key=batch.partition_key,
+                                        raise_on_error=False)
+        run = BatchRun(keys=batch.keys, run_id=result.run_id, success=result.success)
+        runs.append(run)
+        if on_batch:
+            on_batch(run)
+    return runs
