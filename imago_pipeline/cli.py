@@ -106,7 +106,7 @@ def ingest(
         todo = sorted({image.id for _, image in report.registered if image.status != "done"})
         task = progress.add_task("processing", total=len(todo))
         instance = get_instance(settings)
-        runs = process_images(todo, instance=instance, batch_size=batch_size or settings.batch_size,
+        runs = process_images(todo, settings=settings, instance=instance, batch_size=batch_size,
                               on_batch=lambda run: progress.advance(task, len(run.keys)))
     elapsed = time.perf_counter() - started
     images = catalog.images_by_id(image.id for _, image in report.registered)

@@ -30,7 +30,8 @@ class ImagoSettings(BaseSettings):
     batch_size: int = Field(default=100, ge=1, description="Images per Dagster run.")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_upload_bytes: int = 50 * 1024 * 1024
-    max_pixels: int = 100_000_000
+    # Pillow warns past ~89.5 MP (its own decompression-bomb guard); we refuse at the same size.
+    max_pixels: int = 89_000_000
     thumbnail_size: int = 256
 
     @cached_property

@@ -55,10 +55,10 @@ class BatchRun:
     success: bool
 
 
-def process_images(image_ids: Sequence[int], *, instance: dg.DagsterInstance, batch_size: int,
-                   on_batch: Callable[[BatchRun], None] | None = None) -> list[BatchRun]:
+def process_images(image_ids: Sequence[int], *, settings: ImagoSettings, instance: dg.DagsterInstance,
+                   batch_size: int | None = None, on_batch: Callable[[BatchRun], None] | None = None) -> list[BatchRun]:
     """Add the images as partitions and materialize them in ranged runs of `batch_size`."""
-    from imago_pipeline.definitions import defs
+    from imago_pipeline.definitions import build_definitions
     from imago_pipeline.defs.images.assets import image_partitions
 
     keys = [str(i) for i in image_ids]
@@ -66,9 +66,9 @@ def process_images(image_ids: Sequence[int], *, instance: dg.DagsterInstance, ba
     known_keys = [k for k in keys if k not in set(new_keys)]
     if new_keys:
         instance.add_dynamic_partitions(image_partitions.name, new_keys)
-    job = defs.resolve_job_def("process_images")
+    job = build_definitions(settings).resolve_job_def("process_images")
     runs = []
-    for batch in plan_batches(new_keys, known_keys, batch_size):
+    for batch in plan_batches(new_keys, known_keys, batch_size or settings.batch_size):
         result = job.execute_in_process(instance=instance, tags=batch.tags, partition_key=batch.partition_key,
                                         raise_on_error=False)
         run = BatchRun(keys=batch.keys, run_id=result.run_id, success=result.success)

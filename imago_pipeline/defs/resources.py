@@ -42,23 +42,34 @@ class LakeResource(dg.ConfigurableResource):
         return Lake(self.root)
 
 
-class ProcessingResource(dg.ConfigurableResource):
-    """Limits and parallelism of the per-image work."""
+class SettingsResource(dg.ConfigurableResource):
+    """The non-secret settings the pipeline needs: limits, batching, parallelism, the drop folder."""
 
+    drop_dir: str
+    default_tenant: str
+    batch_size: int
     workers: int
     max_pixels: int
+    max_upload_bytes: int
     thumbnail_size: int
-    batch_size: int
+
+    def imago_settings(self) -> ImagoSettings:
+        return ImagoSettings(drop_dir=self.drop_dir, default_tenant=self.default_tenant, batch_size=self.batch_size,
+                             workers=self.workers, max_pixels=self.max_pixels,
+                             max_upload_bytes=self.max_upload_bytes, thumbnail_size=self.thumbnail_size)
 
 
 def build_resources(settings: ImagoSettings | None = None) -> dict[str, dg.ConfigurableResource]:
     settings = settings or ImagoSettings()
     # A Postgres URL may carry a password: read it from the environment at run start, never show it.
-    database_url = dg.EnvVar("IMAGO_DATABASE_URL") if os.environ.get("IMAGO_DATABASE_URL") else settings.catalog_url
+    from_env = settings.database_url is not None and settings.database_url == os.environ.get("IMAGO_DATABASE_URL")
+    database_url = dg.EnvVar("IMAGO_DATABASE_URL") if from_env else settings.catalog_url
     return {
         "catalog": CatalogResource(database_url=database_url),
         "blobs": BlobStoreResource(root=str(settings.blob_root)),
         "lake": LakeResource(root=str(settings.lake_root)),
-        "processing": ProcessingResource(workers=settings.workers, max_pixels=settings.max_pixels,
-                                         thumbnail_size=settings.thumbnail_size, batch_size=settings.batch_size),
+        "settings": SettingsResource(
+            drop_dir=str(settings.drop_root), default_tenant=settings.default_tenant,
+            batch_size=settings.batch_size, workers=settings.workers, max_pixels=settings.max_pixels,
+            max_upload_bytes=settings.max_upload_bytes, thumbnail_size=settings.thumbnail_size),
     }

@@ -20,7 +20,14 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 class InvalidImage(ValueError):
-    """The bytes are not an image we accept; the message is safe to show to the uploader."""
+    """The bytes are not an image we accept; the message is safe to show to the uploader.
+
+    `kind` says which rule was broken, so the API can answer with the right status code.
+    """
+
+    def __init__(self, message: str, kind: str = "corrupt"):
+        super().__init__(message)
+        self.kind = kind  # empty | too_large | too_many_pixels | unsupported_type | corrupt
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidImage(f"image too large to decode safely ({exc})") from exc
+        raise InvalidImage(f"image too large to decode safely ({exc})", "too_many_pixels") from exc
     except UnidentifiedImageError as exc:
         raise InvalidImage("not a decodable image") from exc
     except Exception as exc:  # Pillow raises many types for hostile headers
@@ -73,19 +80,20 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     if width <= 0 or height <= 0:
         raise InvalidImage(f"invalid dimensions {width}x{height}")
     if width * height > max_pixels:
-        raise InvalidImage(f"{width}x{height} pixels is over the limit of {max_pixels} pixels")
+        raise InvalidImage(f"{width}x{height} pixels is over the limit of {max_pixels} pixels", "too_many_pixels")
     return image
 
 
 def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
     """Validate uploaded bytes and return what the catalog records about them."""
     if not data:
-        raise InvalidImage("empty file")
+        raise InvalidImage("empty file", "empty")
     if len(data) > max_bytes:
-        raise InvalidImage(f"{len(data)} bytes is over the limit of {max_bytes} bytes")
+        raise InvalidImage(f"{len(data)} bytes is over the limit of {max_bytes} bytes", "too_large")
     media_type = sniff_media_type(data)
     if media_type is None:
-        raise InvalidImage("unsupported or unrecognised file type (accepted: JPEG, PNG, WebP, TIFF, GIF, HEIC/HEIF, AVIF)")
+        raise InvalidImage("unsupported or unrecognised file type (accepted: JPEG, PNG, WebP, TIFF, GIF, "
+                           "HEIC/HEIF, AVIF)", "unsupported_type")
     image = open_image(data, max_pixels)
     width, height = image.size
     try:

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from imago_pipeline.catalog import Catalog, StageOutcome
 from imago_pipeline.catalog.models import Exif, Image, Thumbnail, utcnow
-from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, LakeResource, ProcessingResource
+from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, LakeResource, SettingsResource
 from imago_pipeline.imaging.exif import EXIF_FIELDS
 from imago_pipeline.parallel import map_in_processes
 from imago_pipeline.stages import StageInput, StageResult, exif_stage, thumbnail_stage
@@ -77,15 +77,15 @@ def _run_stage(
     catalog: Catalog,
     blobs: BlobStoreResource,
     lake: LakeResource,
-    processing: ProcessingResource,
+    settings: SettingsResource,
 ) -> dg.MaterializeResult:
     started = time.perf_counter()
     ids, images = _batch(context, catalog)
     store = blobs.get()
     items = [StageInput(image_id=i.id, tenant_id=i.tenant_id, blob_key=i.blob_key, store=store,
-                        max_pixels=processing.max_pixels, thumbnail_size=processing.thumbnail_size)
+                        max_pixels=settings.max_pixels, thumbnail_size=settings.thumbnail_size)
              for i in images.values()]
-    results = list(map_in_processes(work, items, processing.workers))
+    results = list(map_in_processes(work, items, settings.workers))
     succeeded = [r for r in results if r.ok]
     outcomes = [StageOutcome(r.image_id, r.tenant_id, "done" if r.ok else "failed", r.error, r.duration_ms)
                 for r in results]
@@ -110,13 +110,13 @@ def _run_stage(
         "p50_image_ms": dg.MetadataValue.float(round(work_ms[len(work_ms) // 2], 1)),
         "max_image_ms": dg.MetadataValue.float(round(work_ms[-1], 1)),
         "lake_files_written": len(files),
-        "workers": processing.workers,
+        "workers": settings.workers,
     })
 
 
 @dg.asset(deps=[uploads], kinds={"python", "pillow", "parquet"}, code_version="exif-v1", **_PER_IMAGE)
 def exif(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs: BlobStoreResource,
-         lake: LakeResource, processing: ProcessingResource) -> dg.MaterializeResult:
+         lake: LakeResource, settings: SettingsResource) -> dg.MaterializeResult:
     """Camera metadata (make, model, lens, exposure, date with UTC offset, GPS, orientation…) read from
     the original file; written to the catalog's `exif` table and the lake's `exif` dataset."""
     now = utcnow()
@@ -124,13 +124,13 @@ def exif(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs: Blo
         context, stage="exif", work=exif_stage,
         to_row=lambda r: Exif(image_id=r.image_id, tenant_id=r.tenant_id, extracted_at=now, **r.value.to_dict()),
         to_lake=lambda r, _image: {"image_id": r.image_id, **r.value.to_dict(), "extracted_at": now},
-        lake_schema=EXIF_LAKE_SCHEMA, catalog=catalog.get(), blobs=blobs, lake=lake, processing=processing,
+        lake_schema=EXIF_LAKE_SCHEMA, catalog=catalog.get(), blobs=blobs, lake=lake, settings=settings,
     )
 
 
 @dg.asset(deps=[uploads], kinds={"python", "pillow", "jpeg"}, code_version="thumbnail-v1", **_PER_IMAGE)
 def thumbnail(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs: BlobStoreResource,
-              lake: LakeResource, processing: ProcessingResource) -> dg.MaterializeResult:
+              lake: LakeResource, settings: SettingsResource) -> dg.MaterializeResult:
     """An upright (EXIF-orientation-corrected) JPEG of about 256 px, stored as a blob next to the original."""
     now = utcnow()
     return _run_stage(
@@ -140,7 +140,7 @@ def thumbnail(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs
                                    created_at=now),
         to_lake=lambda r, _image: {"image_id": r.image_id, "width": r.value.width, "height": r.value.height,
                                    "byte_size": r.value.byte_size, "created_at": now},
-        lake_schema=THUMBNAIL_LAKE_SCHEMA, catalog=catalog.get(), blobs=blobs, lake=lake, processing=processing,
+        lake_schema=THUMBNAIL_LAKE_SCHEMA, catalog=catalog.get(), blobs=blobs, lake=lake, settings=settings,
     )
 
 

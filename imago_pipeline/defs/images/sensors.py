@@ -15,9 +15,8 @@ from pathlib import Path
 import dagster as dg
 
 from imago_pipeline.batching import plan_batches
-from imago_pipeline.config import ImagoSettings
 from imago_pipeline.defs.images.assets import image_partitions, process_images_job
-from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, ProcessingResource
+from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, SettingsResource
 from imago_pipeline.imaging.decode import InvalidImage
 from imago_pipeline.registration import register_image
 
@@ -26,16 +25,16 @@ MAX_RUNS_PER_TICK = 20
 
 @dg.sensor(job=process_images_job, minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)
 def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
-                  processing: ProcessingResource) -> dg.SensorResult | dg.SkipReason:
+                  settings: SettingsResource) -> dg.SensorResult | dg.SkipReason:
     """New pending images -> `images` partitions -> one run per batch of `batch_size` images."""
     cursor = int(context.cursor or 0)
-    ids = catalog.get().image_ids_after(cursor, limit=processing.batch_size * MAX_RUNS_PER_TICK)
+    ids = catalog.get().image_ids_after(cursor, limit=settings.batch_size * MAX_RUNS_PER_TICK)
     if not ids:
         return dg.SkipReason(f"no new images after id {cursor}")
     keys = [str(i) for i in ids]
     new_keys = [k for k in keys if not context.instance.has_dynamic_partition(image_partitions.name, k)]
     known_keys = [k for k in keys if k not in set(new_keys)]
-    batches = plan_batches(new_keys, known_keys, processing.batch_size)
+    batches = plan_batches(new_keys, known_keys, settings.batch_size)
     requests = [dg.RunRequest(run_key=f"{b.run_key}-after-{cursor}", tags=b.tags, partition_key=b.partition_key)
                 for b in batches]
     context.log.info(f"{len(keys)} new images in {len(requests)} runs")
@@ -51,15 +50,15 @@ SETTLE_SECONDS = 2.0
 
 @dg.sensor(minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING)
 def drop_folder_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
-                       blobs: BlobStoreResource) -> dg.SkipReason:
+                       blobs: BlobStoreResource, settings: SettingsResource) -> dg.SkipReason:
     """Register files copied into the drop folder (`IMAGO_DROP_DIR`) for the default tenant.
 
     A file is taken once it has not changed for a couple of seconds (so a half-copied file is not read),
     then moved to `.imported/` or, when it is not an acceptable image, to `.rejected/` with the reason
     next to it. Registered images reach the pipeline through `upload_sensor`.
     """
-    settings = ImagoSettings()
-    drop = settings.drop_root
+    imago_settings = settings.imago_settings()
+    drop = imago_settings.drop_root
     if not drop.is_dir():
         return dg.SkipReason(f"drop folder {drop} does not exist")
     now = time.time()
@@ -68,12 +67,12 @@ def drop_folder_sensor(context: dg.SensorEvaluationContext, catalog: CatalogReso
     if not candidates:
         return dg.SkipReason("no settled files in the drop folder")
     cat = catalog.get()
-    tenant = cat.get_or_create_tenant(settings.default_tenant)
+    tenant = cat.get_or_create_tenant(imago_settings.default_tenant)
     store = blobs.get()
     registered = rejected = 0
     for path in candidates[:500]:
         try:
-            register_image(cat, store, settings, tenant_id=tenant.id, filename=path.name, data=path.read_bytes())
+            register_image(cat, store, imago_settings, tenant_id=tenant.id, filename=path.name, data=path.read_bytes())
             _move(path, drop, ".imported")
             registered += 1
         except InvalidImage as exc:

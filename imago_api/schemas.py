@@ -1,0 +1,82 @@
+"""Response shapes, kept apart from the catalog tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _FromRow(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class StageOut(_FromRow):
+    stage: str
+    status: str
+    error: str | None
+    duration_ms: float | None
+    updated_at: datetime
+
+
+class ImageOut(_FromRow):
+    id: int
+    sha256: str
+    original_name: str
+    media_type: str
+    byte_size: int
+    width: int
+    height: int
+    status: str
+    error: str | None
+    created_at: datetime
+    processed_at: datetime | None
+
+
+class UploadOut(ImageOut):
+    duplicate: bool
+
+
+class ExifOut(_FromRow):
+    make: str | None
+    model: str | None
+    lens_model: str | None
+    datetime_original: str | None
+    exposure_time: float | None
+    f_number: float | None
+    iso: int | None
+    focal_length_mm: float | None
+    focal_length_35mm: int | None
+    orientation: int | None
+    width: int | None
+    height: int | None
+    gps_latitude: float | None
+    gps_longitude: float | None
+    gps_altitude: float | None
+    software: str | None
+    extracted_at: datetime
+
+
+class ThumbnailOut(_FromRow):
+    width: int
+    height: int
+    byte_size: int
+    created_at: datetime
+
+
+class ImageDetailOut(ImageOut):
+    stages: list[StageOut]
+    exif: ExifOut | None
+    thumbnail: ThumbnailOut | None
+
+
+class ImagePage(BaseModel):
+    items: list[ImageOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class HealthOut(BaseModel):
+    status: str
+    catalog: str

@@ -1,0 +1,3 @@
+from imago_pipeline.cli import app
+
+app(prog_name="imago")

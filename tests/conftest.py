@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from imago_pipeline.catalog import Catalog
+from imago_pipeline.config import ImagoSettings
+from tests import postgres
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLES = REPO / "samples"
+
+
+def shared(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"missing shared test data: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url():
+    url, cluster = postgres.server_url()
+    yield url
+    if cluster:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    """Each catalog test runs on the embedded SQLite file and on a fresh Postgres database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.db'}"
+        return
+    admin = request.getfixturevalue("postgres_admin_url")
+    name = f"imago_test_{uuid.uuid4().hex[:12]}"
+    url = postgres.create_database(admin, name)
+    yield url
+    postgres.drop_database(admin, name)
+
+
+@pytest.fixture
+def settings(tmp_path, database_url) -> ImagoSettings:
+    return ImagoSettings(home=tmp_path / "imago", database_url=database_url, workers=2, batch_size=50,
+                         drop_dir=tmp_path / "drop")
+
+
+@pytest.fixture
+def catalog(settings):
+    catalog = Catalog.connect(settings.catalog_url)
+    yield catalog
+    catalog.dispose()
+
+
+@pytest.fixture
+def dagster_instance(tmp_path):
+    import dagster as dg
+
+    home = tmp_path / "dagster"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield instance
+
+
+@pytest.fixture
+def sample_folder(tmp_path) -> Path:
+    """A copy of samples/ (images plus their licence files)."""
+    target = tmp_path / "samples"
+    shutil.copytree(SAMPLES, target)
+    return target

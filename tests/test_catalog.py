@@ -1,0 +1,84 @@
+"""The catalog on SQLite and on the real Postgres server: migrations, keys, dedupe, tenant scoping."""
+
+from __future__ import annotations
+
+from sqlalchemy import inspect, select, text
+
+from imago_pipeline.catalog import Catalog, ImageFilters, StageOutcome
+from imago_pipeline.catalog.models import ApiKey, Exif
+from imago_pipeline.registration import clean_filename
+
+
+def _register(catalog: Catalog, tenant_id: int, sha: str, name: str = "a.jpg"):
+    return catalog.for_tenant(tenant_id).register_image(
+        sha256=sha, original_name=name, media_type="image/jpeg", byte_size=10, width=2, height=3,
+        blob_key=f"k/{sha}")
+
+
+def test_migrations_create_every_table_and_are_idempotent(catalog, settings):
+    tables = set(inspect(catalog.engine).get_table_names())
+    assert {"tenants", "api_keys", "images", "image_stages", "exif", "thumbnails", "alembic_version"} <= tables
+    again = Catalog.connect(settings.catalog_url)  # a second start must not fail or re-create anything
+    with again.engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+
+
+def test_api_key_is_shown_once_and_only_its_hash_is_stored(catalog):
+    tenant = catalog.get_or_create_tenant("acme")
+    key = catalog.issue_api_key(tenant.id, ["images:read"])
+    principal = catalog.authenticate(key)
+    assert principal and principal.tenant_id == tenant.id and principal.scopes == ("images:read",)
+    assert catalog.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    assert catalog.authenticate(None) is None and catalog.authenticate("") is None
+    with catalog.session() as session:
+        stored = session.scalars(select(ApiKey)).one()
+        dump = " ".join(str(getattr(stored, c.key)) for c in ApiKey.__table__.columns)
+    assert key not in dump and key[12:] not in dump
+
+
+def test_same_bytes_dedupe_per_tenant_only(catalog):
+    a = catalog.get_or_create_tenant("a")
+    b = catalog.get_or_create_tenant("b")
+    first, created = _register(catalog, a.id, "f" * 64)
+    again, created_again = _register(catalog, a.id, "f" * 64, name="other-name.jpg")
+    other, created_other = _register(catalog, b.id, "f" * 64)
+    assert created and not created_again and again.id == first.id
+    assert created_other and other.id != first.id
+
+
+def test_every_read_is_scoped_to_its_tenant(catalog):
+    a = catalog.get_or_create_tenant("a")
+    b = catalog.get_or_create_tenant("b")
+    image, _ = _register(catalog, a.id, "1" * 64)
+    catalog.save_stage("exif", [StageOutcome(image.id, a.id, "done")],
+                       [Exif(image_id=image.id, tenant_id=a.id, make="Canon")])
+    mine, theirs = catalog.for_tenant(a.id), catalog.for_tenant(b.id)
+    assert mine.get_image(image.id).id == image.id
+    assert theirs.get_image(image.id) is None
+    assert theirs.get_exif(image.id) is None and theirs.get_stages(image.id) == []
+    assert theirs.list_images(ImageFilters(), limit=10, offset=0) == ([], 0)
+    items, total = mine.list_images(ImageFilters(camera_make="canon"), limit=10, offset=0)
+    assert total == 1 and items[0].id == image.id
+
+
+def test_overall_status_follows_the_stages(catalog):
+    tenant = catalog.get_or_create_tenant("a")
+    ok, _ = _register(catalog, tenant.id, "2" * 64)
+    bad, _ = _register(catalog, tenant.id, "3" * 64)
+    half, _ = _register(catalog, tenant.id, "4" * 64)
+    catalog.save_stage("exif", [StageOutcome(ok.id, tenant.id, "done"), StageOutcome(bad.id, tenant.id, "done"),
+                                StageOutcome(half.id, tenant.id, "done")])
+    catalog.save_stage("thumbnail", [StageOutcome(ok.id, tenant.id, "done"),
+                                     StageOutcome(bad.id, tenant.id, "failed", "corrupt image data")])
+    images = catalog.finish_images([ok.id, bad.id, half.id], ["exif", "thumbnail"])
+    assert images[ok.id].status == "done" and images[ok.id].error is None
+    assert images[bad.id].status == "failed" and images[bad.id].error == "thumbnail: corrupt image data"
+    assert images[half.id].status == "processing"
+
+
+def test_filenames_lose_paths_and_control_characters():
+    assert clean_filename("../../etc/passwd") == "passwd"
+    assert clean_filename("C:\\Users\\x\\photo.jpg") == "photo.jpg"
+    assert clean_filename("evil\x00\r\nname\x1b.jpg") == "evilname.jpg"
+    assert clean_filename("") == "upload" and clean_filename(None) == "upload"
+    assert len(clean_filename("a" * 1000 + ".jpg")) == 200

@@ -1,0 +1,105 @@
+"""The Dagster assets over real images, in ranged runs, on SQLite and Postgres catalogs."""
+
+from __future__ import annotations
+
+import io
+
+import dagster as dg
+import duckdb
+from PIL import Image
+
+from imago_pipeline.catalog import Catalog
+from imago_pipeline.definitions import build_definitions
+from imago_pipeline.registration import register_image
+from imago_pipeline.runner import process_images
+from imago_pipeline.storage.blobs import LocalBlobStore, original_key
+from tests.conftest import SAMPLES, shared
+
+
+def _register_samples(catalog: Catalog, settings, tenant_id: int) -> list[int]:
+    store = LocalBlobStore(settings.blob_root)
+    ids = []
+    for path in sorted(SAMPLES.iterdir()):
+        if path.suffix.lower() in (".jpg", ".png", ".webp", ".tif"):
+            ids.append(register_image(catalog, store, settings, tenant_id=tenant_id, filename=path.name,
+                                      data=path.read_bytes(), status="queued").image.id)
+    return ids
+
+
+def _register_without_validation(catalog: Catalog, settings, tenant_id: int, data: bytes) -> int:
+    """An image an older, laxer validator let through: its stages must fail alone."""
+    import hashlib
+
+    sha = hashlib.sha256(data).hexdigest()
+    key = original_key(tenant_id, sha)
+    LocalBlobStore(settings.blob_root).put(key, data)
+    image, _ = catalog.for_tenant(tenant_id).register_image(
+        sha256=sha, original_name="broken.jpg", media_type="image/jpeg", byte_size=len(data), width=1, height=1,
+        blob_key=key, status="queued")
+    return image.id
+
+
+def test_definitions_load_and_describe_every_asset():
+    defs = build_definitions()
+    graph = defs.resolve_asset_graph()
+    for key in ("exif", "thumbnail", "image_summary"):
+        node = graph.get(dg.AssetKey(key))
+        assert node.description and node.kinds and node.group_name == "enrichment"
+        assert node.partitions_def.name == "images"
+    assert graph.get(dg.AssetKey("exif")).parent_keys == {dg.AssetKey("uploads")}
+
+
+def test_batch_enriches_images_and_one_bad_image_does_not_fail_it(catalog, settings, dagster_instance):
+    tenant = catalog.get_or_create_tenant("t")
+    good = _register_samples(catalog, settings, tenant.id)
+    bad = _register_without_validation(catalog, settings, tenant.id,
+                                       shared("bad", "pillow__truncated_jpeg.jpg").read_bytes())
+    ids = sorted(good + [bad])
+
+    runs = process_images(ids, settings=settings, instance=dagster_instance, batch_size=100)
+
+    assert len(runs) == 1 and runs[0].success  # one ranged run for the whole batch
+    for asset in ("exif", "thumbnail", "image_summary"):
+        assert dagster_instance.get_materialized_partitions(dg.AssetKey(asset)) == {str(i) for i in ids}
+
+    images = catalog.images_by_id(ids)
+    assert {images[i].status for i in good} == {"done"}
+    assert images[bad].status == "failed" and "thumbnail" in images[bad].error
+    scoped = catalog.for_tenant(tenant.id)
+    stages = {s.stage: s for s in scoped.get_stages(bad)}
+    assert stages["thumbnail"].status == "failed" and "truncated" in stages["thumbnail"].error
+
+    by_name = {images[i].original_name: i for i in good}
+    canon = scoped.get_exif(by_name["Canon_40D.jpg"])
+    assert (canon.make, canon.model, canon.iso, canon.f_number) == ("Canon", "Canon EOS 40D", 100, 7.1)
+    iphone = scoped.get_exif(by_name["iphone_hdr_YES.jpg"])
+    assert iphone.gps_latitude > 40 and iphone.gps_longitude < 0
+
+    thumb = scoped.get_thumbnail(by_name["hopper_orientation_6.webp"])
+    pixels = Image.open(io.BytesIO(LocalBlobStore(settings.blob_root).get(thumb.blob_key)))
+    assert pixels.size == (thumb.width, thumb.height) and max(pixels.size) <= 256
+
+    lake = settings.lake_root
+    con = duckdb.connect()
+    exif_rows = con.execute(
+        f"SELECT tenant_id, count(*) FROM read_parquet('{lake}/exif/**/*.parquet', hive_partitioning=true) "
+        "GROUP BY tenant_id").fetchall()
+    exif_succeeded = len(good) + (stages["exif"].status == "done")  # its header is intact, its pixels are not
+    assert exif_rows == [(tenant.id, exif_succeeded)]
+    statuses = dict(con.execute(
+        f"SELECT status, count(*) FROM read_parquet('{lake}/images/**/*.parquet') GROUP BY status").fetchall())
+    assert statuses == {"done": len(good), "failed": 1}
+    files = list((lake / "thumbnail").rglob("*.parquet"))
+    assert len(files) == 1  # batch-sized files: one per (tenant, date) and run, not one per image
+    names = con.execute(f"SELECT * FROM read_parquet('{lake}/images/**/*.parquet') LIMIT 1").description
+    assert "original_name" not in {column[0] for column in names}  # no file names in the lake
+
+
+def test_reprocessing_an_image_runs_it_alone(catalog, settings, dagster_instance):
+    tenant = catalog.get_or_create_tenant("t")
+    ids = _register_samples(catalog, settings, tenant.id)[:3]
+    process_images(ids, settings=settings, instance=dagster_instance, batch_size=2)
+    again = process_images([ids[1]], settings=settings, instance=dagster_instance, batch_size=2)
+    assert len(again) == 1 and again[0].keys == [str(ids[1])] and again[0].success
+    run = dagster_instance.get_run_by_id(again[0].run_id)
+    assert run.tags.get("dagster/partition") == str(ids[1])
