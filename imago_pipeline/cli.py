@@ -159,6 +159,18 @@ def demo(folder: Annotated[Path, typer.Argument()] = Path("samples")) -> None:
     ingest(folder, tenant="demo", batch_size=None, details=True)
 
 
+@app.command()
+def serve(
+    host: str = "127.0.0.1",
+    api_port: Annotated[int, typer.Option(help="API port")] = 8000,
+    dagster_port: Annotated[int, typer.Option(help="Dagster UI port")] = 3000,
+) -> None:
+    """Run the Dagster UI (webserver + daemon) and the API until Ctrl-C."""
+    from imago_pipeline.serve import serve as run
+
+    raise typer.Exit(run(host, api_port, dagster_port))
+
+
 @admin_app.command("create-client")
 def create_client(
     name: str,
