@@ -54,10 +54,27 @@ class IngestReport:
     skipped: list = field(default_factory=list)  # not images at all
 
 
+def _check_file(job: tuple[Path, ImagoSettings]) -> tuple[Path, object]:
+    """Worker: read and validate one file; returns the CheckedUpload, None (not an image) or the reason."""
+    from imago_pipeline.imaging.decode import InvalidImage, sniff_media_type
+    from imago_pipeline.registration import check_upload
+
+    path, settings = job
+    try:
+        with path.open("rb") as handle:
+            if sniff_media_type(handle.read(16)) is None:
+                return path, None
+        return path, check_upload(path.read_bytes(), settings)
+    except InvalidImage as exc:
+        return path, str(exc)
+    except OSError as exc:
+        return path, f"unreadable: {exc.strerror}"
+
+
 def _register_folder(folder: Path, tenant_name: str, settings: ImagoSettings, progress: Progress) -> tuple:
     from imago_pipeline.catalog import Catalog
-    from imago_pipeline.imaging.decode import InvalidImage, sniff_media_type
-    from imago_pipeline.registration import register_image
+    from imago_pipeline.parallel import map_in_processes
+    from imago_pipeline.registration import CheckedUpload, store_upload
     from imago_pipeline.storage.blobs import LocalBlobStore
 
     catalog = Catalog.connect(settings.catalog_url)
@@ -67,21 +84,18 @@ def _register_folder(folder: Path, tenant_name: str, settings: ImagoSettings, pr
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     report = IngestReport()
     task = progress.add_task("registering", total=len(files))
-    for path in files:
+    # validation decodes every image: spread it over the cores; catalog writes stay in this process
+    for path, checked in map_in_processes(_check_file, [(p, settings) for p in files], settings.workers):
         progress.advance(task)
-        with path.open("rb") as handle:
-            head = handle.read(16)
-        if sniff_media_type(head) is None:
+        if checked is None:
             report.skipped.append(path)
-            continue
-        try:
-            registration = register_image(catalog, store, settings, tenant_id=tenant.id, filename=path.name,
-                                          data=path.read_bytes(), status="queued")
-        except InvalidImage as exc:
-            report.rejected.append((path, str(exc)))
-            continue
-        report.registered.append((path, registration.image))
-        report.duplicates += not registration.created
+        elif isinstance(checked, CheckedUpload):
+            registration = store_upload(catalog, store, checked, tenant_id=tenant.id, filename=path.name,
+                                        data=path.read_bytes(), status="queued")
+            report.registered.append((path, registration.image))
+            report.duplicates += not registration.created
+        else:
+            report.rejected.append((path, checked))
     return catalog, tenant, report
 
 

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-_PRELOAD = ["imago_pipeline.stages"]
+_PRELOAD = ["imago_pipeline.stages", "imago_pipeline.registration"]
 
 
 def map_in_processes(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterable[R]:

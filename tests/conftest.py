@@ -58,12 +58,16 @@ def catalog(settings):
 
 
 @pytest.fixture
-def dagster_instance(tmp_path):
+def dagster_instance(tmp_path, monkeypatch):
+    """A real instance with the embedded default's storage (the dagster.yaml that `imago` writes)."""
     import dagster as dg
 
-    home = tmp_path / "dagster"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
+    from imago_pipeline.runner import prepare_dagster_home
+
+    for name in ("DAGSTER_HOME", "DAGSTER_EVENT_BATCH_SIZE", "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"):
+        monkeypatch.delenv(name, raising=False)
+    home = prepare_dagster_home(ImagoSettings(home=tmp_path / "imago"))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         yield instance
 
 

@@ -1,0 +1,46 @@
+"""Deployment files: the compose file validates, and dagster.yaml gives a working Postgres instance."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+
+import dagster as dg
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+from tests import postgres
+from tests.conftest import REPO
+
+
+def test_docker_compose_config_validates():
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose is installed by scripts/install-system-packages.sh"
+    result = subprocess.run([binary, "config", "-q"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(subprocess.run([binary, "config"], cwd=REPO, capture_output=True, text=True).stdout)
+    assert {"postgres", "code", "webserver", "daemon", "api"} <= set(services["services"])
+
+
+@pytest.mark.postgres
+def test_production_dagster_yaml_runs_on_postgres(tmp_path, postgres_admin_url, monkeypatch):
+    name = f"imago_dagster_{uuid.uuid4().hex[:10]}"
+    url = make_url(postgres.create_database(postgres_admin_url, name))
+    try:
+        shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+        for key, value in {"DAGSTER_PG_HOST": url.host, "DAGSTER_PG_USER": url.username,
+                           "DAGSTER_PG_PASSWORD": url.password or "", "DAGSTER_PG_DB": name}.items():
+            monkeypatch.setenv(key, value)
+        if url.port != 5432:
+            text = (tmp_path / "dagster.yaml").read_text().replace("port: 5432", f"port: {url.port}")
+            (tmp_path / "dagster.yaml").write_text(text)
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            instance.add_dynamic_partitions("images", ["1", "2"])
+            assert instance.get_dynamic_partitions("images") == ["1", "2"]
+            assert instance.run_coordinator.__class__.__name__ == "QueuedRunCoordinator"
+    finally:
+        postgres.drop_database(postgres_admin_url, name)
