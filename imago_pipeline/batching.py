@@ -37,3 +37,12 @@ def plan_batches(new_keys: list[str], known_keys: list[str], batch_size: int) ->
     """`new_keys` are about to be added in this order, in one request; `known_keys` already exist."""
     batches = [Batch(new_keys[i:i + batch_size]) for i in range(0, len(new_keys), batch_size)]
     return batches + [Batch([key], ranged=False) for key in known_keys]
+
+
+def split_new_and_known(instance, partitions_name: str, keys: list[str]) -> tuple[list[str], list[str]]:
+    """Which keys are not yet partitions (to add, in order) and which already are."""
+    if len(keys) > 50:  # one query for the whole list beats a query per key
+        existing = set(instance.get_dynamic_partitions(partitions_name))
+    else:
+        existing = {k for k in keys if instance.has_dynamic_partition(partitions_name, k)}
+    return [k for k in keys if k not in existing], [k for k in keys if k in existing]

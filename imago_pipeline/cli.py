@@ -74,7 +74,7 @@ def _check_file(job: tuple[Path, ImagoSettings]) -> tuple[Path, object]:
 def _register_folder(folder: Path, tenant_name: str, settings: ImagoSettings, progress: Progress) -> tuple:
     from imago_pipeline.catalog import Catalog
     from imago_pipeline.parallel import map_in_processes
-    from imago_pipeline.registration import CheckedUpload, store_upload
+    from imago_pipeline.registration import CheckedUpload, store_uploads
     from imago_pipeline.storage.blobs import LocalBlobStore
 
     catalog = Catalog.connect(settings.catalog_url)
@@ -84,18 +84,30 @@ def _register_folder(folder: Path, tenant_name: str, settings: ImagoSettings, pr
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     report = IngestReport()
     task = progress.add_task("registering", total=len(files))
-    # validation decodes every image: spread it over the cores; catalog writes stay in this process
-    for path, checked in map_in_processes(_check_file, [(p, settings) for p in files], settings.workers):
+    pending: list[tuple[Path, CheckedUpload]] = []
+
+    def flush() -> None:
+        registrations = store_uploads(catalog, store, [(c, p.name, p.read_bytes()) for p, c in pending],
+                                      tenant_id=tenant.id, status="queued")
+        for (path, _), registration in zip(pending, registrations):
+            report.registered.append((path, registration.image))
+            report.duplicates += not registration.created
+        pending.clear()
+
+    # validation decodes every image: spread it over the cores; catalog writes stay here, in batches
+    checks = map_in_processes(_check_file, [(p, settings) for p in files], settings.workers,
+                              on_crash=lambda job: (job[0], "the decoder crashed on this file"))
+    for path, checked in checks:
         progress.advance(task)
         if checked is None:
             report.skipped.append(path)
         elif isinstance(checked, CheckedUpload):
-            registration = store_upload(catalog, store, checked, tenant_id=tenant.id, filename=path.name,
-                                        data=path.read_bytes(), status="queued")
-            report.registered.append((path, registration.image))
-            report.duplicates += not registration.created
+            pending.append((path, checked))
+            if len(pending) >= 200:
+                flush()
         else:
             report.rejected.append((path, checked))
+    flush()
     return catalog, tenant, report
 
 
@@ -124,12 +136,13 @@ def ingest(
                               on_batch=lambda run: progress.advance(task, len(run.keys)))
     elapsed = time.perf_counter() - started
     images = catalog.images_by_id(image.id for _, image in report.registered)
-    _print_summary(catalog, tenant_row, report, images, runs, elapsed, details)
+    _print_summary(catalog, tenant_row, report, images, runs, len(todo), elapsed, details)
     if any(not run.success for run in runs):
         raise typer.Exit(1)
 
 
-def _print_summary(catalog, tenant, report: IngestReport, images: dict, runs, elapsed: float, details: bool) -> None:
+def _print_summary(catalog, tenant, report: IngestReport, images: dict, runs, processed: int, elapsed: float,
+                   details: bool) -> None:
     out = Console(width=max(Console().width, 150))  # a readable table also when piped
     scoped = catalog.for_tenant(tenant.id)
     if details:
@@ -158,12 +171,13 @@ def _print_summary(catalog, tenant, report: IngestReport, images: dict, runs, el
     statuses: dict[str, int] = {}
     for image in images.values():
         statuses[image.status] = statuses.get(image.status, 0) + 1
-    rate = len(images) / elapsed * 3600 if elapsed else 0
+    rate = f" ({processed / elapsed * 3600:,.0f} images/hour)" if processed and elapsed else ""
     out.print(
         f"[bold]{len(report.registered)}[/] images registered ({report.duplicates} already known), "
-        f"{len(report.rejected)} rejected, {len(report.skipped)} non-image files skipped; "
-        f"{statuses.get('done', 0)} done, {statuses.get('failed', 0)} failed, in {len(runs)} Dagster runs; "
-        f"{elapsed:.1f} s ({rate:,.0f} images/hour)."
+        f"{len(report.rejected)} rejected, {len(report.skipped)} non-image files skipped; {processed} processed "
+        f"in {len(runs)} Dagster runs: {statuses.get('done', 0)} done, {statuses.get('failed', 0)} failed; "
+        f"{elapsed:.1f} s{rate}.",
+        soft_wrap=True,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from dataclasses import dataclass
+from typing import Sequence
 from pathlib import PurePosixPath, PureWindowsPath
 
 from imago_pipeline.catalog import Catalog
@@ -57,6 +58,20 @@ def store_upload(catalog: Catalog, store: BlobStore, checked: CheckedUpload, *, 
         byte_size=len(data), width=checked.info.width, height=checked.info.height, blob_key=key, status=status,
     )
     return Registration(image=image, created=created)
+
+
+def store_uploads(catalog: Catalog, store: BlobStore, uploads: Sequence[tuple[CheckedUpload, str | None, bytes]],
+                  *, tenant_id: int, status: str = "pending") -> list[Registration]:
+    """`store_upload` for a batch of (checked, filename, data): one catalog transaction for all of them."""
+    items = []
+    for checked, filename, data in uploads:
+        key = original_key(tenant_id, checked.sha256)
+        if not store.exists(key):
+            store.put(key, data)
+        items.append(dict(sha256=checked.sha256, original_name=clean_filename(filename),
+                          media_type=checked.info.media_type, byte_size=len(data), width=checked.info.width,
+                          height=checked.info.height, blob_key=key, status=status))
+    return [Registration(image, created) for image, created in catalog.for_tenant(tenant_id).register_images(items)]
 
 
 def register_image(catalog: Catalog, store: BlobStore, settings: ImagoSettings, *, tenant_id: int,

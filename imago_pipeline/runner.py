@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import dagster as dg
 
-from imago_pipeline.batching import plan_batches
+from imago_pipeline.batching import plan_batches, split_new_and_known
 from imago_pipeline.config import ImagoSettings
 
 EMBEDDED_DAGSTER_YAML = """\
@@ -75,8 +75,7 @@ def process_images(image_ids: Sequence[int], *, settings: ImagoSettings, instanc
     from imago_pipeline.defs.images.assets import image_partitions
 
     keys = [str(i) for i in image_ids]
-    new_keys = [k for k in keys if not instance.has_dynamic_partition(image_partitions.name, k)]
-    known_keys = [k for k in keys if k not in set(new_keys)]
+    new_keys, known_keys = split_new_and_known(instance, image_partitions.name, keys)
     if new_keys:
         instance.add_dynamic_partitions(image_partitions.name, new_keys)
     job = build_definitions(settings).resolve_job_def("process_images")

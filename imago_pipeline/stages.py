@@ -70,6 +70,10 @@ def _thumbnail(item: StageInput) -> ThumbnailResult:
     return ThumbnailResult(blob_key=key, width=thumb.width, height=thumb.height, byte_size=len(thumb.jpeg))
 
 
+def worker_crashed(item: StageInput) -> StageResult:
+    return StageResult(item.image_id, item.tenant_id, None, "the decoder crashed on this file")
+
+
 def exif_stage(item: StageInput) -> StageResult:
     return _run(item, _exif)
 

@@ -50,8 +50,8 @@ def test_every_read_is_scoped_to_its_tenant(catalog):
     a = catalog.get_or_create_tenant("a")
     b = catalog.get_or_create_tenant("b")
     image, _ = _register(catalog, a.id, "1" * 64)
-    catalog.save_stage("exif", [StageOutcome(image.id, a.id, "done")],
-                       [Exif(image_id=image.id, tenant_id=a.id, make="Canon")])
+    catalog.save_stage("exif", [StageOutcome(image.id, a.id, "done")], Exif,
+                       [dict(image_id=image.id, tenant_id=a.id, make="Canon")])
     mine, theirs = catalog.for_tenant(a.id), catalog.for_tenant(b.id)
     assert mine.get_image(image.id).id == image.id
     assert theirs.get_image(image.id) is None

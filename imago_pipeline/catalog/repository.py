@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imago_pipeline.catalog.db import make_engine, migrate
-from imago_pipeline.catalog.models import ApiKey, Exif, Image, ImageStage, Tenant, Thumbnail, utcnow
+from imago_pipeline.catalog.models import ApiKey, Base, Exif, Image, ImageStage, Tenant, Thumbnail, utcnow
 
 KEY_PREFIX = "imk_"
 DEFAULT_SCOPES = ["images:read", "images:write"]
@@ -129,17 +129,25 @@ class Catalog:
         with self.session() as session:
             return {image.id: image for image in session.scalars(select(Image).where(Image.id.in_(ids)))}
 
-    def save_stage(self, stage: str, outcomes: Sequence[StageOutcome], rows: Sequence[Any] = (),
-                   run_id: str | None = None) -> None:
-        """Write a batch's enrichment rows and per-image stage status in one transaction."""
+    def save_stage(self, stage: str, outcomes: Sequence[StageOutcome], table: type[Base] | None = None,
+                   rows: Sequence[dict[str, Any]] = (), run_id: str | None = None) -> None:
+        """Replace a batch's enrichment rows (in `table`) and per-image stage status, in one transaction.
+
+        Bulk delete-then-insert: re-processing an image replaces its rows, and a batch costs a handful of
+        statements instead of a round trip per image.
+        """
+        ids = [o.image_id for o in outcomes]
+        now = utcnow()
         with self.session() as session:
-            for row in rows:
-                session.merge(row)
-            for outcome in outcomes:
-                session.merge(ImageStage(
-                    image_id=outcome.image_id, tenant_id=outcome.tenant_id, stage=stage, status=outcome.status,
-                    error=outcome.error, duration_ms=outcome.duration_ms, run_id=run_id, updated_at=utcnow(),
-                ))
+            if table is not None:
+                session.execute(delete(table).where(table.image_id.in_(ids)))
+                if rows:
+                    session.execute(insert(table), list(rows))
+            session.execute(delete(ImageStage).where(ImageStage.image_id.in_(ids), ImageStage.stage == stage))
+            if outcomes:
+                session.execute(insert(ImageStage), [
+                    dict(image_id=o.image_id, tenant_id=o.tenant_id, stage=stage, status=o.status, error=o.error,
+                         duration_ms=o.duration_ms, run_id=run_id, updated_at=now) for o in outcomes])
             session.commit()
 
     def finish_images(self, image_ids: Sequence[int], stages: Sequence[str]) -> dict[int, Image]:
@@ -196,6 +204,27 @@ class TenantCatalog:
                     select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256 == sha256)).one()
                 return existing, False
             return image, True
+
+    def register_images(self, items: Sequence[dict[str, Any]]) -> list[tuple[Image, bool]]:
+        """`register_image` for many uploads in one transaction (bulk ingest); same order as `items`."""
+        shas = list(dict.fromkeys(item["sha256"] for item in items))
+        with self.catalog.session() as session:
+            known = {i.sha256: i for i in session.scalars(
+                select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256.in_(shas)))}
+            new = {}
+            for item in items:
+                if item["sha256"] not in known and item["sha256"] not in new:
+                    new[item["sha256"]] = Image(tenant_id=self.tenant_id, **item)
+            session.add_all(new.values())
+            session.commit()
+        seen: set[str] = set()
+        results = []
+        for item in items:
+            sha = item["sha256"]
+            created = sha in new and sha not in seen
+            seen.add(sha)
+            results.append((new.get(sha) or known[sha], created))
+        return results
 
     def get_image(self, image_id: int) -> Image | None:
         with self.catalog.session() as session:

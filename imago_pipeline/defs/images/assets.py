@@ -19,7 +19,7 @@ from imago_pipeline.catalog.models import Exif, Image, Thumbnail, utcnow
 from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, LakeResource, SettingsResource
 from imago_pipeline.imaging.exif import EXIF_FIELDS
 from imago_pipeline.parallel import map_in_processes
-from imago_pipeline.stages import StageInput, StageResult, exif_stage, thumbnail_stage
+from imago_pipeline.stages import StageInput, StageResult, exif_stage, thumbnail_stage, worker_crashed
 
 image_partitions = dg.DynamicPartitionsDefinition(name="images")
 
@@ -71,7 +71,8 @@ def _run_stage(
     *,
     stage: str,
     work: Callable[[StageInput], StageResult],
-    to_row: Callable[[StageResult], Any],
+    table: type,
+    to_row: Callable[[StageResult], dict[str, Any]],
     to_lake: Callable[[StageResult, Image], dict[str, Any]],
     lake_schema: pa.Schema,
     catalog: Catalog,
@@ -85,11 +86,11 @@ def _run_stage(
     items = [StageInput(image_id=i.id, tenant_id=i.tenant_id, blob_key=i.blob_key, store=store,
                         max_pixels=settings.max_pixels, thumbnail_size=settings.thumbnail_size)
              for i in images.values()]
-    results = list(map_in_processes(work, items, settings.workers))
+    results = map_in_processes(work, items, settings.workers, on_crash=worker_crashed)
     succeeded = [r for r in results if r.ok]
     outcomes = [StageOutcome(r.image_id, r.tenant_id, "done" if r.ok else "failed", r.error, r.duration_ms)
                 for r in results]
-    catalog.save_stage(stage, outcomes, [to_row(r) for r in succeeded], run_id=context.run_id)
+    catalog.save_stage(stage, outcomes, table, [to_row(r) for r in succeeded], run_id=context.run_id)
     files = lake.get().write_batch(
         stage, [{**to_lake(r, images[r.image_id]), "tenant_id": r.tenant_id,
                  "date": images[r.image_id].created_at.date(), "run_id": context.run_id} for r in succeeded],
@@ -121,8 +122,8 @@ def exif(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs: Blo
     the original file; written to the catalog's `exif` table and the lake's `exif` dataset."""
     now = utcnow()
     return _run_stage(
-        context, stage="exif", work=exif_stage,
-        to_row=lambda r: Exif(image_id=r.image_id, tenant_id=r.tenant_id, extracted_at=now, **r.value.to_dict()),
+        context, stage="exif", work=exif_stage, table=Exif,
+        to_row=lambda r: {"image_id": r.image_id, "tenant_id": r.tenant_id, "extracted_at": now, **r.value.to_dict()},
         to_lake=lambda r, _image: {"image_id": r.image_id, **r.value.to_dict(), "extracted_at": now},
         lake_schema=EXIF_LAKE_SCHEMA, catalog=catalog.get(), blobs=blobs, lake=lake, settings=settings,
     )
@@ -134,10 +135,10 @@ def thumbnail(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs
     """An upright (EXIF-orientation-corrected) JPEG of about 256 px, stored as a blob next to the original."""
     now = utcnow()
     return _run_stage(
-        context, stage="thumbnail", work=thumbnail_stage,
-        to_row=lambda r: Thumbnail(image_id=r.image_id, tenant_id=r.tenant_id, blob_key=r.value.blob_key,
-                                   width=r.value.width, height=r.value.height, byte_size=r.value.byte_size,
-                                   created_at=now),
+        context, stage="thumbnail", work=thumbnail_stage, table=Thumbnail,
+        to_row=lambda r: {"image_id": r.image_id, "tenant_id": r.tenant_id, "blob_key": r.value.blob_key,
+                          "width": r.value.width, "height": r.value.height, "byte_size": r.value.byte_size,
+                          "created_at": now},
         to_lake=lambda r, _image: {"image_id": r.image_id, "width": r.value.width, "height": r.value.height,
                                    "byte_size": r.value.byte_size, "created_at": now},
         lake_schema=THUMBNAIL_LAKE_SCHEMA, catalog=catalog.get(), blobs=blobs, lake=lake, settings=settings,

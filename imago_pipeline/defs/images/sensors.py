@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from imago_pipeline.batching import plan_batches
+from imago_pipeline.batching import plan_batches, split_new_and_known
 from imago_pipeline.defs.images.assets import image_partitions, process_images_job
 from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, SettingsResource
 from imago_pipeline.imaging.decode import InvalidImage
@@ -32,8 +32,7 @@ def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
     if not ids:
         return dg.SkipReason(f"no new images after id {cursor}")
     keys = [str(i) for i in ids]
-    new_keys = [k for k in keys if not context.instance.has_dynamic_partition(image_partitions.name, k)]
-    known_keys = [k for k in keys if k not in set(new_keys)]
+    new_keys, known_keys = split_new_and_known(context.instance, image_partitions.name, keys)
     batches = plan_batches(new_keys, known_keys, settings.batch_size)
     requests = [dg.RunRequest(run_key=f"{b.run_key}-after-{cursor}", tags=b.tags, partition_key=b.partition_key)
                 for b in batches]
