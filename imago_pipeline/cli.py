@@ -141,9 +141,16 @@ def ingest(
         raise typer.Exit(1)
 
 
+def _camera(make: str | None, model: str | None) -> str:
+    """'Canon' + 'Canon EOS 40D' reads as 'Canon EOS 40D'."""
+    if make and model and model.lower().startswith(make.split()[0].lower()):
+        return model
+    return " ".join(x for x in (make, model) if x)
+
+
 def _print_summary(catalog, tenant, report: IngestReport, images: dict, runs, processed: int, elapsed: float,
                    details: bool) -> None:
-    out = Console(width=max(Console().width, 150))  # a readable table also when piped
+    out = Console(width=max(Console().width, 170))  # a readable table also when piped
     scoped = catalog.for_tenant(tenant.id)
     if details:
         table = Table(title=f"Images of tenant '{tenant.name}'", title_justify="left")
@@ -153,7 +160,7 @@ def _print_summary(catalog, tenant, report: IngestReport, images: dict, runs, pr
             image = images[registered.id]
             record = scoped.get_exif(image.id)
             thumb = scoped.get_thumbnail(image.id)
-            camera = " ".join(x for x in (record.make, record.model) if x) if record else ""
+            camera = _camera(record.make, record.model) if record else ""
             exposure = ""
             if record and record.exposure_time:
                 exposure = f"1/{round(1 / record.exposure_time)}s" if record.exposure_time < 1 else f"{record.exposure_time:g}s"

@@ -61,6 +61,10 @@ def get_instance(settings: ImagoSettings) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+# The event log keeps everything; the terminal only needs warnings (the CLI prints its own progress).
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 @dataclass(frozen=True)
 class BatchRun:
     keys: list[str]
@@ -82,7 +86,7 @@ def process_images(image_ids: Sequence[int], *, settings: ImagoSettings, instanc
     runs = []
     for batch in plan_batches(new_keys, known_keys, batch_size or settings.batch_size):
         result = job.execute_in_process(instance=instance, tags=batch.tags, partition_key=batch.partition_key,
-                                        raise_on_error=False)
+                                        raise_on_error=False, run_config=QUIET_CONSOLE)
         run = BatchRun(keys=batch.keys, run_id=result.run_id, success=result.success)
         runs.append(run)
         if on_batch:
