@@ -16,7 +16,23 @@ class StageOut(_FromRow):
     status: str
     error: str | None
     duration_ms: float | None
+    code_version: str | None
     updated_at: datetime
+
+
+class CheckOut(_FromRow):
+    check_name: str
+    passed: bool
+    detail: str | None
+    updated_at: datetime
+
+
+class StatusOut(BaseModel):
+    id: int
+    status: str
+    error: str | None
+    stages: list[StageOut]
+    checks: list[CheckOut]
 
 
 class ImageOut(_FromRow):
@@ -64,10 +80,47 @@ class ThumbnailOut(_FromRow):
     created_at: datetime
 
 
+class WordOut(BaseModel):
+    text: str
+    confidence: float
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+class OcrOut(_FromRow):
+    text: str
+    confidence: float | None
+    language: str | None
+    has_text: bool
+    rotation: int
+    mode: str
+    engine: str
+    words: list[WordOut]
+    created_at: datetime
+
+
+class VisionOut(_FromRow):
+    description: str
+    tags: list[str]
+    confidence: float | None
+    model_used: str
+    created_at: datetime
+
+
+class TagCount(BaseModel):
+    tag: str
+    count: int
+
+
 class ImageDetailOut(ImageOut):
     stages: list[StageOut]
+    checks: list[CheckOut]
     exif: ExifOut | None
     thumbnail: ThumbnailOut | None
+    ocr: OcrOut | None
+    ai: VisionOut | None
 
 
 class ImagePage(BaseModel):

@@ -46,6 +46,32 @@ def exif(file: Path, as_json: Annotated[bool, typer.Option("--json", help="One J
         Console().print(table)
 
 
+@app.command()
+def ocr(
+    file: Path,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object")] = False,
+    languages: Annotated[Optional[str], typer.Option(help="Tesseract languages, e.g. eng+fra")] = None,
+) -> None:
+    """Print the text Tesseract reads in one image file."""
+    from imago_pipeline.imaging.decode import InvalidImage
+    from imago_pipeline.imaging.ocr import ocr_image
+
+    settings = ImagoSettings()
+    try:
+        result = ocr_image(file.read_bytes(), languages=languages or settings.ocr_languages,
+                           max_pixels=settings.max_pixels)
+    except (OSError, InvalidImage) as exc:
+        typer.echo(f"imago ocr: {file}: {exc}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps({"text": result.text, "confidence": result.confidence, "language": result.language,
+                               "has_text": result.has_text}, ensure_ascii=False))
+    else:
+        typer.echo(result.text if result.has_text else "(no text found)")
+        console.print(f"confidence {result.confidence}, language {result.language}, mode {result.mode}, "
+                      f"rotation {result.rotation}")
+
+
 @dataclass
 class IngestReport:
     registered: list = field(default_factory=list)  # (path, image)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,16 @@ class ImagoSettings(BaseSettings):
     # Pillow warns past ~89.5 MP (its own decompression-bomb guard); we refuse at the same size.
     max_pixels: int = 89_000_000
     thumbnail_size: int = 256
+    ocr_languages: str = Field(default="eng+fra", description="Tesseract languages, joined with '+'.")
+    ocr_fallback_confidence: float = Field(
+        default=60.0, description="Below this mean word confidence, a remote vision provider re-reads the text.")
+
+    vision_provider: Literal["local", "gemini"] = "local"
+    gemini_model: str = "gemini-2.5-flash"
+    gemini_api_key: str | None = Field(default=None, repr=False)
+    gemini_base_url: str | None = Field(default=None, description="Override the API endpoint (tests, proxies).")
+    vision_attempts: int = Field(default=4, ge=1, description="Tries per request on 429 and 5xx.")
+    vision_initial_delay_s: float = 1.0
 
     @cached_property
     def resolved_home(self) -> Path:

@@ -22,7 +22,7 @@ from typing import Callable, Sequence, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-_PRELOAD = ["imago_pipeline.stages", "imago_pipeline.registration"]
+_PRELOAD = ["imago_pipeline.stages", "imago_pipeline.registration", "imago_pipeline.imaging.ocr"]
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 _pool_workers = 0

@@ -13,6 +13,7 @@ from typing import Any
 
 from imago_pipeline.imaging.decode import InvalidImage
 from imago_pipeline.imaging.exif import ExifRecord, extract_exif
+from imago_pipeline.imaging.ocr import OcrResult, ocr_image
 from imago_pipeline.imaging.thumbnail import make_thumbnail
 from imago_pipeline.storage.blobs import BlobStore, thumbnail_key
 
@@ -25,6 +26,7 @@ class StageInput:
     store: BlobStore
     max_pixels: int
     thumbnail_size: int = 256
+    ocr_languages: str = "eng+fra"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,14 @@ def _thumbnail(item: StageInput) -> ThumbnailResult:
 
 def worker_crashed(item: StageInput) -> StageResult:
     return StageResult(item.image_id, item.tenant_id, None, "the decoder crashed on this file")
+
+
+def _ocr(item: StageInput) -> OcrResult:
+    return ocr_image(item.store.get(item.blob_key), languages=item.ocr_languages, max_pixels=item.max_pixels)
+
+
+def ocr_stage(item: StageInput) -> StageResult:
+    return _run(item, _ocr)
 
 
 def exif_stage(item: StageInput) -> StageResult:

@@ -105,7 +105,12 @@ def test_query_after_processing_returns_exif_stages_and_filters(api, settings, d
 
     detail = client.get(f"/images/{ids['iphone_hdr_YES.jpg']}", headers=headers).json()
     assert detail["status"] == "done"
-    assert {s["stage"]: s["status"] for s in detail["stages"]} == {"exif": "done", "thumbnail": "done"}
+    assert {s["stage"]: s["status"] for s in detail["stages"]} == {
+        "exif": "done", "thumbnail": "done", "ocr": "done", "vision": "done"}
+    assert {c["check_name"]: c["passed"] for c in detail["checks"]} == {
+        "plausible_dates_and_gps": True, "thumbnail_decodes": True, "confidence_recorded": True,
+        "output_matches_schema": True}
+    assert detail["ai"]["model_used"] == "local-heuristics-v1" and "geotagged" in detail["ai"]["tags"]
     assert detail["exif"]["make"] == "Apple" and detail["exif"]["gps_longitude"] < 0
     assert detail["thumbnail"]["width"] == 256
     exif = client.get(f"/images/{ids['Nikon_D70.jpg']}/exif", headers=headers).json()
@@ -117,6 +122,21 @@ def test_query_after_processing_returns_exif_stages_and_filters(api, settings, d
     assert done["total"] == 4 and len(done["items"]) == 2 and done["limit"] == 2
     page2 = client.get("/images", headers=headers, params={"status": "done", "limit": 2, "offset": 2}).json()
     assert not {i["id"] for i in done["items"]} & {i["id"] for i in page2["items"]}
+    page = client.get(f"/images/{ids['phototest.tif']}/ocr", headers=headers).json()
+    assert page["has_text"] and "quick brown dog" in page["text"] and page["language"] == "en"
+    assert page["engine"] == "tesseract" and page["words"][0]["width"] > 0
+    photo_ocr = client.get(f"/images/{ids['Canon_40D.jpg']}/ocr", headers=headers).json()
+    assert photo_ocr["has_text"] is False and photo_ocr["mode"] == "probe"
+    found = client.get("/images", headers=headers, params={"q": "quick dog"}).json()
+    assert [i["id"] for i in found["items"]] == [ids["phototest.tif"]]
+    assert client.get("/images", headers={"X-API-Key": keys["bob"]}, params={"q": "quick dog"}).json()["total"] == 0
+    tags = {t["tag"]: t["count"] for t in client.get("/images/tags/all", headers=headers).json()}
+    assert tags["landscape"] >= 2 and tags["text"] == 1 and tags["canon"] == 1
+    assert client.get("/images/tags/all", headers={"X-API-Key": keys["bob"]}).json() == []
+    status = client.get(f"/images/{ids['Canon_40D.jpg']}/status", headers=headers).json()
+    assert {s["stage"] for s in status["stages"]} == {"exif", "thumbnail", "ocr", "vision"}
+    assert all(s["code_version"] for s in status["stages"])
+    assert client.get(f"/images/{ids['Canon_40D.jpg']}/status", headers={"X-API-Key": keys["bob"]}).status_code == 404
     future = client.get("/images", headers=headers, params={"created_from": "2999-01-01T00:00:00Z"}).json()
     assert future["total"] == 0
     assert client.get("/images", headers=headers, params={"status": "bogus"}).status_code == 422
@@ -125,5 +145,6 @@ def test_query_after_processing_returns_exif_stages_and_filters(api, settings, d
 def test_openapi_lists_every_route(api):
     client, _, _ = api
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/images", "/images/{image_id}", "/images/{image_id}/exif", "/health"} <= set(paths)
+    assert {"/images", "/images/{image_id}", "/images/{image_id}/exif", "/images/{image_id}/status",
+            "/images/{image_id}/ocr", "/images/{image_id}/ai", "/images/tags/all", "/health"} <= set(paths)
     assert client.get("/docs").status_code == 200

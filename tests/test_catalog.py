@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
+
+from imago_pipeline.catalog.db import alembic_config
 
 from imago_pipeline.catalog import Catalog, ImageFilters, StageOutcome
 from imago_pipeline.catalog.models import ApiKey, Exif
@@ -17,10 +20,12 @@ def _register(catalog: Catalog, tenant_id: int, sha: str, name: str = "a.jpg"):
 
 def test_migrations_create_every_table_and_are_idempotent(catalog, settings):
     tables = set(inspect(catalog.engine).get_table_names())
-    assert {"tenants", "api_keys", "images", "image_stages", "exif", "thumbnails", "alembic_version"} <= tables
+    assert {"tenants", "api_keys", "images", "image_stages", "image_checks", "exif", "thumbnails", "ocr", "vision",
+            "image_tags", "image_search", "alembic_version"} <= tables
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     again = Catalog.connect(settings.catalog_url)  # a second start must not fail or re-create anything
     with again.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
 
 
 def test_api_key_is_shown_once_and_only_its_hash_is_stored(catalog):
@@ -82,3 +87,32 @@ def test_filenames_lose_paths_and_control_characters():
     assert clean_filename("evil\x00\r\nname\x1b.jpg") == "evilname.jpg"
     assert clean_filename("") == "upload" and clean_filename(None) == "upload"
     assert len(clean_filename("a" * 1000 + ".jpg")) == 200
+
+
+def test_full_text_search_is_tenant_scoped_and_matches_every_word(catalog):
+    from imago_pipeline.catalog.models import Ocr, Vision
+
+    a = catalog.get_or_create_tenant("a")
+    b = catalog.get_or_create_tenant("b")
+    page, _ = _register(catalog, a.id, "5" * 64)
+    photo, _ = _register(catalog, a.id, "6" * 64)
+    other, _ = _register(catalog, b.id, "7" * 64)
+    catalog.save_stage("ocr", [StageOutcome(page.id, a.id, "done"), StageOutcome(other.id, b.id, "done")], Ocr, [
+        dict(image_id=page.id, tenant_id=a.id, text="Le renard brun saute par-dessus le chien", has_text=True,
+             mode="page", engine="tesseract", words=[], rotation=0),
+        dict(image_id=other.id, tenant_id=b.id, text="renard brun", has_text=True, mode="page",
+             engine="tesseract", words=[], rotation=0)])
+    catalog.save_stage("vision", [StageOutcome(photo.id, a.id, "done")], Vision, [
+        dict(image_id=photo.id, tenant_id=a.id, description="A brown dog on grass", tags=["dog", "outdoor"],
+             model_used="local")])
+    catalog.refresh_search([page.id, photo.id, other.id])
+    mine = catalog.for_tenant(a.id)
+
+    def found(q):
+        return {i.id for i in mine.list_images(ImageFilters(text_query=q), limit=10, offset=0)[0]}
+
+    assert found("renard") == {page.id}  # the other tenant's page is never found
+    assert found("brun chien") == {page.id} and found("renard dog") == set()
+    assert found("dog") == {photo.id} and found("outdoor") == {photo.id}
+    assert found("\"; DROP TABLE images; --") == set()  # query syntax is neutralised, not executed
+    assert found("") == {page.id, photo.id}  # an empty query does not filter

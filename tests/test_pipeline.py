@@ -42,11 +42,15 @@ def _register_without_validation(catalog: Catalog, settings, tenant_id: int, dat
 def test_definitions_load_and_describe_every_asset():
     defs = build_definitions()
     graph = defs.resolve_asset_graph()
-    for key in ("exif", "thumbnail", "image_summary"):
+    for key in ("exif", "thumbnail", "ocr", "vision", "image_summary"):
         node = graph.get(dg.AssetKey(key))
-        assert node.description and node.kinds and node.group_name == "enrichment"
+        assert node.description and node.kinds and node.group_name == "enrichment" and node.code_version
         assert node.partitions_def.name == "images"
     assert graph.get(dg.AssetKey("exif")).parent_keys == {dg.AssetKey("uploads")}
+    assert graph.get(dg.AssetKey("vision")).parent_keys == {dg.AssetKey(k) for k in ("exif", "thumbnail", "ocr")}
+    assert graph.get(dg.AssetKey("vision")).pools == {"vision_provider"}
+    checks = {key.name for key in graph.asset_check_keys}
+    assert checks == {"plausible_dates_and_gps", "thumbnail_decodes", "confidence_recorded", "output_matches_schema"}
 
 
 def test_batch_enriches_images_and_one_bad_image_does_not_fail_it(catalog, settings, dagster_instance):
@@ -59,7 +63,7 @@ def test_batch_enriches_images_and_one_bad_image_does_not_fail_it(catalog, setti
     runs = process_images(ids, settings=settings, instance=dagster_instance, batch_size=100)
 
     assert len(runs) == 1 and runs[0].success  # one ranged run for the whole batch
-    for asset in ("exif", "thumbnail", "image_summary"):
+    for asset in ("exif", "thumbnail", "ocr", "vision", "image_summary"):
         assert dagster_instance.get_materialized_partitions(dg.AssetKey(asset)) == {str(i) for i in ids}
 
     images = catalog.images_by_id(ids)
@@ -74,6 +78,17 @@ def test_batch_enriches_images_and_one_bad_image_does_not_fail_it(catalog, setti
     assert (canon.make, canon.model, canon.iso, canon.f_number) == ("Canon", "Canon EOS 40D", 100, 7.1)
     iphone = scoped.get_exif(by_name["iphone_hdr_YES.jpg"])
     assert iphone.gps_latitude > 40 and iphone.gps_longitude < 0
+
+    page = scoped.get_ocr(by_name["eurotext.tif"])
+    assert page.has_text and page.engine == "tesseract" and "renard" in page.text and page.words
+    assert scoped.get_ocr(by_name["Nikon_D70.jpg"]).mode == "probe"
+    vision = scoped.get_vision(by_name["phototest.tif"])
+    assert vision.model_used == "local-heuristics-v1" and "text" in vision.tags and "english" in vision.tags
+    assert "Canon EOS 40D" in scoped.get_vision(by_name["Canon_40D.jpg"]).description
+
+    checks = dagster_instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("thumbnail"), "thumbnail_decodes")])
+    assert checks[dg.AssetCheckKey(dg.AssetKey("thumbnail"), "thumbnail_decodes")].status.value == "SUCCEEDED"
 
     thumb = scoped.get_thumbnail(by_name["hopper_orientation_6.webp"])
     pixels = Image.open(io.BytesIO(LocalBlobStore(settings.blob_root).get(thumb.blob_key)))
@@ -103,3 +118,41 @@ def test_reprocessing_an_image_runs_it_alone(catalog, settings, dagster_instance
     assert len(again) == 1 and again[0].keys == [str(ids[1])] and again[0].success
     run = dagster_instance.get_run_by_id(again[0].run_id)
     assert run.tags.get("dagster/partition") == str(ids[1])
+
+
+def _jpeg_with_exif(date: str, gps_zero: bool) -> bytes:
+    import piexif
+
+    image = Image.new("RGB", (64, 48), (90, 140, 200))
+    exif = {"0th": {piexif.ImageIFD.Make: b"Test"}, "Exif": {piexif.ExifIFD.DateTimeOriginal: date.encode()},
+            "GPS": {}}
+    if gps_zero:
+        exif["GPS"] = {piexif.GPSIFD.GPSLatitudeRef: b"N", piexif.GPSIFD.GPSLatitude: ((0, 1), (0, 1), (0, 1)),
+                       piexif.GPSIFD.GPSLongitudeRef: b"E", piexif.GPSIFD.GPSLongitude: ((0, 1), (0, 1), (0, 1))}
+    out = io.BytesIO()
+    image.save(out, format="JPEG", exif=piexif.dump(exif))
+    return out.getvalue()
+
+
+def test_a_failed_check_is_recorded_in_dagster_and_on_the_image(catalog, settings, dagster_instance):
+    tenant = catalog.get_or_create_tenant("t")
+    store = LocalBlobStore(settings.blob_root)
+    future = register_image(catalog, store, settings, tenant_id=tenant.id, filename="future.jpg",
+                            data=_jpeg_with_exif("2199:01:01 10:00:00", False), status="queued").image.id
+    null_island = register_image(catalog, store, settings, tenant_id=tenant.id, filename="zero.jpg",
+                                 data=_jpeg_with_exif("2020:01:01 10:00:00", True), status="queued").image.id
+    fine = register_image(catalog, store, settings, tenant_id=tenant.id, filename="fine.jpg",
+                          data=_jpeg_with_exif("2020:01:01 10:00:00", False), status="queued").image.id
+
+    process_images([future, null_island, fine], settings=settings, instance=dagster_instance)
+
+    key = dg.AssetCheckKey(dg.AssetKey("exif"), "plausible_dates_and_gps")
+    execution = dagster_instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+    assert execution.status.value == "FAILED"  # what the Dagster UI shows on the asset
+    scoped = catalog.for_tenant(tenant.id)
+    verdicts = {i: {c.check_name: c for c in scoped.get_checks(i)}["plausible_dates_and_gps"]
+                for i in (future, null_island, fine)}
+    assert not verdicts[future].passed and "2199" in verdicts[future].detail
+    assert not verdicts[null_island].passed and "0,0" in verdicts[null_island].detail
+    assert verdicts[fine].passed
+    assert catalog.images_by_id([future])[future].status == "done"  # a warning, not a failure

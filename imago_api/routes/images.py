@@ -9,7 +9,20 @@ from fastapi import APIRouter, File, Query, Response, UploadFile, status
 
 from imago_api.deps import BlobStoreDep, CatalogDep, PrincipalDep, SettingsDep, TenantDep, require_scope
 from imago_api.errors import UPLOAD_STATUS, InvalidUpload, NotFound
-from imago_api.schemas import ExifOut, ImageDetailOut, ImageOut, ImagePage, StageOut, ThumbnailOut, UploadOut
+from imago_api.schemas import (
+    CheckOut,
+    ExifOut,
+    ImageDetailOut,
+    ImageOut,
+    ImagePage,
+    OcrOut,
+    StageOut,
+    StatusOut,
+    TagCount,
+    ThumbnailOut,
+    UploadOut,
+    VisionOut,
+)
 from imago_pipeline.catalog import ImageFilters, TenantCatalog
 from imago_pipeline.catalog.models import Image
 from imago_pipeline.imaging.decode import InvalidImage
@@ -56,32 +69,69 @@ def list_images(
     created_from: Annotated[datetime | None, Query(description="Uploaded at or after (ISO 8601)")] = None,
     created_to: Annotated[datetime | None, Query(description="Uploaded before (ISO 8601)")] = None,
     camera_make: Annotated[str | None, Query(max_length=128, description="EXIF make, case-insensitive")] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Full-text search over OCR text and AI "
+                                   "descriptions and tags; every word must match")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ImagePage:
-    filters = ImageFilters(status=status_, created_from=created_from, created_to=created_to, camera_make=camera_make)
+    filters = ImageFilters(status=status_, created_from=created_from, created_to=created_to, camera_make=camera_make,
+                           text_query=q)
     items, total = tenant.list_images(filters, limit=limit, offset=offset)
     return ImagePage(items=[ImageOut.model_validate(i) for i in items], total=total, limit=limit, offset=offset)
 
 
+@router.get("/tags/all", response_model=list[TagCount], dependencies=[READ],
+            summary="Every tag on your images, with how many images carry it (scope images:read)")
+def tag_counts(tenant: TenantDep) -> list[TagCount]:
+    return [TagCount(tag=tag, count=count) for tag, count in tenant.tag_counts()]
+
+
 @router.get("/{image_id}", response_model=ImageDetailOut, dependencies=[READ],
-            summary="One image with its EXIF, thumbnail and per-stage status (scope images:read)")
+            summary="One image with everything extracted and its per-stage status (scope images:read)")
 def get_image(image_id: int, tenant: TenantDep) -> ImageDetailOut:
     image = _image_or_404(tenant, image_id)
     exif, thumb = tenant.get_exif(image_id), tenant.get_thumbnail(image_id)
+    ocr, vision = tenant.get_ocr(image_id), tenant.get_vision(image_id)
     return ImageDetailOut(
         **ImageOut.model_validate(image).model_dump(),
         stages=[StageOut.model_validate(s) for s in tenant.get_stages(image_id)],
+        checks=[CheckOut.model_validate(c) for c in tenant.get_checks(image_id)],
         exif=ExifOut.model_validate(exif) if exif else None,
         thumbnail=ThumbnailOut.model_validate(thumb) if thumb else None,
+        ocr=OcrOut.model_validate(ocr) if ocr else None,
+        ai=VisionOut.model_validate(vision) if vision else None,
     )
+
+
+@router.get("/{image_id}/status", response_model=StatusOut, dependencies=[READ],
+            summary="Per-stage status, errors and data-quality checks (scope images:read)")
+def get_status(image_id: int, tenant: TenantDep) -> StatusOut:
+    image = _image_or_404(tenant, image_id)
+    return StatusOut(id=image.id, status=image.status, error=image.error,
+                     stages=[StageOut.model_validate(s) for s in tenant.get_stages(image_id)],
+                     checks=[CheckOut.model_validate(c) for c in tenant.get_checks(image_id)])
+
+
+def _ready(tenant: TenantCatalog, image_id: int, row, what: str):
+    image = _image_or_404(tenant, image_id)
+    if row is None:
+        raise NotFound(f"no {what} for image {image_id} yet (image status: {image.status})", code="not_ready")
+    return row
+
+
+@router.get("/{image_id}/ocr", response_model=OcrOut, dependencies=[READ],
+            summary="Text read in the image, with word boxes (scope images:read)")
+def get_ocr(image_id: int, tenant: TenantDep) -> OcrOut:
+    return OcrOut.model_validate(_ready(tenant, image_id, tenant.get_ocr(image_id), "OCR"))
+
+
+@router.get("/{image_id}/ai", response_model=VisionOut, dependencies=[READ],
+            summary="AI description and tags (scope images:read)")
+def get_ai(image_id: int, tenant: TenantDep) -> VisionOut:
+    return VisionOut.model_validate(_ready(tenant, image_id, tenant.get_vision(image_id), "description"))
 
 
 @router.get("/{image_id}/exif", response_model=ExifOut, dependencies=[READ],
             summary="The image's EXIF record (scope images:read)")
 def get_exif(image_id: int, tenant: TenantDep) -> ExifOut:
-    image = _image_or_404(tenant, image_id)
-    exif = tenant.get_exif(image_id)
-    if exif is None:
-        raise NotFound(f"no EXIF for image {image_id} yet (image status: {image.status})", code="not_ready")
-    return ExifOut.model_validate(exif)
+    return ExifOut.model_validate(_ready(tenant, image_id, tenant.get_exif(image_id), "EXIF"))

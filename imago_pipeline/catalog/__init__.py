@@ -1,3 +1,10 @@
-from imago_pipeline.catalog.repository import Catalog, ImageFilters, Principal, StageOutcome, TenantCatalog
+from imago_pipeline.catalog.repository import (
+    Catalog,
+    CheckOutcome,
+    ImageFilters,
+    Principal,
+    StageOutcome,
+    TenantCatalog,
+)
 
-__all__ = ["Catalog", "ImageFilters", "Principal", "StageOutcome", "TenantCatalog"]
+__all__ = ["Catalog", "CheckOutcome", "ImageFilters", "Principal", "StageOutcome", "TenantCatalog"]

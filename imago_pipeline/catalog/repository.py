@@ -18,7 +18,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imago_pipeline.catalog.db import make_engine, migrate
-from imago_pipeline.catalog.models import ApiKey, Base, Exif, Image, ImageStage, Tenant, Thumbnail, utcnow
+from imago_pipeline.catalog import search
+from imago_pipeline.catalog.models import (
+    ApiKey,
+    Base,
+    Exif,
+    Image,
+    ImageCheck,
+    ImageStage,
+    ImageTag,
+    Ocr,
+    Tenant,
+    Thumbnail,
+    Vision,
+    utcnow,
+)
 
 KEY_PREFIX = "imk_"
 DEFAULT_SCOPES = ["images:read", "images:write"]
@@ -48,11 +62,20 @@ class StageOutcome:
 
 
 @dataclass(frozen=True)
+class CheckOutcome:
+    image_id: int
+    tenant_id: int
+    passed: bool
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
 class ImageFilters:
     status: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
     camera_make: str | None = None
+    text_query: str | None = None
 
 
 class Catalog:
@@ -130,7 +153,8 @@ class Catalog:
             return {image.id: image for image in session.scalars(select(Image).where(Image.id.in_(ids)))}
 
     def save_stage(self, stage: str, outcomes: Sequence[StageOutcome], table: type[Base] | None = None,
-                   rows: Sequence[dict[str, Any]] = (), run_id: str | None = None) -> None:
+                   rows: Sequence[dict[str, Any]] = (), run_id: str | None = None,
+                   code_version: str | None = None) -> None:
         """Replace a batch's enrichment rows (in `table`) and per-image stage status, in one transaction.
 
         Bulk delete-then-insert: re-processing an image replaces its rows, and a batch costs a handful of
@@ -147,8 +171,62 @@ class Catalog:
             if outcomes:
                 session.execute(insert(ImageStage), [
                     dict(image_id=o.image_id, tenant_id=o.tenant_id, stage=stage, status=o.status, error=o.error,
-                         duration_ms=o.duration_ms, run_id=run_id, updated_at=now) for o in outcomes])
+                         duration_ms=o.duration_ms, run_id=run_id, code_version=code_version, updated_at=now)
+                    for o in outcomes])
             session.commit()
+
+    def save_checks(self, check_name: str, results: Sequence[CheckOutcome]) -> None:
+        """The latest result of a per-image check, replacing the previous one."""
+        if not results:
+            return
+        now = utcnow()
+        with self.session() as session:
+            session.execute(delete(ImageCheck).where(ImageCheck.check_name == check_name,
+                                                     ImageCheck.image_id.in_([r.image_id for r in results])))
+            session.execute(insert(ImageCheck), [
+                dict(image_id=r.image_id, tenant_id=r.tenant_id, check_name=check_name, passed=r.passed,
+                     detail=r.detail, updated_at=now) for r in results])
+            session.commit()
+
+    def save_tags(self, tags_by_image: dict[int, tuple[int, list[str]]]) -> None:
+        """Replace the tags of these images: {image_id: (tenant_id, tags)}."""
+        if not tags_by_image:
+            return
+        with self.session() as session:
+            session.execute(delete(ImageTag).where(ImageTag.image_id.in_(list(tags_by_image))))
+            rows = [dict(image_id=i, tenant_id=t, tag=tag) for i, (t, tags) in tags_by_image.items()
+                    for tag in dict.fromkeys(tags)]
+            if rows:
+                session.execute(insert(ImageTag), rows)
+            session.commit()
+
+    def refresh_search(self, image_ids: Sequence[int]) -> None:
+        """Re-index what was read in these images: OCR text, vision description and tags."""
+        ids = list(image_ids)
+        with self.session() as session:
+            images = dict(session.execute(select(Image.id, Image.tenant_id).where(Image.id.in_(ids))).all())
+            ocr = dict(session.execute(select(Ocr.image_id, Ocr.text).where(Ocr.image_id.in_(ids))).all())
+            vision = {row.image_id: row for row in session.scalars(select(Vision).where(Vision.image_id.in_(ids)))}
+            documents = []
+            for image_id, tenant_id in images.items():
+                parts = [ocr.get(image_id) or ""]
+                if image_id in vision:
+                    parts += [vision[image_id].description, " ".join(vision[image_id].tags or [])]
+                documents.append((image_id, tenant_id, "\n".join(p for p in parts if p)))
+            search.replace_documents(session, documents)
+            session.commit()
+
+    def stage_versions(self, stages: Sequence[str]) -> dict[int, dict[str, tuple[str, str | None]]]:
+        """{image_id: {stage: (status, code_version)}} for every image that is not pending or queued."""
+        with self.session() as session:
+            ids = select(Image.id).where(Image.status.in_(["done", "failed", "processing"]))
+            result: dict[int, dict[str, tuple[str, str | None]]] = {i: {} for i in session.scalars(ids)}
+            rows = session.execute(select(ImageStage.image_id, ImageStage.stage, ImageStage.status,
+                                          ImageStage.code_version).where(ImageStage.stage.in_(list(stages))))
+            for image_id, stage, status, version in rows:
+                if image_id in result:
+                    result[image_id][stage] = (status, version)
+            return result
 
     def finish_images(self, image_ids: Sequence[int], stages: Sequence[str]) -> dict[int, Image]:
         """Set each image's overall status from its stages: failed if any failed, done if all are done."""
@@ -238,6 +316,10 @@ class TenantCatalog:
             query = query.where(Image.created_at >= filters.created_from)
         if filters.created_to:
             query = query.where(Image.created_at < filters.created_to)
+        if filters.text_query:
+            with self.catalog.session() as session:
+                matches = search.matching_image_ids(session, self.tenant_id, filters.text_query)
+            query = query.where(Image.id.in_(matches))
         if filters.camera_make:
             query = query.join(Exif, Exif.image_id == Image.id).where(
                 Exif.tenant_id == self.tenant_id, func.lower(Exif.make) == filters.camera_make.lower())
@@ -252,6 +334,26 @@ class TenantCatalog:
 
     def get_exif(self, image_id: int) -> Exif | None:
         return self._one(Exif, image_id)
+
+    def get_ocr(self, image_id: int) -> Ocr | None:
+        return self._one(Ocr, image_id)
+
+    def get_vision(self, image_id: int) -> Vision | None:
+        return self._one(Vision, image_id)
+
+    def get_checks(self, image_id: int) -> list[ImageCheck]:
+        with self.catalog.session() as session:
+            return list(session.scalars(
+                select(ImageCheck)
+                .where(ImageCheck.image_id == image_id, ImageCheck.tenant_id == self.tenant_id)
+                .order_by(ImageCheck.check_name)))
+
+    def tag_counts(self) -> list[tuple[str, int]]:
+        with self.catalog.session() as session:
+            rows = session.execute(
+                select(ImageTag.tag, func.count()).where(ImageTag.tenant_id == self.tenant_id)
+                .group_by(ImageTag.tag).order_by(func.count().desc(), ImageTag.tag))
+            return [(tag, count) for tag, count in rows]
 
     def get_thumbnail(self, image_id: int) -> Thumbnail | None:
         return self._one(Thumbnail, image_id)

@@ -10,6 +10,8 @@ from imago_pipeline.catalog import Catalog
 from imago_pipeline.config import ImagoSettings
 from imago_pipeline.storage.blobs import BlobStore, LocalBlobStore
 from imago_pipeline.storage.lake import Lake
+from imago_pipeline.vision.base import VisionProvider
+from imago_pipeline.vision.local import LocalVisionProvider
 
 
 class CatalogResource(dg.ConfigurableResource):
@@ -52,11 +54,34 @@ class SettingsResource(dg.ConfigurableResource):
     max_pixels: int
     max_upload_bytes: int
     thumbnail_size: int
+    ocr_languages: str
+    ocr_fallback_confidence: float
 
     def imago_settings(self) -> ImagoSettings:
         return ImagoSettings(drop_dir=self.drop_dir, default_tenant=self.default_tenant, batch_size=self.batch_size,
                              workers=self.workers, max_pixels=self.max_pixels,
-                             max_upload_bytes=self.max_upload_bytes, thumbnail_size=self.thumbnail_size)
+                             max_upload_bytes=self.max_upload_bytes, thumbnail_size=self.thumbnail_size,
+                             ocr_languages=self.ocr_languages, ocr_fallback_confidence=self.ocr_fallback_confidence)
+
+
+class VisionResource(dg.ConfigurableResource):
+    """The vision provider: `local` (offline, the default) or `gemini` (key from the environment)."""
+
+    provider: str = "local"
+    gemini_model: str = "gemini-2.5-flash"
+    gemini_api_key: str = ""
+    gemini_base_url: str | None = None
+    attempts: int = 4
+    initial_delay_s: float = 1.0
+
+    def get_provider(self) -> VisionProvider:
+        if self.provider == "gemini":
+            from imago_pipeline.vision.gemini import GeminiVisionProvider
+
+            return GeminiVisionProvider(api_key=self.gemini_api_key, model=self.gemini_model,
+                                        base_url=self.gemini_base_url, attempts=self.attempts,
+                                        initial_delay=self.initial_delay_s)
+        return LocalVisionProvider()
 
 
 def build_resources(settings: ImagoSettings | None = None) -> dict[str, dg.ConfigurableResource]:
@@ -71,5 +96,13 @@ def build_resources(settings: ImagoSettings | None = None) -> dict[str, dg.Confi
         "settings": SettingsResource(
             drop_dir=str(settings.drop_root), default_tenant=settings.default_tenant,
             batch_size=settings.batch_size, workers=settings.workers, max_pixels=settings.max_pixels,
-            max_upload_bytes=settings.max_upload_bytes, thumbnail_size=settings.thumbnail_size),
+            max_upload_bytes=settings.max_upload_bytes, thumbnail_size=settings.thumbnail_size,
+            ocr_languages=settings.ocr_languages, ocr_fallback_confidence=settings.ocr_fallback_confidence),
+        "vision_provider": VisionResource(
+            provider=settings.vision_provider, gemini_model=settings.gemini_model,
+            # the key is read from the environment at run start and never shown in the UI
+            gemini_api_key=(dg.EnvVar("IMAGO_GEMINI_API_KEY") if os.environ.get("IMAGO_GEMINI_API_KEY")
+                            else settings.gemini_api_key or ""),
+            gemini_base_url=settings.gemini_base_url, attempts=settings.vision_attempts,
+            initial_delay_s=settings.vision_initial_delay_s),
     }

@@ -4,7 +4,7 @@ How a file is read (see docs/ocr.md for the measurements behind each choice):
 1. EXIF orientation is applied and the image goes to 8-bit grayscale.
 2. **Is a full pass worth it?** A page-like image (mostly light background, strong dark/light contrast after
    an Otsu split, computed on a 512 px copy in a few milliseconds) always is. Anything else, photos above
-   all, gets a *probe*: one fast Tesseract pass on a copy of at most 640 px in sparse-text mode. Only when the
+   all, gets a *probe*: one fast Tesseract pass on a copy of at most 800 px in sparse-text mode. Only when the
    probe finds at least two confident words does the full pass run; otherwise the image is recorded as
    `has_text = false` at the probe's cost.
 3. **Orientation**: Tesseract's OSD finds pages turned by 90, 180 or 270 degrees; the page is rotated
@@ -224,3 +224,12 @@ def _result(text: str, words: list[OcrWord], languages: str, *, rotation: int, m
     return OcrResult(text=text if has_text else "", confidence=confidence,
                      language=identify_language(text, languages) if has_text else None, has_text=has_text,
                      words=words if has_text else [], rotation=rotation, mode=mode)
+
+
+@lru_cache(maxsize=1)
+def tesseract_version() -> str:
+    """Part of the `ocr` asset's code version: a new Tesseract can read differently."""
+    try:
+        return str(pytesseract.get_tesseract_version())
+    except (pytesseract.TesseractNotFoundError, OSError):
+        return "missing"

@@ -1,0 +1,1 @@
+"""Vision providers: a description and tags for an image, from a remote model or computed locally."""
