@@ -199,6 +199,20 @@ def _print_summary(catalog, tenant, report: IngestReport, images: dict, runs, pr
                           f"{image.width}x{image.height}", camera, (record.datetime_original or "") if record else "",
                           exposure, gps, f"{thumb.width}x{thumb.height}" if thumb else "")
         out.print(table)
+        content = Table(title="What was read and seen", title_justify="left")
+        for column in ("id", "file", "OCR (language, confidence)", "text", "tags"):
+            content.add_column(column, overflow="fold")
+        for path, registered in report.registered:
+            ocr, vision = scoped.get_ocr(registered.id), scoped.get_vision(registered.id)
+            reading = ""
+            excerpt = ""
+            if ocr is not None:
+                reading = (f"{ocr.language or '?'}, {ocr.confidence:.0f}%" if ocr.has_text and ocr.confidence
+                           else "no text")
+                excerpt = " ".join(ocr.text.split())[:70] + ("…" if len(ocr.text) > 70 else "")
+            content.add_row(str(registered.id), path.name, reading, excerpt,
+                            ", ".join(vision.tags) if vision else "")
+        out.print(content)
         for path, reason in report.rejected:
             out.print(f"[yellow]rejected[/] {path.name}: {reason}")
     statuses: dict[str, int] = {}

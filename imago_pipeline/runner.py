@@ -29,8 +29,13 @@ run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
   config:
-    max_concurrent_runs: 2
     dequeue_interval_seconds: 1
+concurrency:
+  runs:
+    max_concurrent_runs: 2
+  pools:
+    # the vision_provider pool: one vision step at a time, so a remote provider's rate limit holds
+    default_limit: 1
 sensors:
   use_threads: true
   num_workers: 2
