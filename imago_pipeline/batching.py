@@ -46,3 +46,22 @@ def split_new_and_known(instance, partitions_name: str, keys: list[str]) -> tupl
     else:
         existing = {k for k in keys if instance.has_dynamic_partition(partitions_name, k)}
     return [k for k in keys if k not in existing], [k for k in keys if k in existing]
+
+
+def contiguous_batches(order: list[str], targets: set[str], batch_size: int) -> list[Batch]:
+    """Ranged batches over existing partitions: runs of consecutive keys (in partition order) that are all
+    targets, cut at `batch_size`. A range never spans an image that is not a target."""
+    batches: list[Batch] = []
+    current: list[str] = []
+    for key in order:
+        if key in targets:
+            current.append(key)
+            if len(current) == batch_size:
+                batches.append(Batch(current))
+                current = []
+        elif current:
+            batches.append(Batch(current))
+            current = []
+    if current:
+        batches.append(Batch(current))
+    return [b if len(b.keys) > 1 else Batch(b.keys, ranged=False) for b in batches]

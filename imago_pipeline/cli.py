@@ -264,3 +264,37 @@ def create_client(
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+@app.command()
+def reprocess(
+    stale: Annotated[bool, typer.Option("--stale", help="Redo stages whose code or model version changed")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be redone")] = False,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per Dagster run")] = None,
+) -> None:
+    """Re-materialize stale stages, in batches, in this process."""
+    from imago_pipeline.runner import get_instance, reprocess_stale
+
+    if not stale:
+        typer.echo("imago reprocess: say what to redo (--stale)", err=True)
+        raise typer.Exit(2)
+    settings = ImagoSettings()
+    instance = get_instance(settings)
+    groups, _ = reprocess_stale(settings=settings, instance=instance, dry_run=True)
+    out = Console()
+    if not groups:
+        out.print("nothing is stale")
+        return
+    for group in groups:
+        out.print(f"{len(group.image_ids)} images: {', '.join(group.stages)}")
+    if dry_run:
+        return
+    total = sum(len(g.image_ids) for g in groups)
+    with Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+        task = bar.add_task("reprocessing", total=total)
+        _, runs = reprocess_stale(settings=settings, instance=instance, batch_size=batch_size,
+                                  on_batch=lambda run: bar.advance(task, len(run.keys)))
+    failed = [r for r in runs if not r.success]
+    out.print(f"{total} images reprocessed in {len(runs)} Dagster runs; {len(failed)} runs failed")
+    if failed:
+        raise typer.Exit(1)

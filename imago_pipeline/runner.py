@@ -97,3 +97,28 @@ def process_images(image_ids: Sequence[int], *, settings: ImagoSettings, instanc
         if on_batch:
             on_batch(run)
     return runs
+
+
+def reprocess_stale(*, settings: ImagoSettings, instance: dg.DagsterInstance, batch_size: int | None = None,
+                    dry_run: bool = False, on_batch: Callable[[BatchRun], None] | None = None):
+    """Re-materialize only the stale stages (and what depends on them) of the images that need it."""
+    from imago_pipeline.catalog import Catalog
+    from imago_pipeline.definitions import build_definitions
+    from imago_pipeline.reprocessing import plan_reprocessing, stale_groups
+
+    defs = build_definitions(settings)
+    groups = stale_groups(Catalog.connect(settings.catalog_url), defs.resolve_asset_graph())
+    if dry_run:
+        return groups, []
+    job = defs.resolve_job_def("process_images")
+    runs = []
+    for planned in plan_reprocessing(groups, instance, batch_size or settings.batch_size):
+        result = job.execute_in_process(
+            instance=instance, tags={**planned.batch.tags, "imago/reprocess": "stale"},
+            partition_key=planned.batch.partition_key, raise_on_error=False, run_config=QUIET_CONSOLE,
+            asset_selection=[dg.AssetKey(stage) for stage in planned.stages])
+        run = BatchRun(keys=planned.batch.keys, run_id=result.run_id, success=result.success)
+        runs.append(run)
+        if on_batch:
+            on_batch(run)
+    return groups, runs

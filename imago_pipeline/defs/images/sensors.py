@@ -7,6 +7,7 @@ only registers files in the catalog; the upload sensor does the rest.
 """
 
 
+import hashlib
 import shutil
 import time
 from datetime import datetime, timezone
@@ -42,6 +43,27 @@ def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
         dynamic_partitions_requests=[image_partitions.build_add_request(new_keys)] if new_keys else [],
         cursor=str(ids[-1]),
     )
+
+
+@dg.sensor(job=process_images_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED)
+def stale_reprocess_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                           settings: SettingsResource) -> dg.SensorResult | dg.SkipReason:
+    """Redo stale stages in ranged batches: results made by an older code version (logic, Tesseract and
+    languages, vision model or prompt) or missing, plus what depends on them. Off by default; turn it on
+    after a deploy that changes a version, or use `imago reprocess --stale`."""
+    from imago_pipeline.reprocessing import current_code_versions, plan_reprocessing, stale_groups
+
+    graph = context.repository_def.asset_graph
+    groups = stale_groups(catalog.get(), graph)
+    if not groups:
+        return dg.SkipReason("no stale images")
+    planned = plan_reprocessing(groups, context.instance, settings.batch_size)[:MAX_RUNS_PER_TICK]
+    versions = hashlib.sha256(repr(sorted(current_code_versions(graph).items())).encode()).hexdigest()[:12]
+    return dg.SensorResult(run_requests=[
+        dg.RunRequest(run_key=f"reprocess-{'+'.join(p.stages)}-{p.batch.run_key}-{versions}",
+                      asset_selection=[dg.AssetKey(stage) for stage in p.stages],
+                      partition_key=p.batch.partition_key, tags={**p.batch.tags, "imago/reprocess": "stale"})
+        for p in planned])
 
 
 SETTLE_SECONDS = 2.0
