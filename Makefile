@@ -28,7 +28,11 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
+# Retraining needs a base training set and a fixed validation set; use the shared data when it is there.
+CATSDOGS := $(abspath ../shared/data/catsdogs)
 serve: setup
+	@if [ -d "$(CATSDOGS)/train" ]; then \
+	  export IMAGO_TRAINING_DATA=$${IMAGO_TRAINING_DATA:-$(CATSDOGS)/train} IMAGO_VALIDATION_DATA=$${IMAGO_VALIDATION_DATA:-$(CATSDOGS)/val}; fi; \
 	exec $(BIN)/imago serve
 
 bench: setup

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from imago_api.errors import install_error_handlers
-from imago_api.routes import health, images
+from imago_api.routes import classifier, health, images
 from imago_pipeline.catalog import Catalog
 from imago_pipeline.config import ImagoSettings
 from imago_pipeline.storage.blobs import LocalBlobStore
@@ -25,6 +25,7 @@ def create_app(settings: ImagoSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(images.router)
+    app.include_router(classifier.router)
     return app
 
 

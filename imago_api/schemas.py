@@ -109,6 +109,13 @@ class VisionOut(_FromRow):
     created_at: datetime
 
 
+class ClassificationOut(_FromRow):
+    label: str
+    probability: float
+    model_version: str
+    created_at: datetime
+
+
 class TagCount(BaseModel):
     tag: str
     count: int
@@ -120,6 +127,7 @@ class ImageDetailOut(ImageOut):
     exif: ExifOut | None
     thumbnail: ThumbnailOut | None
     ocr: OcrOut | None
+    classification: ClassificationOut | None
     ai: VisionOut | None
 
 

@@ -249,7 +249,7 @@ def serve(
 @admin_app.command("create-client")
 def create_client(
     name: str,
-    scopes: Annotated[str, typer.Option(help="Comma-separated scopes")] = "images:read,images:write",
+    scopes: Annotated[str, typer.Option(help="Comma-separated scopes")] = "images:read,images:write,ai:use",
 ) -> None:
     """Create a tenant (if new) and print a new API key for it, once."""
     from imago_pipeline.catalog import Catalog
@@ -297,4 +297,43 @@ def reprocess(
     failed = [r for r in runs if not r.success]
     out.print(f"{total} images reprocessed in {len(runs)} Dagster runs; {len(failed)} runs failed")
     if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def classify(path: Path, as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
+    """Cat or dog for an image file, or every image under a folder (one JSON object per line)."""
+    from imago_pipeline.catalog import Catalog
+    from imago_pipeline.imaging.decode import InvalidImage, inspect_image, sniff_media_type
+    from imago_pipeline.storage.blobs import LocalBlobStore
+    from training.registry import ModelRegistry, load_classifier
+
+    settings = ImagoSettings()
+    if not path.exists():
+        typer.echo(f"imago classify: {path} does not exist", err=True)
+        raise typer.Exit(2)
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and sniff_media_type(p.open("rb").read(16)))
+    registry = ModelRegistry(Catalog.connect(settings.catalog_url), LocalBlobStore(settings.blob_root),
+                             settings.resolved_home / "models")
+    model = registry.production()
+    classifier = load_classifier(registry, model)
+    failed = 0
+    for start in range(0, len(files), 64):
+        chunk, datas = [], []
+        for file in files[start:start + 64]:
+            try:
+                data = file.read_bytes()
+                inspect_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+                chunk.append(file)
+                datas.append(data)
+            except (OSError, InvalidImage) as exc:
+                failed += 1
+                typer.echo(f"imago classify: {file}: {exc}", err=True)
+        for file, prediction in zip(chunk, classifier.predict(datas)):
+            record = {"path": str(file), "label": prediction.label, "probability": round(prediction.probability, 4),
+                      "model_version": model.version}
+            typer.echo(json.dumps(record) if as_json else
+                       f"{file}\t{prediction.label}\t{prediction.probability:.3f}\t{model.version}")
+    if failed and path.is_file():
         raise typer.Exit(1)

@@ -38,6 +38,14 @@ class ImagoSettings(BaseSettings):
     ocr_fallback_confidence: float = Field(
         default=60.0, description="Below this mean word confidence, a remote vision provider re-reads the text.")
 
+    training_data: Path | None = Field(default=None, description="Base training folder (cat/, dog/) for retraining.")
+    validation_data: Path | None = Field(default=None, description="Fixed validation folder for the promotion gate.")
+    retrain_min_feedback: int = Field(default=20, ge=1, description="Labelled feedback items that trigger a retrain.")
+    promotion_margin: float = Field(default=0.01, description="Accuracy a candidate must gain to be promoted.")
+    train_epochs: int = 50
+    train_image_size: int = 128
+    train_widths: str = Field(default="32,64,128,256", description="Convolution widths, comma-separated.")
+
     vision_provider: Literal["local", "gemini"] = "local"
     gemini_model: str = "gemini-2.5-flash"
     gemini_api_key: str | None = Field(default=None, repr=False)

@@ -4,17 +4,30 @@ import dagster as dg
 
 from imago_pipeline.config import ImagoSettings
 from imago_pipeline.defs.images.assets import build_image_assets, process_images_job, uploads
-from imago_pipeline.defs.images.sensors import drop_folder_sensor, stale_reprocess_sensor, upload_sensor
+from imago_pipeline.defs.images.sensors import (
+    drop_folder_sensor,
+    reclassify_sensor,
+    stale_reprocess_sensor,
+    upload_sensor,
+)
+from imago_pipeline.defs.monitoring.assets import classifier_monitoring
 from imago_pipeline.defs.resources import build_resources
+from imago_pipeline.defs.training.assets import (
+    classifier_candidate,
+    feedback_sensor,
+    production_classifier,
+    retrain_classifier_job,
+)
 
 
 def build_definitions(settings: ImagoSettings | None = None) -> dg.Definitions:
     """The whole code location, with resources for `settings` (the environment's by default)."""
     settings = settings or ImagoSettings()
     return dg.Definitions(
-        assets=[uploads, *build_image_assets(settings)],
-        jobs=[process_images_job],
-        sensors=[upload_sensor, drop_folder_sensor, stale_reprocess_sensor],
+        assets=[uploads, *build_image_assets(settings), classifier_candidate, production_classifier,
+                classifier_monitoring],
+        jobs=[process_images_job, retrain_classifier_job],
+        sensors=[upload_sensor, drop_folder_sensor, stale_reprocess_sensor, reclassify_sensor, feedback_sensor],
         resources=build_resources(settings),
     )
 

@@ -24,16 +24,23 @@ class StaleGroup:
     image_ids: list[int]
 
 
-def current_code_versions(asset_graph) -> dict[str, str]:
-    return {stage: asset_graph.get(dg.AssetKey(stage)).code_version for stage in STAGES}
+def current_code_versions(asset_graph, catalog: Catalog) -> dict[str, str]:
+    """The graph's code versions, except classification's, which follows the registry's production model
+    live (a promotion happens while a code location keeps running)."""
+    from imago_pipeline.defs.images.assets import classification_code_version
+    from training.registry import production_model_tag
+
+    versions = {stage: asset_graph.get(dg.AssetKey(stage)).code_version for stage in STAGES}
+    versions["classification"] = classification_code_version(production_model_tag(catalog))
+    return versions
 
 
-def stale_groups(catalog: Catalog, asset_graph) -> list[StaleGroup]:
-    """Images whose stages are missing or were made by another code version than the graph's."""
-    current = current_code_versions(asset_graph)
+def stale_groups(catalog: Catalog, asset_graph, *, only: tuple[str, ...] = STAGES) -> list[StaleGroup]:
+    """Images whose stages (among `only`) are missing or were made by another code version than the current."""
+    current = current_code_versions(asset_graph, catalog)
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for image_id, stages in sorted(catalog.stage_versions(STAGES).items()):
-        stale = {s for s in STAGES if s not in stages or stages[s][1] != current[s]}
+        stale = {s for s in only if s not in stages or stages[s][1] != current[s]}
         if stale:
             selection = dg.AssetSelection.assets(*stale).downstream().resolve(asset_graph)
             groups[tuple(sorted(k.to_user_string() for k in selection))].append(image_id)

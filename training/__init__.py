@@ -1,0 +1,8 @@
+"""The cats-vs-dogs classifier: model, data, training, evaluation, registry.
+
+TensorFlow is only ever imported inside functions (a top-level import costs every process about 2 s).
+"""
+
+# TensorFlow's shared library carries its own SQLite without FTS5. Whichever loads first wins the symbols,
+# so the system SQLite (with FTS5, which the catalog's search needs) is loaded here, before any TensorFlow.
+import sqlite3  # noqa: F401

@@ -20,6 +20,9 @@ class ModelConfig:
     rotation: float = 0.08
     zoom: float = 0.15
     contrast: float = 0.15
+    # A small data set gives few steps per epoch; Keras' default 0.99 leaves the inference statistics of
+    # batch normalization far behind the weights for many epochs (measured: validation stuck at one class).
+    bn_momentum: float = 0.9
 
 
 def make_model(config: ModelConfig = ModelConfig()):
@@ -34,22 +37,22 @@ def make_model(config: ModelConfig = ModelConfig()):
     x = layers.Rescaling(1.0 / 255)(x)
 
     x = layers.Conv2D(config.widths[0], 3, strides=2, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=config.bn_momentum)(x)
     x = layers.Activation("relu")(x)
     previous = x
     for width in config.widths[1:]:
         x = layers.Activation("relu")(x)
         x = layers.SeparableConv2D(width, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=config.bn_momentum)(x)
         x = layers.Activation("relu")(x)
         x = layers.SeparableConv2D(width, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=config.bn_momentum)(x)
         x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
         residual = layers.Conv2D(width, 1, strides=2, padding="same")(previous)
         x = layers.add([x, residual])
         previous = x
     x = layers.SeparableConv2D(config.widths[-1] * 2, 3, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=config.bn_momentum)(x)
     x = layers.Activation("relu")(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(config.dropout)(x)

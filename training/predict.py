@@ -38,6 +38,9 @@ class Classifier:
         self.image_size = int(self.model.input_shape[1])
         self.version = version or Path(model_path).stem
 
+    def pixels(self, data: bytes) -> np.ndarray:
+        return to_pixels(data, self.image_size)
+
     def predict_pixels(self, pixels: np.ndarray) -> list[Prediction]:
         out = []
         for p in dog_probabilities(self.model, pixels):

@@ -79,7 +79,7 @@ def train(train_items: list[LabelledImage], eval_items: list[LabelledImage], out
                                                  save_best_only=True, verbose=0)]
     started = time.perf_counter()
     history = model.fit(fit_data, validation_data=(x_sel, y_sel), epochs=config.epochs, callbacks=callbacks,
-                        verbose=verbose)
+                        verbose=verbose, shuffle=False)  # the dataset shuffles itself, with the seed
     train_seconds = time.perf_counter() - started
     model = keras.models.load_model(best_path, compile=False)
     best_path.unlink(missing_ok=True)

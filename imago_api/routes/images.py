@@ -11,6 +11,7 @@ from imago_api.deps import BlobStoreDep, CatalogDep, PrincipalDep, SettingsDep, 
 from imago_api.errors import UPLOAD_STATUS, InvalidUpload, NotFound
 from imago_api.schemas import (
     CheckOut,
+    ClassificationOut,
     ExifOut,
     ImageDetailOut,
     ImageOut,
@@ -92,6 +93,7 @@ def get_image(image_id: int, tenant: TenantDep) -> ImageDetailOut:
     image = _image_or_404(tenant, image_id)
     exif, thumb = tenant.get_exif(image_id), tenant.get_thumbnail(image_id)
     ocr, vision = tenant.get_ocr(image_id), tenant.get_vision(image_id)
+    label = tenant.get_classification(image_id)
     return ImageDetailOut(
         **ImageOut.model_validate(image).model_dump(),
         stages=[StageOut.model_validate(s) for s in tenant.get_stages(image_id)],
@@ -99,6 +101,7 @@ def get_image(image_id: int, tenant: TenantDep) -> ImageDetailOut:
         exif=ExifOut.model_validate(exif) if exif else None,
         thumbnail=ThumbnailOut.model_validate(thumb) if thumb else None,
         ocr=OcrOut.model_validate(ocr) if ocr else None,
+        classification=ClassificationOut.model_validate(label) if label else None,
         ai=VisionOut.model_validate(vision) if vision else None,
     )
 

@@ -198,3 +198,64 @@ class ImageTag(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     tag: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+
+
+
+class ModelVersion(Base):
+    """A trained classifier: its metrics and data fingerprint here, its `.keras` artifact in the blob store."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # candidate | production | retired
+    data_fingerprint: Mapped[str] = mapped_column(String(64))
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    card: Mapped[dict] = mapped_column(JSON, default=dict)
+    artifact_key: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Classification(Base):
+    __tablename__ = "classifications"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(16))
+    probability: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Feedback(Base):
+    """A user's verdict on a classification; kept `feedback_retention_days`, then purged."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_created", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    correct: Mapped[bool] = mapped_column(Boolean)
+    label: Mapped[str | None] = mapped_column(String(16))  # the true label, when the user gave one
+    predicted_label: Mapped[str | None] = mapped_column(String(16))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    used_in_version: Mapped[str | None] = mapped_column(String(64))  # the model version it trained
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InferenceLog(Base):
+    """Metadata of one synchronous prediction; never the image."""
+
+    __tablename__ = "inference_log"
+    __table_args__ = (Index("ix_inference_log_created", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    success: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(String(200))
+    latency_ms: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

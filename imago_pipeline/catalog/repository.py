@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,11 +22,14 @@ from imago_pipeline.catalog import search
 from imago_pipeline.catalog.models import (
     ApiKey,
     Base,
+    Classification,
     Exif,
+    Feedback,
     Image,
     ImageCheck,
     ImageStage,
     ImageTag,
+    InferenceLog,
     Ocr,
     Tenant,
     Thumbnail,
@@ -35,7 +38,7 @@ from imago_pipeline.catalog.models import (
 )
 
 KEY_PREFIX = "imk_"
-DEFAULT_SCOPES = ["images:read", "images:write"]
+DEFAULT_SCOPES = ["images:read", "images:write", "ai:use"]
 
 
 def hash_api_key(raw_key: str) -> str:
@@ -216,6 +219,35 @@ class Catalog:
             search.replace_documents(session, documents)
             session.commit()
 
+    def log_inference(self, *, tenant_id: int | None, success: bool, latency_ms: float, model_version: str | None,
+                      label: str | None = None, error: str | None = None) -> None:
+        with self.session() as session:
+            session.add(InferenceLog(tenant_id=tenant_id, success=success, latency_ms=latency_ms,
+                                     model_version=model_version, label=label, error=(error or None) and error[:200]))
+            session.commit()
+
+    def feedback_for_training(self, since_id: int = 0) -> list[tuple[Feedback, Image]]:
+        """Labelled feedback not yet used by a model, with its image (oldest first)."""
+        with self.session() as session:
+            rows = session.execute(
+                select(Feedback, Image).join(Image, Image.id == Feedback.image_id)
+                .where(Feedback.label.is_not(None), Feedback.used_in_version.is_(None), Feedback.id > since_id)
+                .order_by(Feedback.id)).all()
+            return [(f, i) for f, i in rows]
+
+    def mark_feedback_used(self, feedback_ids: Sequence[int], version: str) -> None:
+        with self.session() as session:
+            session.execute(update(Feedback).where(Feedback.id.in_(list(feedback_ids))).values(used_in_version=version))
+            session.commit()
+
+    def agreement_by_model(self) -> dict[str, tuple[int, int]]:
+        """{model_version: (feedback items, items saying the prediction was right)}."""
+        with self.session() as session:
+            rows = session.execute(select(Feedback.model_version, func.count(),
+                                          func.sum(case((Feedback.correct, 1), else_=0)))
+                                   .where(Feedback.model_version.is_not(None)).group_by(Feedback.model_version))
+            return {version: (int(total), int(agreed or 0)) for version, total, agreed in rows}
+
     def stage_versions(self, stages: Sequence[str]) -> dict[int, dict[str, tuple[str, str | None]]]:
         """{image_id: {stage: (status, code_version)}} for every image that is not pending or queued."""
         with self.session() as session:
@@ -334,6 +366,23 @@ class TenantCatalog:
 
     def get_exif(self, image_id: int) -> Exif | None:
         return self._one(Exif, image_id)
+
+    def get_classification(self, image_id: int) -> Classification | None:
+        return self._one(Classification, image_id)
+
+    def add_feedback(self, image_id: int, *, correct: bool, label: str | None) -> Feedback:
+        """Record a verdict on the image's current classification; the true label is derived when implied."""
+        predicted = self.get_classification(image_id)
+        true_label = label
+        if true_label is None and predicted is not None:
+            true_label = predicted.label if correct else ("dog" if predicted.label == "cat" else "cat")
+        row = Feedback(tenant_id=self.tenant_id, image_id=image_id, correct=correct, label=true_label,
+                       predicted_label=predicted.label if predicted else None,
+                       model_version=predicted.model_version if predicted else None)
+        with self.catalog.session() as session:
+            session.add(row)
+            session.commit()
+        return row
 
     def get_ocr(self, image_id: int) -> Ocr | None:
         return self._one(Ocr, image_id)

@@ -64,6 +64,26 @@ class SettingsResource(dg.ConfigurableResource):
                              ocr_languages=self.ocr_languages, ocr_fallback_confidence=self.ocr_fallback_confidence)
 
 
+class TrainingResource(dg.ConfigurableResource):
+    """Where retraining finds its data, how it trains, and the promotion gate's margin."""
+
+    training_data: str = ""
+    validation_data: str = ""
+    model_cache_dir: str
+    retrain_min_feedback: int = 20
+    promotion_margin: float = 0.01
+    epochs: int = 50
+    image_size: int = 128
+    widths: str = "32,64,128,256"
+
+    def train_config(self):
+        from training.model import ModelConfig
+        from training.train import TrainConfig
+
+        widths = tuple(int(w) for w in self.widths.split(","))
+        return TrainConfig(model=ModelConfig(image_size=self.image_size, widths=widths), epochs=self.epochs)
+
+
 class VisionResource(dg.ConfigurableResource):
     """The vision provider: `local` (offline, the default) or `gemini` (key from the environment)."""
 
@@ -98,6 +118,11 @@ def build_resources(settings: ImagoSettings | None = None) -> dict[str, dg.Confi
             batch_size=settings.batch_size, workers=settings.workers, max_pixels=settings.max_pixels,
             max_upload_bytes=settings.max_upload_bytes, thumbnail_size=settings.thumbnail_size,
             ocr_languages=settings.ocr_languages, ocr_fallback_confidence=settings.ocr_fallback_confidence),
+        "training": TrainingResource(
+            training_data=str(settings.training_data or ""), validation_data=str(settings.validation_data or ""),
+            model_cache_dir=str(settings.resolved_home / "models"), retrain_min_feedback=settings.retrain_min_feedback,
+            promotion_margin=settings.promotion_margin, epochs=settings.train_epochs,
+            image_size=settings.train_image_size, widths=settings.train_widths),
         "vision_provider": VisionResource(
             provider=settings.vision_provider, gemini_model=settings.gemini_model,
             # the key is read from the environment at run start and never shown in the UI

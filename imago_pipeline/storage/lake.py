@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections import defaultdict
 from datetime import date, datetime
 from pathlib import Path
@@ -36,6 +37,10 @@ class Lake:
         self, table: str, rows: Iterable[dict[str, Any]], *, batch_id: str, schema: pa.Schema | None = None
     ) -> list[Path]:
         """Write rows (each with `tenant_id` and a `date` key) as one file per hive partition."""
+        return self._write_into(self.table_path(table), rows, batch_id, schema)
+
+    def _write_into(self, base: Path, rows: Iterable[dict[str, Any]], batch_id: str,
+                    schema: pa.Schema | None) -> list[Path]:
         if not _SAFE_NAME.match(batch_id):
             raise ValueError(f"bad batch id {batch_id!r}")
         groups: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
@@ -45,7 +50,7 @@ class Lake:
             groups[(int(row["tenant_id"]), day[:10])].append(row)
         written = []
         for (tenant_id, day), group in sorted(groups.items()):
-            folder = self.table_path(table) / f"tenant_id={tenant_id}" / f"date={day}"
+            folder = base / f"tenant_id={tenant_id}" / f"date={day}"
             folder.mkdir(parents=True, exist_ok=True)
             records = [{k: v for k, v in row.items() if k not in ("tenant_id", "date")} for row in group]
             arrow = pa.Table.from_pylist(records, schema=schema)
@@ -55,3 +60,18 @@ class Lake:
             os.replace(tmp, target)  # readers see the whole file or none of it
             written.append(target)
         return written
+
+    def replace_table(self, table: str, rows: Iterable[dict[str, Any]], *, schema: pa.Schema) -> list[Path]:
+        """Rewrite a whole (small) table: written aside, then swapped in, so readers never see half of it."""
+        final = self.table_path(table)
+        staging = final.with_name(f".{table}.staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        files = self._write_into(staging, rows, "snapshot", schema)
+        old = final.with_name(f".{table}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        if staging.exists():
+            os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return [final / f.relative_to(staging) for f in files]

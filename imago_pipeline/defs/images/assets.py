@@ -14,15 +14,17 @@ import io
 import time
 import warnings
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 from PIL import Image as PILImage
 from PIL import ImageOps
 
 from imago_pipeline.catalog import Catalog, CheckOutcome, StageOutcome
-from imago_pipeline.catalog.models import Exif, Image, Ocr, Thumbnail, Vision, utcnow
+from imago_pipeline.catalog.models import Classification, Exif, Image, Ocr, Thumbnail, Vision, utcnow
 from imago_pipeline.config import ImagoSettings
 from imago_pipeline.defs.resources import (
     BlobStoreResource,
@@ -50,7 +52,7 @@ uploads = dg.AssetSpec(
     "store, a `pending` row in the catalog. The upload sensor turns new rows into `images` partitions.",
 )
 
-STAGES = ("exif", "thumbnail", "ocr", "vision")
+STAGES = ("exif", "thumbnail", "ocr", "classification", "vision")
 EXIF_VERSION = "exif-v1"
 THUMBNAIL_VERSION = "thumbnail-v1"
 VISION_VERSION = "vision-v1"
@@ -67,8 +69,22 @@ def vision_code_version(settings: ImagoSettings) -> str:
     return f"{VISION_VERSION}|{model}|{PROMPT_VERSION}"
 
 
+CLASSIFY_VERSION = "classify-v1"
+
+
+def classification_code_version(model_tag: str) -> str:
+    return f"{CLASSIFY_VERSION}|{model_tag}"
+
+
 def stage_code_versions(settings: ImagoSettings) -> dict[str, str]:
+    from training.registry import production_model_tag
+
+    try:
+        catalog = Catalog.connect(settings.catalog_url)
+    except Exception:  # the code location must load even when the catalog is down
+        catalog = None
     return {"exif": EXIF_VERSION, "thumbnail": THUMBNAIL_VERSION, "ocr": ocr_code_version(settings),
+            "classification": classification_code_version(production_model_tag(catalog)),
             "vision": vision_code_version(settings)}
 
 
@@ -89,6 +105,10 @@ OCR_LAKE_SCHEMA = pa.schema([  # no text: the lake holds measurements, the catal
     ("image_id", pa.int64()), ("has_text", pa.bool_()), ("confidence", pa.float64()), ("language", pa.string()),
     ("mode", pa.string()), ("rotation", pa.int64()), ("engine", pa.string()), ("word_count", pa.int64()),
     ("text_length", pa.int64()), ("created_at", _TS), ("run_id", pa.string()),
+])
+CLASSIFICATION_LAKE_SCHEMA = pa.schema([
+    ("image_id", pa.int64()), ("label", pa.string()), ("probability", pa.float64()),
+    ("model_version", pa.string()), ("created_at", _TS), ("run_id", pa.string()),
 ])
 VISION_LAKE_SCHEMA = pa.schema([
     ("image_id", pa.int64()), ("tags", pa.list_(pa.string())), ("confidence", pa.float64()),
@@ -299,7 +319,50 @@ def build_image_assets(settings: ImagoSettings) -> list[dg.AssetsDefinition]:
                                     engine=f"tesseract {tesseract_version()} ({settings.ocr_languages})"),
             check_results=[check])
 
-    @dg.asset(deps=[exif, thumbnail, ocr], kinds={"python", "gemini", "parquet"}, code_version=versions["vision"],
+    @dg.asset(deps=[uploads], kinds={"python", "tensorflow", "keras", "parquet"},
+              code_version=versions["classification"], **_PER_IMAGE)
+    def classification(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs: BlobStoreResource,
+                       lake: LakeResource) -> dg.MaterializeResult:
+        """Cat or dog, with its probability, from the production model of the registry (our Keras CNN): one
+        model load per run, batched prediction over the run's images. The code version names the model, so a
+        promotion makes older classifications stale."""
+        from training.registry import ModelRegistry, load_classifier
+
+        batch = Batch(context, catalog.get(), "classification", versions["classification"])
+        store = blobs.get()
+        registry = ModelRegistry(batch.catalog, store, Path(settings.resolved_home) / "models")
+        model = registry.production()
+        classifier = load_classifier(registry, model)
+        results: list[StageResult] = []
+        decoded: list[tuple[Image, Any]] = []
+        for image in batch.images.values():
+            started = time.perf_counter()
+            try:
+                decoded.append((image, classifier.pixels(store.get(image.blob_key))))
+            except Exception as exc:
+                results.append(StageResult(image.id, image.tenant_id, None, f"{type(exc).__name__}: {exc}",
+                                           (time.perf_counter() - started) * 1000))
+        started = time.perf_counter()
+        predictions = classifier.predict_pixels(np.stack([p for _, p in decoded])) if decoded else []
+        per_image_ms = (time.perf_counter() - started) * 1000 / max(1, len(decoded))
+        results += [StageResult(image.id, image.tenant_id, prediction, None, per_image_ms)
+                    for (image, _), prediction in zip(decoded, predictions)]
+        now = utcnow()
+        rows = [{"image_id": r.image_id, "tenant_id": r.tenant_id, "label": r.value.label,
+                 "probability": r.value.probability, "model_version": model.version, "created_at": now}
+                for r in results if r.ok]
+        batch.save(results, Classification, rows)
+        files = batch.to_lake(lake, CLASSIFICATION_LAKE_SCHEMA,
+                              [{k: v for k, v in row.items() if k != "tenant_id"} for row in rows])
+        labels: dict[str, int] = {}
+        for row in rows:
+            labels[row["label"]] = labels.get(row["label"], 0) + 1
+        return dg.MaterializeResult(metadata=batch.metadata(
+            results, lake_files_written=files, model_version=model.version, cats=labels.get("cat", 0),
+            dogs=labels.get("dog", 0)))
+
+    @dg.asset(deps=[exif, thumbnail, ocr, classification], kinds={"python", "gemini", "parquet"},
+              code_version=versions["vision"],
               pool=VISION_POOL,
               check_specs=[dg.AssetCheckSpec("output_matches_schema", asset="vision",
                                              description="Description, tags and confidence match the schema")],
@@ -322,11 +385,13 @@ def build_image_assets(settings: ImagoSettings) -> list[dg.AssetsDefinition]:
                 if thumb is None:
                     raise VisionError("no thumbnail to look at (the thumbnail stage failed)")
                 exif_row, ocr_row = tenant.get_exif(image.id), tenant.get_ocr(image.id)
+                label = tenant.get_classification(image.id)
                 output = provider.describe(VisionContext(
                     image_jpeg=store.get(thumb.blob_key), width=image.width, height=image.height,
                     exif={f: getattr(exif_row, f) for f in EXIF_FIELDS} if exif_row else {},
                     ocr_text=ocr_row.text if ocr_row else "", ocr_language=ocr_row.language if ocr_row else None,
-                    has_text=bool(ocr_row and ocr_row.has_text)))
+                    has_text=bool(ocr_row and ocr_row.has_text),
+                    classification={"label": label.label, "probability": label.probability} if label else None))
                 results.append(StageResult(image.id, image.tenant_id, output, None,
                                            (time.perf_counter() - started) * 1000))
             except Exception as exc:  # one image's provider failure is recorded on that image only
@@ -355,7 +420,8 @@ def build_image_assets(settings: ImagoSettings) -> list[dg.AssetsDefinition]:
                                                             model=provider.name, prompt=PROMPT_VERSION),
                                     check_results=[check])
 
-    @dg.asset(deps=[exif, thumbnail, ocr, vision], kinds={"python", "parquet"}, code_version=SUMMARY_VERSION,
+    @dg.asset(deps=[exif, thumbnail, ocr, classification, vision], kinds={"python", "parquet"},
+              code_version=SUMMARY_VERSION,
               **_PER_IMAGE)
     def image_summary(context: dg.AssetExecutionContext, catalog: CatalogResource,
                       lake: LakeResource) -> dg.MaterializeResult:
@@ -379,7 +445,7 @@ def build_image_assets(settings: ImagoSettings) -> list[dg.AssetsDefinition]:
             "duration_s": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
         })
 
-    return [exif, thumbnail, ocr, vision, image_summary]
+    return [exif, thumbnail, ocr, classification, vision, image_summary]
 
 
 def _read_text_remotely(provider, blobs: BlobStoreResource, image: Image, context: dg.AssetExecutionContext):
@@ -411,5 +477,6 @@ process_images_job = dg.define_asset_job(
     partitions_def=image_partitions,
     # One process per run; the images of the batch are spread over the cores by the assets themselves.
     executor_def=dg.in_process_executor,
-    description="Enrich a batch of images: EXIF, thumbnail, OCR, vision, then each image's overall status.",
+    description="Enrich a batch of images: EXIF, thumbnail, OCR, classification, vision, then each image's "
+    "overall status.",
 )

@@ -51,14 +51,28 @@ def stale_reprocess_sensor(context: dg.SensorEvaluationContext, catalog: Catalog
     """Redo stale stages in ranged batches: results made by an older code version (logic, Tesseract and
     languages, vision model or prompt) or missing, plus what depends on them. Off by default; turn it on
     after a deploy that changes a version, or use `imago reprocess --stale`."""
+    return _stale_runs(context, catalog, settings, only=None)
+
+
+@dg.sensor(job=process_images_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def reclassify_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                      settings: SettingsResource) -> dg.SensorResult | dg.SkipReason:
+    """After a model promotion, redo the classifications made by the previous model (and what depends on
+    them: vision, image_summary), in ranged batches."""
+    return _stale_runs(context, catalog, settings, only=("classification",))
+
+
+def _stale_runs(context, catalog: CatalogResource, settings: SettingsResource, only):
     from imago_pipeline.reprocessing import current_code_versions, plan_reprocessing, stale_groups
 
     graph = context.repository_def.asset_graph
-    groups = stale_groups(catalog.get(), graph)
+    kwargs = {"only": only} if only else {}
+    groups = stale_groups(catalog.get(), graph, **kwargs)
     if not groups:
         return dg.SkipReason("no stale images")
     planned = plan_reprocessing(groups, context.instance, settings.batch_size)[:MAX_RUNS_PER_TICK]
-    versions = hashlib.sha256(repr(sorted(current_code_versions(graph).items())).encode()).hexdigest()[:12]
+    versions = current_code_versions(graph, catalog.get())
+    versions = hashlib.sha256(repr(sorted(versions.items())).encode()).hexdigest()[:12]
     return dg.SensorResult(run_requests=[
         dg.RunRequest(run_key=f"reprocess-{'+'.join(p.stages)}-{p.batch.run_key}-{versions}",
                       asset_selection=[dg.AssetKey(stage) for stage in p.stages],

@@ -1,0 +1,94 @@
+"""Feedback on classifications, synchronous prediction, and the metrics endpoint."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Response, UploadFile, status
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from imago_api.deps import BlobStoreDep, CatalogDep, PrincipalDep, SettingsDep, TenantDep, require_scope
+from imago_api.errors import UPLOAD_STATUS, ApiError, InvalidUpload, NotFound
+from imago_api.metrics import AGREEMENT, FEEDBACK, INFERENCE_LATENCY, INFERENCES
+from imago_pipeline.imaging.decode import InvalidImage, inspect_image
+
+router = APIRouter(tags=["classification"])
+_model_lock = threading.Lock()
+
+
+class FeedbackIn(BaseModel):
+    correct: bool
+    label: Literal["cat", "dog"] | None = None
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    image_id: int
+    correct: bool
+    label: str | None
+    predicted_label: str | None
+    model_version: str | None
+
+
+class PredictionOut(BaseModel):
+    label: str
+    probability: float
+    model_version: str
+    latency_ms: float
+
+
+@router.post("/images/{image_id}/feedback", response_model=FeedbackOut, status_code=status.HTTP_201_CREATED,
+             dependencies=[require_scope("images:write")],
+             summary="Say whether the classification was right (scope images:write)")
+def give_feedback(image_id: int, body: FeedbackIn, tenant: TenantDep) -> FeedbackOut:
+    """Stored with its time (kept for the feedback retention period) and used by the next retraining."""
+    if tenant.get_image(image_id) is None:
+        raise NotFound(f"image {image_id} not found")
+    if tenant.get_classification(image_id) is None and body.label is None:
+        raise ApiError("the image is not classified yet: give the true `label`", code="not_classified",
+                       status_code=409)
+    row = tenant.add_feedback(image_id, correct=body.correct, label=body.label)
+    FEEDBACK.labels(row.model_version or "none", "agree" if row.correct else "disagree").inc()
+    return FeedbackOut(id=row.id, image_id=image_id, correct=row.correct, label=row.label,
+                       predicted_label=row.predicted_label, model_version=row.model_version)
+
+
+@router.post("/api/predict", response_model=PredictionOut, dependencies=[require_scope("ai:use")],
+             summary="Classify an uploaded image without storing it (scope ai:use)")
+def predict(principal: PrincipalDep, catalog: CatalogDep, blobs: BlobStoreDep, settings: SettingsDep,
+            file: Annotated[UploadFile, File(description="The image")]) -> PredictionOut:
+    """Only inference metadata is logged (time, outcome, latency, model version); never the image."""
+    from training.registry import ModelRegistry, load_classifier
+
+    started = time.perf_counter()
+    data = file.file.read(settings.max_upload_bytes + 1)
+    registry = ModelRegistry(catalog, blobs, settings.resolved_home / "models")
+    model = registry.production()
+    try:
+        inspect_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+        with _model_lock:  # one prediction at a time per process: Keras models are not re-entrant
+            prediction = load_classifier(registry, model).predict([data])[0]
+    except InvalidImage as exc:
+        latency = (time.perf_counter() - started) * 1000
+        catalog.log_inference(tenant_id=principal.tenant_id, success=False, latency_ms=latency,
+                              model_version=model.version, error=exc.kind)
+        INFERENCES.labels(model.version, "rejected").inc()
+        raise InvalidUpload(str(exc), code=exc.kind, status_code=UPLOAD_STATUS.get(exc.kind, 422)) from exc
+    latency = (time.perf_counter() - started) * 1000
+    catalog.log_inference(tenant_id=principal.tenant_id, success=True, latency_ms=latency,
+                          model_version=model.version, label=prediction.label)
+    INFERENCES.labels(model.version, "ok").inc()
+    INFERENCE_LATENCY.labels(model.version).observe(latency / 1000)
+    return PredictionOut(label=prediction.label, probability=round(prediction.probability, 4),
+                         model_version=model.version, latency_ms=round(latency, 1))
+
+
+@router.get("/metrics", include_in_schema=True, tags=["operations"],
+            summary="Prometheus metrics (no key needed; expose only to your monitoring network)")
+def metrics(catalog: CatalogDep) -> Response:
+    for version, (total, agreed) in catalog.agreement_by_model().items():
+        AGREEMENT.labels(version).set(agreed / total if total else 0.0)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
