@@ -45,6 +45,8 @@ class ImagoSettings(BaseSettings):
     train_epochs: int = 50
     train_image_size: int = 128
     train_widths: str = Field(default="32,64,128,256", description="Convolution widths, comma-separated.")
+    train_batch_size: int = 32
+    train_augment: bool = Field(default=True, description="Augmentation and strong dropout (off for tiny models).")
 
     vision_provider: Literal["local", "gemini"] = "local"
     gemini_model: str = "gemini-2.5-flash"

@@ -61,7 +61,7 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
            "IMAGO_TRAINING_DATA": str(_subset(tmp_path / "train", "train", 20)),
            "IMAGO_VALIDATION_DATA": str(_subset(tmp_path / "val", "val", 10)),
            "IMAGO_RETRAIN_MIN_FEEDBACK": "4", "IMAGO_TRAIN_EPOCHS": "2", "IMAGO_TRAIN_IMAGE_SIZE": "32",
-           "IMAGO_TRAIN_WIDTHS": "8,16", "IMAGO_PROMOTION_MARGIN": "-1"}
+           "IMAGO_TRAIN_WIDTHS": "8,16", "IMAGO_TRAIN_AUGMENT": "false", "IMAGO_TRAIN_BATCH_SIZE": "16", "IMAGO_PROMOTION_MARGIN": "-1"}
     env.pop("DAGSTER_HOME", None)
     env.pop("IMAGO_DATABASE_URL", None)
     imago = [sys.executable, "-m", "imago_pipeline"]
@@ -76,7 +76,7 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
         _wait_for(f"http://127.0.0.1:{dagster_port}/server_info", 120)
         # the first sensor tick after start-up is slower (code server warm-up): prime it with one image
         headers = {"X-API-Key": key}
-        with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
+        with httpx.Client(base_url=api, headers=headers, timeout=120) as client:
             latencies = []
             for name in ("Nikon_D70.jpg", "Canon_40D.jpg"):
                 started = time.time()
@@ -109,6 +109,11 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
         with capsys.disabled():
             print(f"\nupload-to-done under imago serve: first {latencies[0]:.1f} s, then {latencies[1]:.1f} s")
         assert latencies[1] < 30  # about 10 s is the target; the benchmark reports the figure
+    except BaseException:
+        failed = True
+        raise
+    else:
+        failed = False
     finally:
         children = psutil.Process(serve.pid).children(recursive=True)
         serve.send_signal(signal.SIGINT)
@@ -116,6 +121,8 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
             serve.wait(timeout=60)
         finally:
             output = serve.stdout.read() if serve.stdout else ""
+            if failed:
+                print("imago serve output (tail):\n" + output[-6000:])
     assert serve.returncode == 0, output[-3000:]
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"left running: {[p.cmdline() for p in alive]}"

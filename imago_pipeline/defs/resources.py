@@ -75,13 +75,18 @@ class TrainingResource(dg.ConfigurableResource):
     epochs: int = 50
     image_size: int = 128
     widths: str = "32,64,128,256"
+    augment: bool = True
+    batch_size: int = 32
 
     def train_config(self):
         from training.model import ModelConfig
         from training.train import TrainConfig
 
-        widths = tuple(int(w) for w in self.widths.split(","))
-        return TrainConfig(model=ModelConfig(image_size=self.image_size, widths=widths), epochs=self.epochs)
+        model = ModelConfig(image_size=self.image_size, widths=tuple(int(w) for w in self.widths.split(",")))
+        if not self.augment:
+            model = ModelConfig(image_size=model.image_size, widths=model.widths, dropout=0.1, rotation=0.0,
+                                zoom=0.0, translation=0.0, contrast=0.0)
+        return TrainConfig(model=model, epochs=self.epochs, batch_size=self.batch_size)
 
 
 class VisionResource(dg.ConfigurableResource):
@@ -122,7 +127,8 @@ def build_resources(settings: ImagoSettings | None = None) -> dict[str, dg.Confi
             training_data=str(settings.training_data or ""), validation_data=str(settings.validation_data or ""),
             model_cache_dir=str(settings.resolved_home / "models"), retrain_min_feedback=settings.retrain_min_feedback,
             promotion_margin=settings.promotion_margin, epochs=settings.train_epochs,
-            image_size=settings.train_image_size, widths=settings.train_widths),
+            image_size=settings.train_image_size, widths=settings.train_widths, augment=settings.train_augment,
+            batch_size=settings.train_batch_size),
         "vision_provider": VisionResource(
             provider=settings.vision_provider, gemini_model=settings.gemini_model,
             # the key is read from the environment at run start and never shown in the UI
