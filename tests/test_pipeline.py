@@ -42,12 +42,13 @@ def _register_without_validation(catalog: Catalog, settings, tenant_id: int, dat
 def test_definitions_load_and_describe_every_asset():
     defs = build_definitions()
     graph = defs.resolve_asset_graph()
-    for key in ("exif", "thumbnail", "ocr", "vision", "image_summary"):
+    for key in ("exif", "thumbnail", "ocr", "classification", "vision", "image_summary"):
         node = graph.get(dg.AssetKey(key))
         assert node.description and node.kinds and node.group_name == "enrichment" and node.code_version
         assert node.partitions_def.name == "images"
     assert graph.get(dg.AssetKey("exif")).parent_keys == {dg.AssetKey("uploads")}
-    assert graph.get(dg.AssetKey("vision")).parent_keys == {dg.AssetKey(k) for k in ("exif", "thumbnail", "ocr")}
+    assert graph.get(dg.AssetKey("vision")).parent_keys == {
+        dg.AssetKey(k) for k in ("exif", "thumbnail", "ocr", "classification")}
     assert graph.get(dg.AssetKey("vision")).pools == {"vision_provider"}
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {"plausible_dates_and_gps", "thumbnail_decodes", "confidence_recorded", "output_matches_schema"}
