@@ -44,10 +44,17 @@ def _subset(target, split: str, per_class: int):
     return target
 
 
+SLOW_READS: list[str] = []
+
+
 def _wait_until(condition, timeout: float, what: str):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        value = condition()
+        try:
+            value = condition()
+        except httpx.TimeoutException:  # counted and reported, see the closing print
+            SLOW_READS.append(what)
+            continue
         if value:
             return value
         time.sleep(0.5)
@@ -76,7 +83,7 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
         _wait_for(f"http://127.0.0.1:{dagster_port}/server_info", 120)
         # the first sensor tick after start-up is slower (code server warm-up): prime it with one image
         headers = {"X-API-Key": key}
-        with httpx.Client(base_url=api, headers=headers, timeout=120) as client:
+        with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
             latencies = []
             for name in ("Nikon_D70.jpg", "Canon_40D.jpg"):
                 started = time.time()
@@ -102,10 +109,11 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
             started = time.time()
             new_model = _wait_until(
                 lambda: (v := client.get(f"/images/{ids[0]}").json()["classification"]["model_version"]) != first_model
-                and v, 400, "the retrained model to reclassify the image")
+                and v, 600, "the retrained model to reclassify the image")
             loop_seconds = time.time() - started
         with capsys.disabled():
-            print(f"feedback to reclassified by {new_model}: {loop_seconds:.0f} s")
+            print(f"feedback to reclassified by {new_model}: {loop_seconds:.0f} s; "
+                  f"API reads slower than the client timeout meanwhile: {len(SLOW_READS)}")
         with capsys.disabled():
             print(f"\nupload-to-done under imago serve: first {latencies[0]:.1f} s, then {latencies[1]:.1f} s")
         assert latencies[1] < 30  # about 10 s is the target; the benchmark reports the figure

@@ -51,7 +51,8 @@ def test_definitions_load_and_describe_every_asset():
         dg.AssetKey(k) for k in ("exif", "thumbnail", "ocr", "classification")}
     assert graph.get(dg.AssetKey("vision")).pools == {"vision_provider"}
     checks = {key.name for key in graph.asset_check_keys}
-    assert checks == {"plausible_dates_and_gps", "thumbnail_decodes", "confidence_recorded", "output_matches_schema"}
+    assert checks == {"plausible_dates_and_gps", "thumbnail_decodes", "confidence_recorded", "output_matches_schema",
+                      "beats_production"}
 
 
 def test_batch_enriches_images_and_one_bad_image_does_not_fail_it(catalog, settings, dagster_instance):
