@@ -16,11 +16,12 @@ CLASS_NAMES = ("cat", "dog")  # index 1 is the positive class
 class ModelConfig:
     image_size: int = 128
     widths: tuple[int, ...] = (32, 64, 128, 256)
-    dropout: float = 0.5
-    rotation: float = 0.1
-    zoom: float = 0.2
-    translation: float = 0.1
-    contrast: float = 0.2
+    # The shipped baseline's values; the stronger set (0.5, 0.1, 0.2, 0.1, 0.2) measured 0.815 vs 0.822.
+    dropout: float = 0.3
+    rotation: float = 0.08
+    zoom: float = 0.15
+    translation: float = 0.0
+    contrast: float = 0.15
     # A small data set gives few steps per epoch; Keras' default 0.99 leaves the inference statistics of
     # batch normalization far behind the weights for many epochs (measured: validation stuck at one class).
     bn_momentum: float = 0.9
@@ -34,7 +35,8 @@ def make_model(config: ModelConfig = ModelConfig()):
     x = layers.RandomFlip("horizontal")(inputs)
     x = layers.RandomRotation(config.rotation)(x)
     x = layers.RandomZoom(config.zoom)(x)
-    x = layers.RandomTranslation(config.translation, config.translation)(x)
+    if config.translation:
+        x = layers.RandomTranslation(config.translation, config.translation)(x)
     x = layers.RandomContrast(config.contrast)(x)
     x = layers.Rescaling(1.0 / 255)(x)
 

@@ -27,7 +27,7 @@ class TrainConfig:
     epochs: int = 60
     batch_size: int = 32
     learning_rate: float = 2e-3
-    weight_decay: float = 1e-3
+    weight_decay: float = 1e-4
     selection_share: float = 0.1  # of the training data, held out to pick the best epoch
     seed: int = 1337
 
