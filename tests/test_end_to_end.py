@@ -44,17 +44,10 @@ def _subset(target, split: str, per_class: int):
     return target
 
 
-SLOW_READS: list[str] = []
-
-
 def _wait_until(condition, timeout: float, what: str):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        try:
-            value = condition()
-        except httpx.TimeoutException:  # counted and reported, see the closing print
-            SLOW_READS.append(what)
-            continue
+        value = condition()
         if value:
             return value
         time.sleep(0.5)
@@ -75,8 +68,10 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
     key = subprocess.run([*imago, "admin", "create-client", "e2e"], env=env, cwd=REPO, capture_output=True,
                          text=True, check=True).stdout.strip()
     api_port, dagster_port = free_port(), free_port()
+    # Output goes to a file: an unread pipe fills up and then blocks every process that logs (API included).
+    log = (tmp_path / "serve.log").open("w")
     serve = subprocess.Popen([*imago, "serve", "--api-port", str(api_port), "--dagster-port", str(dagster_port)],
-                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         api = f"http://127.0.0.1:{api_port}"
         _wait_for(f"{api}/health", 60)
@@ -112,8 +107,7 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
                 and v, 600, "the retrained model to reclassify the image")
             loop_seconds = time.time() - started
         with capsys.disabled():
-            print(f"feedback to reclassified by {new_model}: {loop_seconds:.0f} s; "
-                  f"API reads slower than the client timeout meanwhile: {len(SLOW_READS)}")
+            print(f"feedback to reclassified by {new_model}: {loop_seconds:.0f} s")
         with capsys.disabled():
             print(f"\nupload-to-done under imago serve: first {latencies[0]:.1f} s, then {latencies[1]:.1f} s")
         assert latencies[1] < 30  # about 10 s is the target; the benchmark reports the figure
@@ -128,7 +122,8 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
         try:
             serve.wait(timeout=60)
         finally:
-            output = serve.stdout.read() if serve.stdout else ""
+            log.close()
+            output = (tmp_path / "serve.log").read_text()
             if failed:
                 print("imago serve output (tail):\n" + output[-6000:])
     assert serve.returncode == 0, output[-3000:]
