@@ -48,29 +48,28 @@ def check_upload(data: bytes, settings: ImagoSettings) -> CheckedUpload:
     return CheckedUpload(sha256=hashlib.sha256(data).hexdigest(), info=info)
 
 
-def store_upload(catalog: Catalog, store: BlobStore, checked: CheckedUpload, *, tenant_id: int,
-                 filename: str | None, data: bytes, status: str = "pending") -> Registration:
+def _store_blob(store: BlobStore, checked: CheckedUpload, *, tenant_id: int, filename: str | None, data: bytes,
+                status: str) -> dict:
+    """Write the bytes (once per tenant and content) and return the catalog row to insert for them."""
     key = original_key(tenant_id, checked.sha256)
     if not store.exists(key):
         store.put(key, data)
-    image, created = catalog.for_tenant(tenant_id).register_image(
-        sha256=checked.sha256, original_name=clean_filename(filename), media_type=checked.info.media_type,
-        byte_size=len(data), width=checked.info.width, height=checked.info.height, blob_key=key, status=status,
-    )
+    return dict(sha256=checked.sha256, original_name=clean_filename(filename), media_type=checked.info.media_type,
+                byte_size=len(data), width=checked.info.width, height=checked.info.height, blob_key=key, status=status)
+
+
+def store_upload(catalog: Catalog, store: BlobStore, checked: CheckedUpload, *, tenant_id: int,
+                 filename: str | None, data: bytes, status: str = "pending") -> Registration:
+    row = _store_blob(store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
+    image, created = catalog.for_tenant(tenant_id).register_image(**row)
     return Registration(image=image, created=created)
 
 
 def store_uploads(catalog: Catalog, store: BlobStore, uploads: Sequence[tuple[CheckedUpload, str | None, bytes]],
                   *, tenant_id: int, status: str = "pending") -> list[Registration]:
     """`store_upload` for a batch of (checked, filename, data): one catalog transaction for all of them."""
-    items = []
-    for checked, filename, data in uploads:
-        key = original_key(tenant_id, checked.sha256)
-        if not store.exists(key):
-            store.put(key, data)
-        items.append(dict(sha256=checked.sha256, original_name=clean_filename(filename),
-                          media_type=checked.info.media_type, byte_size=len(data), width=checked.info.width,
-                          height=checked.info.height, blob_key=key, status=status))
+    items = [_store_blob(store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
+             for checked, filename, data in uploads]
     return [Registration(image, created) for image, created in catalog.for_tenant(tenant_id).register_images(items)]
 
 

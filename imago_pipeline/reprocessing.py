@@ -35,9 +35,10 @@ def current_code_versions(asset_graph, catalog: Catalog) -> dict[str, str]:
     return versions
 
 
-def stale_groups(catalog: Catalog, asset_graph, *, only: tuple[str, ...] = STAGES) -> list[StaleGroup]:
+def stale_groups(catalog: Catalog, asset_graph, *, only: tuple[str, ...] = STAGES,
+                 current: dict[str, str] | None = None) -> list[StaleGroup]:
     """Images whose stages (among `only`) are missing or were made by another code version than the current."""
-    current = current_code_versions(asset_graph, catalog)
+    current = current or current_code_versions(asset_graph, catalog)
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for image_id, stages in sorted(catalog.stage_versions(STAGES).items()):
         stale = {s for s in only if s not in stages or stages[s][1] != current[s]}

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 
 import httpx
 import pytest
-from PIL import Image
 
 from imago_api.main import create_app
 from imago_pipeline.runner import process_images

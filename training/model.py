@@ -7,7 +7,7 @@ layers are inactive at inference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 CLASS_NAMES = ("cat", "dog")  # index 1 is the positive class
 

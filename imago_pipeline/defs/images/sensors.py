@@ -66,13 +66,13 @@ def _stale_runs(context, catalog: CatalogResource, settings: SettingsResource, o
     from imago_pipeline.reprocessing import current_code_versions, plan_reprocessing, stale_groups
 
     graph = context.repository_def.asset_graph
+    current = current_code_versions(graph, catalog.get())  # once per tick: it reads the registry
     kwargs = {"only": only} if only else {}
-    groups = stale_groups(catalog.get(), graph, **kwargs)
+    groups = stale_groups(catalog.get(), graph, current=current, **kwargs)
     if not groups:
         return dg.SkipReason("no stale images")
     planned = plan_reprocessing(groups, context.instance, settings.batch_size)[:MAX_RUNS_PER_TICK]
-    versions = current_code_versions(graph, catalog.get())
-    versions = hashlib.sha256(repr(sorted(versions.items())).encode()).hexdigest()[:12]
+    versions = hashlib.sha256(repr(sorted(current.items())).encode()).hexdigest()[:12]
     return dg.SensorResult(run_requests=[
         dg.RunRequest(run_key=f"reprocess-{'+'.join(p.stages)}-{p.batch.run_key}-{versions}",
                       asset_selection=[dg.AssetKey(stage) for stage in p.stages],

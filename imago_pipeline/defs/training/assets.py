@@ -8,7 +8,6 @@ classification code version changes and the `reclassify_sensor` redoes stale cla
 """
 
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
