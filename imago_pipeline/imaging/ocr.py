@@ -94,11 +94,18 @@ def is_text_line(gray: Image.Image) -> bool:
     return gray.height < 160 and gray.width >= 4 * gray.height
 
 
-def _recognise(image: Image.Image | str, languages: str, psm: int) -> tuple[list[OcrWord], str]:
+def _recognise(image: Image.Image | str, languages: str, psm: int,
+               decoded: Image.Image | None = None) -> tuple[list[OcrWord], str]:
     """One Tesseract pass (over an image or a file path): the words with boxes, and the text with its line
-    and paragraph breaks."""
-    data = pytesseract.image_to_data(image, lang=languages, config=f"--oem 1 --psm {psm}",
-                                     output_type=pytesseract.Output.DICT, timeout=TESSERACT_TIMEOUT_S)
+    and paragraph breaks. When leptonica cannot decode a file that Pillow could (a damaged JPEG segment),
+    the pass is made over Pillow's `decoded` image instead."""
+    try:
+        data = pytesseract.image_to_data(image, lang=languages, config=f"--oem 1 --psm {psm}",
+                                         output_type=pytesseract.Output.DICT, timeout=TESSERACT_TIMEOUT_S)
+    except pytesseract.TesseractError:
+        if isinstance(image, str) and decoded is not None:
+            return _recognise(decoded, languages, psm)
+        raise
     words, lines, paragraph_of_line = [], {}, {}
     for i, text in enumerate(data["text"]):
         conf = float(data["conf"][i])
@@ -198,7 +205,7 @@ def _ocr(gray: Image.Image, original: str | None, languages: str) -> OcrResult:
         if gray.height < 48:
             scale = 48 / gray.height
             line, original = gray.resize((round(gray.width * scale), 48), Image.Resampling.LANCZOS), None
-        words, text = _recognise(original or line, languages, psm=7)
+        words, text = _recognise(original or line, languages, psm=7, decoded=line)
         return _result(text, words, languages, rotation=0, mode="line")
     if not looks_like_a_page(gray):
         probe = gray.copy()
@@ -207,12 +214,12 @@ def _ocr(gray: Image.Image, original: str | None, languages: str) -> OcrResult:
             return OcrResult(text="", confidence=None, language=None, has_text=False, mode="probe")
     rotation, confidence = detect_rotation(gray)
     if rotation == 0 or confidence < MIN_OSD_CONFIDENCE:
-        words, text = _recognise(original or gray, languages, psm=3)
+        words, text = _recognise(original or gray, languages, psm=3, decoded=gray)
         return _result(text, words, languages, rotation=0, mode="page")
     words, text = _recognise(gray.rotate(-rotation, expand=True), languages, psm=3)
     if confidence < SURE_OSD_CONFIDENCE:
         # OSD is unsure (dense tables fool it): keep whichever reading finds more confident words
-        as_is, as_is_text = _recognise(original or gray, languages, psm=3)
+        as_is, as_is_text = _recognise(original or gray, languages, psm=3, decoded=gray)
         if _confident_words(as_is) >= _confident_words(words):
             return _result(as_is_text, as_is, languages, rotation=0, mode="page")
     return _result(text, words, languages, rotation=rotation, mode="page")
