@@ -11,7 +11,7 @@ from imago_pipeline.config import ImagoSettings
 from imago_pipeline.storage.blobs import BlobStore, LocalBlobStore
 from imago_pipeline.storage.lake import Lake
 from imago_pipeline.vision.base import VisionProvider
-from imago_pipeline.vision.local import LocalVisionProvider
+from imago_pipeline.vision.factory import build_provider
 
 
 class CatalogResource(dg.ConfigurableResource):
@@ -100,13 +100,9 @@ class VisionResource(dg.ConfigurableResource):
     initial_delay_s: float = 1.0
 
     def get_provider(self) -> VisionProvider:
-        if self.provider == "gemini":
-            from imago_pipeline.vision.gemini import GeminiVisionProvider
-
-            return GeminiVisionProvider(api_key=self.gemini_api_key, model=self.gemini_model,
-                                        base_url=self.gemini_base_url, attempts=self.attempts,
-                                        initial_delay=self.initial_delay_s)
-        return LocalVisionProvider()
+        return build_provider(self.provider, gemini_model=self.gemini_model, gemini_api_key=self.gemini_api_key,
+                              gemini_base_url=self.gemini_base_url, attempts=self.attempts,
+                              initial_delay_s=self.initial_delay_s)
 
 
 def build_resources(settings: ImagoSettings | None = None) -> dict[str, dg.ConfigurableResource]:

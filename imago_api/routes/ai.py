@@ -1,0 +1,119 @@
+"""AI utility endpoints: summarise a web page, draft a task from a request. The configured vision provider
+(`IMAGO_VISION_PROVIDER`) answers both; the fetching and its limits live in `imago_pipeline.textai`."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Callable
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, StringConstraints
+
+from imago_api.deps import SettingsDep, require_scope
+from imago_api.errors import ApiError
+from imago_pipeline.textai.extract import NoText, extract_text
+from imago_pipeline.textai.fetch import (
+    FetchFailed,
+    FetchLimits,
+    FetchTimeout,
+    PageTooLarge,
+    TooManyRedirects,
+    UnsupportedContent,
+    UrlNotAllowed,
+    fetch_page,
+)
+from imago_pipeline.vision.base import TaskDraft, VisionError, VisionProvider
+from imago_pipeline.vision.factory import provider_from_settings
+
+router = APIRouter(prefix="/ai", tags=["ai"])
+
+USE = require_scope("ai:use")
+
+# Each failure of a fetch, mapped once to a status and a code.
+FETCH_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    UrlNotAllowed: (400, "url_not_allowed"),
+    UnsupportedContent: (422, "unsupported_content"),
+    PageTooLarge: (422, "page_too_large"),
+    NoText: (422, "no_text"),
+    FetchFailed: (502, "fetch_failed"),
+    TooManyRedirects: (502, "too_many_redirects"),
+    FetchTimeout: (504, "fetch_timeout"),
+}
+
+
+class SummarizeIn(BaseModel):
+    url: str = Field(min_length=1, max_length=2048, description="An http or https page (HTML or plain text).")
+    max_sentences: int = Field(default=3, ge=1, le=10)
+
+
+class SummaryOut(BaseModel):
+    url: str = Field(description="The page summarised, after redirects.")
+    title: str | None
+    summary: str
+    sentences: list[str]
+    provider: str
+    characters_read: int = Field(description="Characters of page text given to the provider.")
+    truncated: bool = Field(description="The page text was longer than the provider is given (ai_text_max_chars).")
+
+
+class DraftTaskIn(BaseModel):
+    description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
+    today: date | None = Field(default=None, description="Your local date, for relative due dates such as "
+                               "'by Friday'; the server's date when absent.")
+
+
+class TaskDraftOut(TaskDraft):
+    provider: str
+
+
+def get_provider(settings: SettingsDep) -> VisionProvider:
+    try:
+        return provider_from_settings(settings)
+    except VisionError as exc:  # misconfigured (e.g. gemini without a key): ours to fix, not the caller's
+        raise ApiError(str(exc), code="provider_unavailable", status_code=503) from exc
+
+
+ProviderDep = Annotated[VisionProvider, Depends(get_provider)]
+
+
+async def _ask(call: Callable[..., Any], *args: Any) -> Any:
+    """A provider call off the event loop (Gemini blocks on the network, the local one on the CPU)."""
+    try:
+        return await run_in_threadpool(call, *args)
+    except VisionError as exc:
+        raise ApiError(str(exc), code="provider_failed", status_code=502) from exc
+
+
+@router.post("/summarize", response_model=SummaryOut, dependencies=[USE],
+             summary="Summarise a web page in a few sentences (scope ai:use)",
+             responses={400: {"description": "URL refused: scheme, or a private or internal address"},
+                        422: {"description": "Not HTML or plain text, too large, or no text"},
+                        502: {"description": "The page or the provider failed"},
+                        504: {"description": "The page took too long"}})
+async def summarize(body: SummarizeIn, settings: SettingsDep, provider: ProviderDep) -> SummaryOut:
+    """Fetch the page (http/https, at most `ai_fetch_max_bytes`, `ai_fetch_timeout_s` and
+    `ai_fetch_max_redirects`, never a private or internal address), keep the text a person reads, and
+    summarise it with the configured provider."""
+    limits = FetchLimits(max_bytes=settings.ai_fetch_max_bytes, timeout_s=settings.ai_fetch_timeout_s,
+                         max_redirects=settings.ai_fetch_max_redirects, allow_private=settings.ai_fetch_allow_private)
+    try:
+        page = await fetch_page(body.url, limits)
+        text = await run_in_threadpool(extract_text, page.body, page.media_type, page.charset,
+                                       max_chars=settings.ai_text_max_chars)
+    except tuple(FETCH_ERRORS) as exc:
+        status, code = FETCH_ERRORS[type(exc)]
+        raise ApiError(str(exc), code=code, status_code=status) from exc
+    summary = await _ask(provider.summarize, text.text, body.max_sentences)
+    return SummaryOut(url=page.url, title=text.title, summary=" ".join(summary.sentences),
+                      sentences=summary.sentences, provider=provider.name, characters_read=len(text.text),
+                      truncated=text.truncated)
+
+
+@router.post("/draft-task", response_model=TaskDraftOut, dependencies=[USE],
+             summary="Draft a structured task from a request in plain words (scope ai:use)",
+             responses={502: {"description": "The provider failed"}})
+async def draft_task(body: DraftTaskIn, provider: ProviderDep) -> TaskDraftOut:
+    """Title, priority, due date, tags and checklist, read from the request by the configured provider."""
+    draft = await _ask(provider.draft_task, body.description, body.today or date.today())
+    return TaskDraftOut(**draft.model_dump(), provider=provider.name)
