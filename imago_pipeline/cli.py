@@ -249,16 +249,32 @@ def serve(
 @admin_app.command("create-client")
 def create_client(
     name: str,
-    scopes: Annotated[str, typer.Option(help="Comma-separated scopes")] = "images:read,images:write,ai:use",
+    scopes: Annotated[str, typer.Option(help="Comma-separated: images:read, images:write, images:delete, "
+                                             "ai:use, admin")] = "images:read,images:write,ai:use",
+    plan: Annotated[str, typer.Option(help="Plan name (rate limit and default quota)")] = "free",
+    quota_bytes: Annotated[Optional[int], typer.Option(help="Storage quota override, in bytes")] = None,
 ) -> None:
-    """Create a tenant (if new) and print a new API key for it, once."""
+    """Create a client and print its first API key, once (only a hash is stored)."""
     from imago_pipeline.catalog import Catalog
+    from imago_pipeline.catalog.repository import ClientExists
 
     settings = ImagoSettings()
+    if plan not in settings.plans:
+        console.print(f"unknown plan {plan!r}; plans: {', '.join(sorted(settings.plans))}")
+        raise typer.Exit(2)
     catalog = Catalog.connect(settings.catalog_url)
-    tenant = catalog.get_or_create_tenant(name)
-    key = catalog.issue_api_key(tenant.id, [s.strip() for s in scopes.split(",") if s.strip()])
-    console.print(f"client '{name}' (id {tenant.id}); this key is shown once, store it now:")
+    try:
+        tenant = catalog.create_client(name, scopes=[s.strip() for s in scopes.split(",") if s.strip()],
+                                       plan=plan, quota_bytes=quota_bytes)
+    except ClientExists:
+        console.print(f"a client named {name!r} exists; rotate its key with POST /auth/clients/{{id}}/rotate-key")
+        raise typer.Exit(1)
+    except ValueError as exc:
+        console.print(str(exc))
+        raise typer.Exit(2)
+    key = catalog.issue_api_key(tenant.id)
+    console.print(f"client '{name}' (id {tenant.id}, plan {plan}, scopes {', '.join(tenant.scopes)})")
+    console.print("this key is shown once, store it now:")
     typer.echo(key)
 
 

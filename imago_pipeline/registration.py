@@ -20,6 +20,12 @@ from imago_pipeline.imaging.decode import ImageInfo, inspect_image
 from imago_pipeline.storage.blobs import BlobStore, original_key
 
 
+class QuotaExceeded(Exception):
+    def __init__(self, used: int, quota: int, size: int):
+        super().__init__(f"storage quota exceeded: {used} of {quota} bytes used, this upload needs {size} more")
+        self.used, self.quota, self.size = used, quota, size
+
+
 @dataclass(frozen=True)
 class Registration:
     image: Image
@@ -74,7 +80,21 @@ def store_uploads(catalog: Catalog, store: BlobStore, uploads: Sequence[tuple[Ch
 
 
 def register_image(catalog: Catalog, store: BlobStore, settings: ImagoSettings, *, tenant_id: int,
-                   filename: str | None, data: bytes, status: str = "pending") -> Registration:
-    """Validate and store one upload; raises `InvalidImage` with a reason the uploader can read."""
+                   filename: str | None, data: bytes, status: str = "pending",
+                   quota_bytes: int | None = None) -> Registration:
+    """Validate and store one upload; raises `InvalidImage` with a reason the uploader can read, or
+    `QuotaExceeded` when a new image would take the tenant past `quota_bytes` (a duplicate costs nothing).
+
+    The quota check and the insert are not one transaction: concurrent uploads can pass it together and
+    overshoot by at most their own size.
+    """
     checked = check_upload(data, settings)
+    if quota_bytes is not None:
+        tenant = catalog.for_tenant(tenant_id)
+        existing = tenant.find_by_sha256(checked.sha256)
+        if existing is not None:
+            return Registration(image=existing, created=False)
+        used, _ = tenant.storage_used()
+        if used + len(data) > quota_bytes:
+            raise QuotaExceeded(used, quota_bytes, len(data))
     return store_upload(catalog, store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status)

@@ -27,7 +27,8 @@ def _bin(name: str) -> str:
 def commands(host: str, api_port: int, dagster_port: int) -> dict[str, list[str]]:
     return {
         "dagster": [_bin("dagster"), "dev", "-m", "imago_pipeline.definitions", "-h", host, "-p", str(dagster_port)],
-        "api": [_bin("uvicorn"), "imago_api.main:create_app", "--factory", "--host", host, "--port", str(api_port)],
+        "api": [_bin("uvicorn"), "imago_api.main:create_app", "--factory", "--host", host, "--port", str(api_port),
+                "--no-access-log"],  # the API logs each request itself, without query strings
     }
 
 

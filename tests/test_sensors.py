@@ -8,7 +8,7 @@ import time
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from imago_pipeline.defs.images.sensors import drop_folder_sensor, upload_sensor
+from imago_pipeline.defs.images.sensors import UploadCursor, drop_folder_sensor, upload_sensor
 from imago_pipeline.defs.resources import build_resources
 from imago_pipeline.registration import register_image
 from imago_pipeline.storage.blobs import LocalBlobStore
@@ -39,7 +39,7 @@ def test_upload_sensor_adds_partitions_and_asks_for_ranged_batches(catalog, sett
     result = _tick(upload_sensor, dagster_instance, resources)
 
     assert isinstance(result, dg.SensorResult)
-    assert result.cursor == str(ids[-1])
+    assert UploadCursor.parse(result.cursor).last_id == ids[-1]
     assert dagster_instance.get_dynamic_partitions("images") == [str(i) for i in ids]
     ranges = [(r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG])
               for r in result.run_requests]
@@ -49,6 +49,35 @@ def test_upload_sensor_adds_partitions_and_asks_for_ranged_batches(catalog, sett
 
     idle = _tick(upload_sensor, dagster_instance, resources, cursor=result.cursor)
     assert isinstance(idle, dg.SkipReason) and str(ids[-1]) in idle.skip_message
+
+
+def test_reprocess_requests_become_ranged_runs_once_each(catalog, settings, dagster_instance):
+    settings = settings.model_copy(update={"batch_size": 4})
+    resources = build_resources(settings)
+    tenant = catalog.get_or_create_tenant("t")
+    store = LocalBlobStore(settings.blob_root)
+    ids = [register_image(catalog, store, settings, tenant_id=tenant.id, filename=n, data=d).image.id
+           for n, d in _sample_bytes()]
+    first = _tick(upload_sensor, dagster_instance, resources)
+    scoped = catalog.for_tenant(tenant.id)
+    for image_id in ids[1:4] + ids[6:7]:  # ids[1..3] are consecutive partitions, ids[6] stands alone
+        assert scoped.request_reprocess(image_id).status == "requeued"
+
+    result = _tick(upload_sensor, dagster_instance, resources, cursor=first.cursor)
+
+    assert isinstance(result, dg.SensorResult) and not result.dynamic_partitions_requests
+    ranged = [(r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG])
+              for r in result.run_requests if r.partition_key is None]
+    single = [r.partition_key for r in result.run_requests if r.partition_key is not None]
+    assert ranged == [(str(ids[1]), str(ids[3]))] and single == [str(ids[6])]
+    assert all(r.tags["imago/reprocess"] == "requested" for r in result.run_requests)
+    # The next tick does not ask again while they are still queued...
+    assert isinstance(_tick(upload_sensor, dagster_instance, resources, cursor=result.cursor), dg.SkipReason)
+    # ...but a new request for one of them is a new run.
+    scoped.request_reprocess(ids[2])
+    again = _tick(upload_sensor, dagster_instance, resources, cursor=result.cursor)
+    assert [r.partition_key for r in again.run_requests] == [str(ids[2])]
+    assert again.run_requests[0].run_key not in {r.run_key for r in result.run_requests}
 
 
 def test_upload_sensor_ignores_images_registered_for_in_process_runs(catalog, settings, dagster_instance):

@@ -47,14 +47,18 @@ class Base(DeclarativeBase):
 
 
 class Tenant(Base):
-    """An API client: owns images, keys and (later) quota and plan."""
+    """An API client (the API calls it a client): owns images and keys; its plan sets the rate limit and the
+    default storage quota, its scopes bound what any of its keys may do."""
 
     __tablename__ = "tenants"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     plan: Mapped[str] = mapped_column(String(32), default="free")
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger)  # None: the plan's quota
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, onupdate=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
@@ -67,7 +71,7 @@ class ApiKey(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     prefix: Mapped[str] = mapped_column(String(16), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    scopes: Mapped[list[str] | None] = mapped_column(JSON)  # None: all of the client's scopes; else a subset
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -242,6 +246,19 @@ class Feedback(Base):
     predicted_label: Mapped[str | None] = mapped_column(String(16))
     model_version: Mapped[str | None] = mapped_column(String(64))
     used_in_version: Mapped[str | None] = mapped_column(String(64))  # the model version it trained
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEvent(Base):
+    """What an erasure or a retention purge removed: counts per store, never the erased content."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_created", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key: the audit outlives the tenant
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -21,6 +21,7 @@ from imago_pipeline.catalog.db import make_engine, migrate
 from imago_pipeline.catalog import search
 from imago_pipeline.catalog.models import (
     ApiKey,
+    AuditEvent,
     Base,
     Classification,
     Exif,
@@ -38,7 +39,12 @@ from imago_pipeline.catalog.models import (
 )
 
 KEY_PREFIX = "imk_"
+ALL_SCOPES = ("images:read", "images:write", "images:delete", "ai:use", "admin")
 DEFAULT_SCOPES = ["images:read", "images:write", "ai:use"]
+
+
+class ClientExists(ValueError):
+    pass
 
 
 def hash_api_key(raw_key: str) -> str:
@@ -48,11 +54,13 @@ def hash_api_key(raw_key: str) -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the tenant and the scopes of the key used."""
+    """Who is calling: the tenant (client), its plan and quota, and the scopes of the key used."""
 
-    tenant_id: int
+    tenant_id: int | None  # None only for the operator's key from IMAGO_ADMIN_API_KEY (no tenant of its own)
     tenant_name: str
     scopes: tuple[str, ...]
+    plan: str = "free"
+    quota_bytes: int | None = None  # the client's own quota; None means its plan's
 
 
 @dataclass(frozen=True)
@@ -100,28 +108,108 @@ class Catalog:
 
     # tenants and keys -------------------------------------------------------------------------------
 
-    def get_or_create_tenant(self, name: str) -> Tenant:
+    def get_or_create_tenant(self, name: str, scopes: Sequence[str] = DEFAULT_SCOPES) -> Tenant:
         with self.session() as session:
             tenant = session.scalar(select(Tenant).where(Tenant.name == name))
             if tenant is not None:
                 return tenant
-            tenant = Tenant(name=name)
+        try:
+            return self.create_client(name, scopes=scopes)
+        except ClientExists:  # created concurrently
+            with self.session() as session:
+                return session.scalars(select(Tenant).where(Tenant.name == name)).one()
+
+    def create_client(self, name: str, *, scopes: Sequence[str] = DEFAULT_SCOPES, plan: str = "free",
+                      quota_bytes: int | None = None) -> Tenant:
+        unknown = set(scopes) - set(ALL_SCOPES)
+        if unknown:
+            raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
+        tenant = Tenant(name=name, scopes=sorted(set(scopes)), plan=plan, quota_bytes=quota_bytes)
+        with self.session() as session:
             session.add(tenant)
             try:
                 session.commit()
-            except IntegrityError:  # created concurrently
-                session.rollback()
-                return session.scalars(select(Tenant).where(Tenant.name == name)).one()
+            except IntegrityError as exc:
+                raise ClientExists(f"a client named {name!r} exists") from exc
             return tenant
 
-    def issue_api_key(self, tenant_id: int, scopes: Sequence[str] = DEFAULT_SCOPES) -> str:
-        """Create a key and return it: the only time the raw key exists outside the caller."""
+    def list_clients(self, *, include_disabled: bool = False) -> list[Tenant]:
+        query = select(Tenant).order_by(Tenant.id)
+        if not include_disabled:
+            query = query.where(Tenant.disabled_at.is_(None))
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    def get_client(self, tenant_id: int) -> Tenant | None:
+        with self.session() as session:
+            return session.get(Tenant, tenant_id)
+
+    def update_client(self, tenant_id: int, **changes: Any) -> Tenant | None:
+        """Change plan, scopes, quota_bytes or name; a key's narrower scopes stay within the new ones."""
+        if "scopes" in changes:
+            unknown = set(changes["scopes"]) - set(ALL_SCOPES)
+            if unknown:
+                raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
+            changes["scopes"] = sorted(set(changes["scopes"]))
+        with self.session() as session:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None or tenant.disabled_at is not None:
+                return None
+            for field, value in changes.items():
+                setattr(tenant, field, value)
+            try:
+                session.commit()
+            except IntegrityError as exc:
+                raise ClientExists(f"a client named {changes.get('name')!r} exists") from exc
+            return tenant
+
+    def disable_client(self, tenant_id: int) -> Tenant | None:
+        """Soft delete: the client and every key stop working; its images stay until erased."""
+        now = utcnow()
+        with self.session() as session:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None or tenant.disabled_at is not None:
+                return None
+            tenant.disabled_at = now
+            session.execute(update(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
+                            .values(revoked_at=now))
+            session.commit()
+            return tenant
+
+    def issue_api_key(self, tenant_id: int, scopes: Sequence[str] | None = None) -> str:
+        """Create a key and return it: the only time the raw key exists outside the caller.
+
+        `scopes=None` gives the key all of its client's scopes, now and after a change; a list narrows it.
+        """
         raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
         with self.session() as session:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None:
+                raise ValueError(f"no client {tenant_id}")
+            if scopes is not None and not set(scopes) <= set(tenant.scopes):
+                extra = ", ".join(sorted(set(scopes) - set(tenant.scopes)))
+                raise ValueError(f"client {tenant.name!r} does not have the scopes {extra}")
             session.add(ApiKey(tenant_id=tenant_id, prefix=raw_key[:12], key_hash=hash_api_key(raw_key),
-                               scopes=list(scopes)))
+                               scopes=None if scopes is None else sorted(set(scopes))))
             session.commit()
         return raw_key
+
+    def rotate_key(self, tenant_id: int) -> str | None:
+        """Revoke every key of the client and issue one new key with all its scopes."""
+        with self.session() as session:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None or tenant.disabled_at is not None:
+                return None
+            session.execute(update(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
+                            .values(revoked_at=utcnow()))
+            session.commit()
+        return self.issue_api_key(tenant_id)
+
+    def active_key_counts(self) -> dict[int, int]:
+        with self.session() as session:
+            rows = session.execute(select(ApiKey.tenant_id, func.count()).where(ApiKey.revoked_at.is_(None))
+                                   .group_by(ApiKey.tenant_id))
+            return {tenant_id: count for tenant_id, count in rows}
 
     def authenticate(self, raw_key: str | None) -> Principal | None:
         if not raw_key or not raw_key.startswith(KEY_PREFIX):
@@ -135,8 +223,15 @@ class Catalog:
         digest = hash_api_key(raw_key)
         for key, tenant in row:
             if secrets.compare_digest(key.key_hash, digest):
-                return Principal(tenant_id=tenant.id, tenant_name=tenant.name, scopes=tuple(key.scopes or ()))
+                scopes = [s for s in tenant.scopes if key.scopes is None or s in key.scopes]
+                return Principal(tenant_id=tenant.id, tenant_name=tenant.name, scopes=tuple(scopes),
+                                 plan=tenant.plan, quota_bytes=tenant.quota_bytes)
         return None
+
+    def audit(self, action: str, *, tenant_id: int | None, detail: dict[str, Any]) -> None:
+        with self.session() as session:
+            session.add(AuditEvent(action=action, tenant_id=tenant_id, detail=detail))
+            session.commit()
 
     def for_tenant(self, tenant_id: int) -> "TenantCatalog":
         return TenantCatalog(self, tenant_id)
@@ -149,6 +244,16 @@ class Catalog:
             return list(session.scalars(
                 select(Image.id).where(Image.id > after_id, Image.status == "pending").order_by(Image.id).limit(limit)
             ))
+
+    def requeued_images(self, *, after: tuple[str, int] | None, limit: int) -> list[tuple[int, datetime]]:
+        """Images a user asked to reprocess (`POST /images/{id}/reprocess`) since the (time, id) `after`,
+        oldest request first: [(image_id, requested_at)]."""
+        query = select(Image.id, Image.updated_at).where(Image.status == "requeued")
+        if after is not None:
+            at = datetime.fromisoformat(after[0])
+            query = query.where((Image.updated_at > at) | ((Image.updated_at == at) & (Image.id > after[1])))
+        with self.session() as session:
+            return [(i, t) for i, t in session.execute(query.order_by(Image.updated_at, Image.id).limit(limit))]
 
     def images_by_id(self, image_ids: Iterable[int]) -> dict[int, Image]:
         ids = list(image_ids)
@@ -248,6 +353,13 @@ class Catalog:
                                    .where(Feedback.model_version.is_not(None)).group_by(Feedback.model_version))
             return {version: (int(total), int(agreed or 0)) for version, total, agreed in rows}
 
+    def stage_statistics(self) -> list[tuple[str, str, int, float | None]]:
+        """[(stage, status, images, summed duration in ms)] over the latest result of every image's stages."""
+        with self.session() as session:
+            return [tuple(row) for row in session.execute(
+                select(ImageStage.stage, ImageStage.status, func.count(), func.sum(ImageStage.duration_ms))
+                .group_by(ImageStage.stage, ImageStage.status).order_by(ImageStage.stage, ImageStage.status))]
+
     def stage_versions(self, stages: Sequence[str]) -> dict[int, dict[str, tuple[str, str | None]]]:
         """{image_id: {stage: (status, code_version)}} for every image that is not pending or queued."""
         with self.session() as session:
@@ -339,6 +451,48 @@ class TenantCatalog:
     def get_image(self, image_id: int) -> Image | None:
         with self.catalog.session() as session:
             return session.scalar(select(Image).where(Image.id == image_id, Image.tenant_id == self.tenant_id))
+
+    def find_by_sha256(self, sha256: str) -> Image | None:
+        with self.catalog.session() as session:
+            return session.scalar(select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256 == sha256))
+
+    def storage_used(self) -> tuple[int, int]:
+        """(bytes of originals, images) held by the tenant: what the storage quota counts."""
+        with self.catalog.session() as session:
+            count, total = session.execute(select(func.count(), func.coalesce(func.sum(Image.byte_size), 0))
+                                           .where(Image.tenant_id == self.tenant_id)).one()
+            return int(total), int(count)
+
+    def request_reprocess(self, image_id: int) -> Image | None:
+        """Queue the image for the upload sensor again (every stage is redone)."""
+        with self.catalog.session() as session:
+            image = session.scalar(select(Image).where(Image.id == image_id, Image.tenant_id == self.tenant_id))
+            if image is None:
+                return None
+            image.status, image.error, image.updated_at = "requeued", None, utcnow()
+            session.commit()
+            return image
+
+    def delete_image(self, image_id: int) -> dict[str, int] | None:
+        """Delete the image's catalog rows (every table, and the search index) in one transaction.
+
+        Returns {table: rows deleted}, or None when the tenant has no such image.
+        """
+        tables = [ImageStage, ImageCheck, Exif, Thumbnail, Ocr, Vision, ImageTag, Classification, Feedback]
+        counts: dict[str, int] = {}
+        with self.catalog.session() as session:
+            image = session.scalar(select(Image).where(Image.id == image_id, Image.tenant_id == self.tenant_id))
+            if image is None:
+                return None
+            for table in tables:  # explicit, not only ON DELETE CASCADE: the counts go to the audit log
+                result = session.execute(delete(table).where(table.image_id == image_id,
+                                                             table.tenant_id == self.tenant_id))
+                counts[table.__tablename__] = result.rowcount
+            search.delete_documents(session, [image_id])
+            session.delete(image)
+            counts["images"] = 1
+            session.commit()
+        return counts
 
     def list_images(self, filters: ImageFilters, *, limit: int, offset: int) -> tuple[list[Image], int]:
         query = select(Image).where(Image.tenant_id == self.tenant_id)

@@ -27,6 +27,11 @@ class BlobStore(ABC):
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 
+    def presigned_url(self, key: str, *, expires_in: int, filename: str, media_type: str) -> str | None:
+        """A URL the store itself serves for `expires_in` seconds, or None when it cannot (the local folder:
+        the API then signs its own link)."""
+        return None
+
 
 def original_key(tenant_id: int, sha256: str) -> str:
     return f"tenants/{tenant_id}/originals/{sha256[:2]}/{sha256}"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -75,3 +76,51 @@ class Lake:
             os.replace(staging, final)
         shutil.rmtree(old, ignore_errors=True)
         return [final / f.relative_to(staging) for f in files]
+
+    def tables(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _SAFE_NAME.match(p.name)) \
+            if self.root.is_dir() else []
+
+    def delete_rows(self, table: str, column: str, values: Iterable[Any], *, tenant_id: int | None = None) -> int:
+        """Remove the rows whose `column` is in `values` (erasure, retention) and return how many went.
+
+        Only files that can hold a match are read (Parquet min/max statistics); each affected file is
+        rewritten aside and swapped in, or removed when nothing is left, so readers never see half a file.
+        """
+        wanted = set(values)
+        if not wanted:
+            return 0
+        base = self.table_path(table)
+        folder = base / f"tenant_id={tenant_id}" if tenant_id is not None else base
+        removed = 0
+        for path in sorted(folder.glob("**/*.parquet")) if folder.is_dir() else []:
+            if path.name.startswith(".") or not _may_contain(path, column, wanted):
+                continue
+            data = pq.read_table(path, partitioning=None)
+            keep = pc.invert(pc.is_in(data[column], value_set=pa.array(sorted(wanted), type=data[column].type)))
+            kept = data.filter(pc.fill_null(keep, True))
+            if kept.num_rows == data.num_rows:
+                continue
+            removed += data.num_rows - kept.num_rows
+            if kept.num_rows == 0:
+                path.unlink()
+                continue
+            tmp = path.with_name(f".tmp-{path.name}")
+            pq.write_table(kept, tmp, compression="zstd")
+            os.replace(tmp, path)
+        return removed
+
+
+def _may_contain(path: Path, column: str, wanted: set[Any]) -> bool:
+    """False only when the file's statistics prove no row has a wanted value (or it has no such column)."""
+    metadata = pq.read_metadata(path)
+    names = [metadata.schema.column(i).name for i in range(metadata.num_columns)]
+    if column not in names:
+        return False
+    index = names.index(column)
+    low, high = min(wanted), max(wanted)
+    for group in range(metadata.num_row_groups):
+        stats = metadata.row_group(group).column(index).statistics
+        if stats is None or not stats.has_min_max or not (stats.max < low or stats.min > high):
+            return True
+    return False

@@ -145,11 +145,13 @@ class Batch:
                                 code_version=self.code_version)
 
     def to_lake(self, lake: LakeResource, schema: pa.Schema, rows: list[dict[str, Any]]) -> int:
+        # An image erased while this run was working on it must not come back through the lake.
+        alive = set(self.catalog.images_by_id([row["image_id"] for row in rows]))
         files = lake.get().write_batch(
             self.stage,
             [{**row, "tenant_id": self.images[row["image_id"]].tenant_id,
               "date": self.images[row["image_id"]].created_at.date(), "run_id": self.context.run_id}
-             for row in rows],
+             for row in rows if row["image_id"] in alive],
             batch_id=self.context.run_id.replace("-", ""), schema=schema)
         return len(files)
 

@@ -8,14 +8,16 @@ only registers files in the catalog; the upload sensor does the rest.
 
 
 import hashlib
+import json
 import shutil
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 
-from imago_pipeline.batching import plan_batches, split_new_and_known
+from imago_pipeline.batching import contiguous_batches, plan_batches, split_new_and_known
 from imago_pipeline.defs.images.assets import image_partitions, process_images_job
 from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, SettingsResource
 from imago_pipeline.imaging.decode import InvalidImage
@@ -27,22 +29,58 @@ MAX_RUNS_PER_TICK = 20
 @dg.sensor(job=process_images_job, minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)
 def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
                   settings: SettingsResource) -> dg.SensorResult | dg.SkipReason:
-    """New pending images -> `images` partitions -> one run per batch of `batch_size` images."""
-    cursor = int(context.cursor or 0)
-    ids = catalog.get().image_ids_after(cursor, limit=settings.batch_size * MAX_RUNS_PER_TICK)
-    if not ids:
-        return dg.SkipReason(f"no new images after id {cursor}")
+    """New pending images -> `images` partitions -> one run per batch of `batch_size` images; images a
+    user asked to reprocess (status `requeued`) go the same way."""
+    cursor = UploadCursor.parse(context.cursor)
+    limit = settings.batch_size * MAX_RUNS_PER_TICK
+    ids = catalog.get().image_ids_after(cursor.last_id, limit=limit)
+    requeued = catalog.get().requeued_images(after=cursor.requeued, limit=limit)
+    if not ids and not requeued:
+        return dg.SkipReason(f"no new images after id {cursor.last_id} and no reprocessing requests")
     keys = [str(i) for i in ids]
     new_keys, known_keys = split_new_and_known(context.instance, image_partitions.name, keys)
-    batches = plan_batches(new_keys, known_keys, settings.batch_size)
-    requests = [dg.RunRequest(run_key=f"{b.run_key}-after-{cursor}", tags=b.tags, partition_key=b.partition_key)
-                for b in batches]
-    context.log.info(f"{len(keys)} new images in {len(requests)} runs")
+    requests = [dg.RunRequest(run_key=f"{b.run_key}-after-{cursor.last_id}", tags=b.tags,
+                              partition_key=b.partition_key)
+                for b in plan_batches(new_keys, known_keys, settings.batch_size)]
+    if requeued:
+        re_new, re_known = split_new_and_known(context.instance, image_partitions.name,
+                                               [str(i) for i, _ in requeued])
+        new_keys += re_new  # added after this tick's new uploads, in one request: ranges stay valid
+        batches = plan_batches(re_new, [], settings.batch_size)
+        if re_known:
+            order = context.instance.get_dynamic_partitions(image_partitions.name)
+            batches += contiguous_batches(order, set(re_known), settings.batch_size)
+        last_id, last_at = requeued[-1]
+        requests += [dg.RunRequest(run_key=f"requeue-{b.run_key}-{last_at.timestamp()}",
+                                   partition_key=b.partition_key, tags={**b.tags, "imago/reprocess": "requested"})
+                     for b in batches]
+        cursor = UploadCursor(cursor.last_id, (last_at.isoformat(), last_id))
+    context.log.info(f"{len(keys)} new and {len(requeued)} requeued images in {len(requests)} runs")
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[image_partitions.build_add_request(new_keys)] if new_keys else [],
-        cursor=str(ids[-1]),
+        cursor=UploadCursor(ids[-1] if ids else cursor.last_id, cursor.requeued).serialize(),
     )
+
+
+@dataclass(frozen=True)
+class UploadCursor:
+    """The last new image id seen, and the (time, id) of the last reprocessing request handled."""
+
+    last_id: int = 0
+    requeued: tuple[str, int] | None = None
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "UploadCursor":
+        if not raw:
+            return cls()
+        if raw.isdigit():  # the cursor before reprocessing requests existed
+            return cls(int(raw))
+        data = json.loads(raw)
+        return cls(int(data["last_id"]), tuple(data["requeued"]) if data.get("requeued") else None)
+
+    def serialize(self) -> str:
+        return json.dumps({"last_id": self.last_id, "requeued": list(self.requeued) if self.requeued else None})
 
 
 @dg.sensor(job=process_images_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED)
