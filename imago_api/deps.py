@@ -1,16 +1,22 @@
-"""Dependencies declared in route signatures: the caller, their tenant's catalog and the stores."""
+"""Dependencies declared in route signatures: the caller, their tenant's catalog and the stores.
+
+Every authenticated route goes through `get_principal` (key check, then the client's rate limit) and
+declares its scope with `require_scope` in its decorator; the OpenAPI summary names the scope.
+"""
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader
 
-from imago_api.errors import MissingScope, NotAuthenticated
+from imago_api.errors import MissingScope, NotAuthenticated, RateLimited
 from imago_pipeline.catalog import Catalog, Principal, TenantCatalog
 from imago_pipeline.config import ImagoSettings
 from imago_pipeline.storage.blobs import BlobStore
+from imago_pipeline.storage.lake import Lake
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your API key")
 
@@ -27,15 +33,35 @@ def get_blob_store(request: Request) -> BlobStore:
     return request.app.state.blobs
 
 
+def get_lake(request: Request) -> Lake:
+    return request.app.state.lake
+
+
 SettingsDep = Annotated[ImagoSettings, Depends(get_settings)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
+LakeDep = Annotated[Lake, Depends(get_lake)]
+
+ENV_ADMIN = Principal(tenant_id=None, tenant_name="operator (IMAGO_ADMIN_API_KEY)", scopes=("admin",),
+                      plan="enterprise")
 
 
-def get_principal(catalog: CatalogDep, api_key: Annotated[str | None, Security(api_key_header)]) -> Principal:
-    principal = catalog.authenticate(api_key)
-    if principal is None:
-        raise NotAuthenticated("missing or invalid X-API-Key header")
+def get_principal(request: Request, response: Response, catalog: CatalogDep, settings: SettingsDep,
+                  api_key: Annotated[str | None, Security(api_key_header)]) -> Principal:
+    admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key is not None else ""
+    if api_key and admin_key and secrets.compare_digest(api_key.encode(), admin_key.encode()):
+        principal = ENV_ADMIN
+    else:
+        principal = catalog.authenticate(api_key)
+        if principal is None:
+            raise NotAuthenticated("missing or invalid X-API-Key header")
+        decision = request.app.state.rate_limiter.hit(str(principal.tenant_id), principal.plan)
+        if not decision.allowed:
+            raise RateLimited(f"rate limit of the '{principal.plan}' plan reached ({decision.limit}); "
+                              f"retry in {decision.retry_after_s} s", retry_after_s=decision.retry_after_s)
+        response.headers["X-RateLimit-Limit"] = decision.limit
+        response.headers["X-RateLimit-Remaining"] = str(decision.remaining)
+    request.state.client_id = principal.tenant_id  # for the access log
     return principal
 
 
@@ -47,15 +73,25 @@ def require_scope(scope: str):
 
     def check(principal: PrincipalDep) -> Principal:
         if scope not in principal.scopes:
-            raise MissingScope(f"this API key lacks the '{scope}' scope", code="missing_scope")
+            raise MissingScope(f"this API key lacks the '{scope}' scope", scope=scope)
         return principal
 
-    check.scope = scope  # type: ignore[attr-defined]  # read by the OpenAPI description
+    check.scope = scope  # type: ignore[attr-defined]  # read by the route-scope table in the tests
     return Depends(check)
 
 
 def get_tenant_catalog(catalog: CatalogDep, principal: PrincipalDep) -> TenantCatalog:
+    if principal.tenant_id is None:  # the operator key owns no images
+        raise MissingScope("the operator key has no images; use a client's key", scope="images:read")
     return catalog.for_tenant(principal.tenant_id)
 
 
 TenantDep = Annotated[TenantCatalog, Depends(get_tenant_catalog)]
+
+
+def effective_quota(principal: Principal, settings: ImagoSettings) -> int | None:
+    """The client's own storage quota, else its plan's; None means unlimited."""
+    if principal.quota_bytes is not None:
+        return principal.quota_bytes
+    plan = settings.plans.get(principal.plan)
+    return plan.quota_bytes if plan else None

@@ -1,31 +1,66 @@
-"""The FastAPI application: `uvicorn imago_api.main:app`, or `create_app(settings)` in tests."""
+"""The FastAPI application: `uvicorn --factory imago_api.main:create_app`, or `create_app(settings)` in tests."""
 
 from __future__ import annotations
+
+import threading
 
 from fastapi import FastAPI
 
 from imago_api.errors import install_error_handlers
-from imago_api.routes import classifier, health, images
+from imago_api.metrics import ApiMetrics
+from imago_api.observability import configure_logging, install_request_middleware
+from imago_api.ratelimit import RateLimiter
+from imago_api.routes import ai, classifier, clients, files, health, images, web
 from imago_pipeline.catalog import Catalog
 from imago_pipeline.config import ImagoSettings
 from imago_pipeline.storage.blobs import LocalBlobStore
+from imago_pipeline.storage.lake import Lake
+from imago_pipeline.storage.signing import UrlSigner, load_or_create_secret
+
+DESCRIPTION = """Upload images and query what the pipeline extracted.
+
+Authenticate with the `X-API-Key` header. Each route names the scope it needs (`images:read`, `images:write`,
+`images:delete`, `ai:use`, `admin`); a key without it gets 403 naming the scope. Every image is visible only
+to its own client: another client's image id answers 404. Requests are rate-limited per client by plan
+(429 with `Retry-After`). Errors are `{"error": {"code", "message"}}`.
+"""
 
 
 def create_app(settings: ImagoSettings | None = None) -> FastAPI:
     settings = settings or ImagoSettings()
-    app = FastAPI(
-        title="Imago",
-        version="0.1.0",
-        description="Upload images and query what the pipeline extracted. Authenticate with `X-API-Key`; "
-        "every image is visible only to its own tenant.",
-    )
+    configure_logging(settings.log_format)
+    app = FastAPI(title="Imago", version="0.2.0", description=DESCRIPTION)
     app.state.settings = settings
     app.state.catalog = Catalog.connect(settings.catalog_url)
     app.state.blobs = LocalBlobStore(settings.blob_root)
+    app.state.lake = Lake(settings.lake_root)
+    secret = settings.signing_secret.get_secret_value() if settings.signing_secret is not None else ""
+    secret = secret or load_or_create_secret(settings.resolved_home / "signing.key")
+    app.state.signer = UrlSigner(secret)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_storage, settings.plans)
+    app.state.metrics = ApiMetrics(app.state.catalog)
+    app.state.dagster_instance = _lazy_dagster_instance(settings)
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(images.router)
-    app.include_router(classifier.router)
+    install_request_middleware(app)
+    for module in (web, health, images, files, classifier, clients, ai):
+        app.include_router(module.router)
+    app.mount("/static", web.static_files, name="static")
     return app
 
 
+def _lazy_dagster_instance(settings: ImagoSettings):
+    """The Dagster instance the pipeline uses (same DAGSTER_HOME), opened on first need: most requests never
+    touch it, and importing Dagster costs a second."""
+    lock, holder = threading.Lock(), []
+
+    def get():
+        with lock:
+            if not holder:
+                import dagster as dg
+
+                from imago_pipeline.runner import prepare_dagster_home
+
+                holder.append(dg.DagsterInstance.from_config(str(prepare_dagster_home(settings))))
+            return holder[0]
+
+    return get

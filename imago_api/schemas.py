@@ -131,11 +131,18 @@ class ImageDetailOut(ImageOut):
     ai: VisionOut | None
 
 
+class UsageOut(BaseModel):
+    images: int
+    bytes_used: int
+    quota_bytes: int | None  # null: unlimited
+
+
 class ImagePage(BaseModel):
     items: list[ImageOut]
     total: int
     limit: int
     offset: int
+    usage: UsageOut
 
 
 class HealthOut(BaseModel):

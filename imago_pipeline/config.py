@@ -11,8 +11,22 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Plan(BaseModel):
+    """What a client's plan allows: requests (a `limits` string, e.g. "60/minute;1000/hour") and storage."""
+
+    rate_limit: str
+    quota_bytes: int | None  # None: unlimited
+
+
+DEFAULT_PLANS = {
+    "free": Plan(rate_limit="60/minute;1000/hour", quota_bytes=1 << 30),
+    "pro": Plan(rate_limit="600/minute", quota_bytes=100 << 30),
+    "enterprise": Plan(rate_limit="6000/minute", quota_bytes=None),
+}
 
 
 class ImagoSettings(BaseSettings):
@@ -54,6 +68,26 @@ class ImagoSettings(BaseSettings):
     gemini_base_url: str | None = Field(default=None, description="Override the API endpoint (tests, proxies).")
     vision_attempts: int = Field(default=4, ge=1, description="Tries per request on 429 and 5xx.")
     vision_initial_delay_s: float = 1.0
+    # AI utility endpoints
+    ai_fetch_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1, description="Largest page /ai/summarize reads.")
+    ai_fetch_timeout_s: float = Field(default=10.0, gt=0, description="Time for a whole fetch, redirects included.")
+    ai_fetch_max_redirects: int = Field(default=3, ge=0, description="Redirects followed, each one checked again.")
+    ai_fetch_allow_private: bool = Field(
+        default=False, description="Let /ai/summarize reach private and loopback addresses (tests, intranets).")
+    ai_text_max_chars: int = Field(default=100_000, ge=1, description="Page text past this is cut before summarising.")
+
+    # API
+    admin_api_key: SecretStr | None = Field(
+        default=None, description="An operator key with only the `admin` scope (bootstrap, client management).")
+    plans: dict[str, Plan] = Field(default_factory=lambda: dict(DEFAULT_PLANS),
+                                   description="Plans by name, as JSON: rate limit and default storage quota.")
+    rate_limit_storage: str = Field(
+        default="memory://", description="`limits` storage URI; redis://host:6379 shares limits across API processes.")
+    signing_secret: SecretStr | None = Field(
+        default=None, description="HMAC secret of signed download links; default: made once in <home>/signing.key.")
+    signed_url_ttl_s: int = Field(default=900, ge=1, description="Default lifetime of a signed download link.")
+    signed_url_max_ttl_s: int = Field(default=86400, ge=1)
+    log_format: Literal["json", "text"] = "json"
 
     @cached_property
     def resolved_home(self) -> Path:

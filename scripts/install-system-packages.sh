@@ -2,7 +2,8 @@
 # Install the system packages Imago needs (Debian/Ubuntu), or name exactly what is missing.
 set -euo pipefail
 
-packages=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-fra tesseract-ocr-osd libimage-exiftool-perl docker-compose)
+# chromium: the headless browser of the web-page and Dagster UI tests
+packages=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-fra tesseract-ocr-osd libimage-exiftool-perl docker-compose chromium)
 # A Postgres server for the tests: only when none answers locally and no binaries are installed.
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   packages+=(postgresql)

@@ -6,13 +6,12 @@ import threading
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Response, UploadFile, status
+from fastapi import APIRouter, File, Request, Response, UploadFile, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from imago_api.deps import BlobStoreDep, CatalogDep, PrincipalDep, SettingsDep, TenantDep, require_scope
 from imago_api.errors import UPLOAD_STATUS, ApiError, InvalidUpload, NotFound
-from imago_api.metrics import AGREEMENT, FEEDBACK, INFERENCE_LATENCY, INFERENCES
 from imago_pipeline.imaging.decode import InvalidImage, inspect_image
 
 router = APIRouter(tags=["classification"])
@@ -43,7 +42,7 @@ class PredictionOut(BaseModel):
 @router.post("/images/{image_id}/feedback", response_model=FeedbackOut, status_code=status.HTTP_201_CREATED,
              dependencies=[require_scope("images:write")],
              summary="Say whether the classification was right (scope images:write)")
-def give_feedback(image_id: int, body: FeedbackIn, tenant: TenantDep) -> FeedbackOut:
+def give_feedback(image_id: int, body: FeedbackIn, tenant: TenantDep, request: Request) -> FeedbackOut:
     """Stored with its time (kept for the feedback retention period) and used by the next retraining."""
     if tenant.get_image(image_id) is None:
         raise NotFound(f"image {image_id} not found")
@@ -51,18 +50,19 @@ def give_feedback(image_id: int, body: FeedbackIn, tenant: TenantDep) -> Feedbac
         raise ApiError("the image is not classified yet: give the true `label`", code="not_classified",
                        status_code=409)
     row = tenant.add_feedback(image_id, correct=body.correct, label=body.label)
-    FEEDBACK.labels(row.model_version or "none", "agree" if row.correct else "disagree").inc()
+    request.app.state.metrics.feedback.labels(row.model_version or "none", "agree" if row.correct else "disagree").inc()
     return FeedbackOut(id=row.id, image_id=image_id, correct=row.correct, label=row.label,
                        predicted_label=row.predicted_label, model_version=row.model_version)
 
 
 @router.post("/api/predict", response_model=PredictionOut, dependencies=[require_scope("ai:use")],
              summary="Classify an uploaded image without storing it (scope ai:use)")
-def predict(principal: PrincipalDep, catalog: CatalogDep, blobs: BlobStoreDep, settings: SettingsDep,
+def predict(request: Request, principal: PrincipalDep, catalog: CatalogDep, blobs: BlobStoreDep, settings: SettingsDep,
             file: Annotated[UploadFile, File(description="The image")]) -> PredictionOut:
     """Only inference metadata is logged (time, outcome, latency, model version); never the image."""
     from training.registry import ModelRegistry, load_classifier
 
+    metrics = request.app.state.metrics
     started = time.perf_counter()
     data = file.file.read(settings.max_upload_bytes + 1)
     registry = ModelRegistry(catalog, blobs, settings.resolved_home / "models")
@@ -75,20 +75,22 @@ def predict(principal: PrincipalDep, catalog: CatalogDep, blobs: BlobStoreDep, s
         latency = (time.perf_counter() - started) * 1000
         catalog.log_inference(tenant_id=principal.tenant_id, success=False, latency_ms=latency,
                               model_version=model.version, error=exc.kind)
-        INFERENCES.labels(model.version, "rejected").inc()
+        metrics.inferences.labels(model.version, "rejected").inc()
         raise InvalidUpload(str(exc), code=exc.kind, status_code=UPLOAD_STATUS.get(exc.kind, 422)) from exc
     latency = (time.perf_counter() - started) * 1000
     catalog.log_inference(tenant_id=principal.tenant_id, success=True, latency_ms=latency,
                           model_version=model.version, label=prediction.label)
-    INFERENCES.labels(model.version, "ok").inc()
-    INFERENCE_LATENCY.labels(model.version).observe(latency / 1000)
+    metrics.inferences.labels(model.version, "ok").inc()
+    metrics.inference_latency.labels(model.version).observe(latency / 1000)
     return PredictionOut(label=prediction.label, probability=round(prediction.probability, 4),
                          model_version=model.version, latency_ms=round(latency, 1))
 
 
 @router.get("/metrics", include_in_schema=True, tags=["operations"],
             summary="Prometheus metrics (no key needed; expose only to your monitoring network)")
-def metrics(catalog: CatalogDep) -> Response:
-    for version, (total, agreed) in catalog.agreement_by_model().items():
-        AGREEMENT.labels(version).set(agreed / total if total else 0.0)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def metrics(request: Request) -> Response:
+    """Requests, latencies, uploads and bytes, predictions, feedback agreement, and per-stage pipeline
+    durations and failures (read from the catalog at scrape time)."""
+    registry = request.app.state.metrics
+    registry.refresh_gauges()
+    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,9 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
 
-from imago_api.deps import BlobStoreDep, CatalogDep, PrincipalDep, SettingsDep, TenantDep, require_scope
+from imago_api.deps import (
+    BlobStoreDep,
+    CatalogDep,
+    LakeDep,
+    PrincipalDep,
+    SettingsDep,
+    TenantDep,
+    effective_quota,
+    require_scope,
+)
 from imago_api.errors import UPLOAD_STATUS, InvalidUpload, NotFound
 from imago_api.schemas import (
     CheckOut,
@@ -22,17 +31,20 @@ from imago_api.schemas import (
     TagCount,
     ThumbnailOut,
     UploadOut,
+    UsageOut,
     VisionOut,
 )
 from imago_pipeline.catalog import ImageFilters, TenantCatalog
 from imago_pipeline.catalog.models import Image
 from imago_pipeline.imaging.decode import InvalidImage
-from imago_pipeline.registration import register_image
+from imago_pipeline.erasure import erase_image
+from imago_pipeline.registration import QuotaExceeded, register_image
 
 router = APIRouter(prefix="/images", tags=["images"])
 
 READ = require_scope("images:read")
 WRITE = require_scope("images:write")
+DELETE = require_scope("images:delete")
 
 
 def _image_or_404(tenant: TenantCatalog, image_id: int) -> Image:
@@ -45,27 +57,42 @@ def _image_or_404(tenant: TenantCatalog, image_id: int) -> Image:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadOut, dependencies=[WRITE],
              summary="Upload an image (scope images:write)",
              responses={200: {"description": "Same bytes already uploaded: the existing image"},
-                        413: {"description": "Too many bytes or pixels"}, 415: {"description": "Not an image"},
-                        422: {"description": "Corrupt image"}})
-def upload_image(response: Response, principal: PrincipalDep, catalog: CatalogDep, blobs: BlobStoreDep,
-                 settings: SettingsDep, file: Annotated[UploadFile, File(description="The image file")]) -> UploadOut:
+                        413: {"description": "Too many bytes or pixels, or over the storage quota"},
+                        415: {"description": "Not an image"}, 422: {"description": "Corrupt image"}})
+def upload_image(request: Request, response: Response, principal: PrincipalDep, catalog: CatalogDep,
+                 blobs: BlobStoreDep, settings: SettingsDep,
+                 file: Annotated[UploadFile, File(description="The image file")]) -> UploadOut:
     """Validate the content (magic bytes, pixel limit, full decode), deduplicate by SHA-256 within your
-    tenant, store it and queue it for processing."""
+    tenant, check your storage quota, store it and queue it for processing."""
+    metrics = request.app.state.metrics
     data = file.file.read(settings.max_upload_bytes + 1)
     try:
         registration = register_image(catalog, blobs, settings, tenant_id=principal.tenant_id,
-                                      filename=file.filename, data=data)
+                                      filename=file.filename, data=data,
+                                      quota_bytes=effective_quota(principal, settings))
     except InvalidImage as exc:
+        metrics.uploads.labels(exc.kind).inc()
         raise InvalidUpload(str(exc), code=exc.kind, status_code=UPLOAD_STATUS.get(exc.kind, 422)) from exc
+    except QuotaExceeded as exc:
+        metrics.uploads.labels("quota_exceeded").inc()
+        raise InvalidUpload(str(exc), code="quota_exceeded", status_code=413, used_bytes=exc.used,
+                            quota_bytes=exc.quota) from exc
     if not registration.created:
         response.status_code = status.HTTP_200_OK
+        metrics.uploads.labels("duplicate").inc()
+    else:
+        metrics.uploads.labels("accepted").inc()
+        metrics.upload_bytes.inc(len(data))
     return UploadOut(**ImageOut.model_validate(registration.image).model_dump(), duplicate=not registration.created)
 
 
-@router.get("", response_model=ImagePage, dependencies=[READ], summary="List your images (scope images:read)")
+@router.get("", response_model=ImagePage, dependencies=[READ],
+            summary="List your images, with your storage usage and quota (scope images:read)")
 def list_images(
     tenant: TenantDep,
-    status_: Annotated[Literal["pending", "queued", "processing", "done", "failed"] | None,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    status_: Annotated[Literal["pending", "queued", "requeued", "processing", "done", "failed"] | None,
                        Query(alias="status")] = None,
     created_from: Annotated[datetime | None, Query(description="Uploaded at or after (ISO 8601)")] = None,
     created_to: Annotated[datetime | None, Query(description="Uploaded before (ISO 8601)")] = None,
@@ -78,7 +105,9 @@ def list_images(
     filters = ImageFilters(status=status_, created_from=created_from, created_to=created_to, camera_make=camera_make,
                            text_query=q)
     items, total = tenant.list_images(filters, limit=limit, offset=offset)
-    return ImagePage(items=[ImageOut.model_validate(i) for i in items], total=total, limit=limit, offset=offset)
+    used, count = tenant.storage_used()
+    return ImagePage(items=[ImageOut.model_validate(i) for i in items], total=total, limit=limit, offset=offset,
+                     usage=UsageOut(images=count, bytes_used=used, quota_bytes=effective_quota(principal, settings)))
 
 
 @router.get("/tags/all", response_model=list[TagCount], dependencies=[READ],
@@ -138,3 +167,26 @@ def get_ai(image_id: int, tenant: TenantDep) -> VisionOut:
             summary="The image's EXIF record (scope images:read)")
 def get_exif(image_id: int, tenant: TenantDep) -> ExifOut:
     return ExifOut.model_validate(_ready(tenant, image_id, tenant.get_exif(image_id), "EXIF"))
+
+
+@router.post("/{image_id}/reprocess", response_model=ImageOut, status_code=status.HTTP_202_ACCEPTED,
+             dependencies=[WRITE], summary="Queue the image to be processed again, every stage (scope images:write)")
+def reprocess_image(image_id: int, tenant: TenantDep) -> ImageOut:
+    """The upload sensor picks it up within seconds (status `requeued`, then `done` or `failed`)."""
+    image = tenant.request_reprocess(image_id)
+    if image is None:
+        raise NotFound(f"image {image_id} not found")
+    return ImageOut.model_validate(image)
+
+
+@router.delete("/{image_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[DELETE],
+               summary="Erase the image everywhere: file, thumbnail, catalog, lake, Dagster (scope images:delete)")
+def delete_image(image_id: int, request: Request, principal: PrincipalDep, catalog: CatalogDep,
+                 blobs: BlobStoreDep, lake: LakeDep) -> Response:
+    """Irreversible. Its feedback goes too; signed links to it stop working. An audit row keeps only counts."""
+    report = erase_image(catalog, blobs, lake, tenant_id=principal.tenant_id, image_id=image_id,
+                         dagster_instance=request.app.state.dagster_instance())
+    if report is None:
+        raise NotFound(f"image {image_id} not found")
+    request.app.state.metrics.erasures.inc()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

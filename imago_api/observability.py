@@ -1,0 +1,72 @@
+"""Request ids, the structured access log and the request metrics, in one middleware.
+
+Logs are JSON lines (python-json-logger) on stderr. They carry the request id (taken from a sane
+`X-Request-ID` header or made here, and sent back), the route *template* (`/images/{image_id}`, never the
+query string, which may hold search words), the status, the duration and the client id: no keys, no file
+names, no content. Run uvicorn with `--no-access-log`, whose lines include query strings.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from pythonjsonlogger.json import JsonFormatter
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+log = logging.getLogger("imago.api")
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        return True
+
+
+def configure_logging(log_format: str = "json") -> None:
+    """Idempotent: one handler on the `imago` logger, JSON or plain text."""
+    logger = logging.getLogger("imago")
+    if any(getattr(h, "_imago", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler._imago = True  # type: ignore[attr-defined]
+    handler.addFilter(_RequestIdFilter())
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter("{asctime}{levelname}{name}{message}", style="{",
+                                           rename_fields={"asctime": "time", "levelname": "level",
+                                                          "name": "logger"}))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def install_request_middleware(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        incoming = request.headers.get("x-request-id", "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Request-ID"] = request_id
+            return response
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+            metrics = request.app.state.metrics
+            metrics.requests.labels(request.method, route, str(status)).inc()
+            metrics.latency.labels(request.method, route).observe(elapsed)
+            log.info(f"{request.method} {route} {status} {elapsed * 1000:.0f} ms", extra={"method": request.method, "route": route, "status": status,
+                                       "duration_ms": round(elapsed * 1000, 1),
+                                       "client_id": getattr(request.state, "client_id", None)})
+            request_id_var.reset(token)

@@ -1,0 +1,165 @@
+// The Imago web page: upload, watch the status, read the results, give feedback.
+// Everything the API returns is inserted with textContent (never innerHTML): file names, OCR text and
+// descriptions are user-controlled.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const POLL_MS = 1000;
+let current = null;   // the image id on display
+let pollTimer = null;
+
+const keyInput = $("api-key");
+keyInput.value = sessionStorage.getItem("imago-key") || "";
+keyInput.addEventListener("change", () => { sessionStorage.setItem("imago-key", keyInput.value.trim()); loadRecent(); });
+
+async function api(path, options = {}) {
+  const headers = Object.assign({ "X-API-Key": keyInput.value.trim() }, options.headers || {});
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  const body = response.status === 204 ? null : await response.json().catch(() => null);
+  if (!response.ok) {
+    const message = body && body.error ? body.error.message : `HTTP ${response.status}`;
+    throw new Error(message);
+  }
+  return body;
+}
+
+function say(text, isError = false) {
+  const message = $("message");
+  message.textContent = text;
+  message.className = isError ? "error" : "";
+}
+
+$("upload-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = $("file").files[0];
+  if (!file) return;
+  sessionStorage.setItem("imago-key", keyInput.value.trim());
+  const form = new FormData();
+  form.append("file", file);
+  $("upload-button").disabled = true;
+  say("Uploading…");
+  try {
+    const image = await api("/images", { method: "POST", body: form });
+    say(image.duplicate ? `Already uploaded as image ${image.id}.` : `Uploaded as image ${image.id}.`);
+    show(image.id);
+    loadRecent();
+  } catch (error) {
+    say(`Upload refused: ${error.message}`, true);
+  } finally {
+    $("upload-button").disabled = false;
+  }
+});
+
+function show(imageId) {
+  current = imageId;
+  clearTimeout(pollTimer);
+  ["classification-box", "ai-box", "ocr-box", "exif-box"].forEach((id) => { $(id).hidden = true; });
+  $("thumbnail").hidden = true;
+  $("feedback-message").textContent = "";
+  $("result").hidden = false;
+  poll();
+}
+
+async function poll() {
+  const imageId = current;
+  try {
+    const detail = await api(`/images/${imageId}`);
+    if (imageId !== current) return;
+    render(detail);
+    if (detail.status !== "done" && detail.status !== "failed") {
+      pollTimer = setTimeout(poll, POLL_MS);
+    } else {
+      loadRecent();
+    }
+  } catch (error) {
+    say(`Could not read image ${imageId}: ${error.message}`, true);
+  }
+}
+
+function render(detail) {
+  $("image-name").textContent = `${detail.original_name} (#${detail.id}, ${detail.width}×${detail.height})`;
+  $("image-status").textContent = detail.status;
+  $("image-status").dataset.status = detail.status;
+  $("image-error").textContent = detail.error || "";
+  const stages = $("stages");
+  stages.replaceChildren(...detail.stages.map((stage) => {
+    const item = document.createElement("li");
+    item.textContent = `${stage.stage}: ${stage.status}` + (stage.error ? ` (${stage.error})` : "");
+    return item;
+  }));
+  if (detail.thumbnail && $("thumbnail").hidden) {
+    api(`/images/${detail.id}/thumbnail-url`).then((link) => {
+      $("thumbnail").src = link.url;
+      $("thumbnail").hidden = false;
+    }).catch(() => {});
+  }
+  if (detail.classification) {
+    $("label").textContent = detail.classification.label;
+    $("probability").textContent = `${Math.round(detail.classification.probability * 100)}%`;
+    $("model-version").textContent = `model ${detail.classification.model_version}`;
+    $("classification-box").hidden = false;
+  }
+  if (detail.ai) {
+    $("description").textContent = detail.ai.description;
+    $("tags").replaceChildren(...detail.ai.tags.map((tag) => {
+      const item = document.createElement("li");
+      item.textContent = tag;
+      return item;
+    }));
+    $("ai-box").hidden = false;
+  }
+  if (detail.ocr) {
+    $("ocr-text").textContent = detail.ocr.has_text ? detail.ocr.text : "(no text found)";
+    $("ocr-language").textContent = detail.ocr.language ? `(${detail.ocr.language})` : "";
+    $("ocr-box").hidden = false;
+  }
+  if (detail.exif) {
+    const rows = Object.entries(detail.exif)
+      .filter(([name, value]) => value !== null && name !== "extracted_at")
+      .map(([name, value]) => {
+        const row = document.createElement("tr");
+        const key = document.createElement("td");
+        const cell = document.createElement("td");
+        key.textContent = name.replaceAll("_", " ");
+        cell.textContent = String(value);
+        row.append(key, cell);
+        return row;
+      });
+    $("exif").tBodies[0].replaceChildren(...rows);
+    $("exif-box").hidden = rows.length === 0;
+  }
+}
+
+async function feedback(correct) {
+  try {
+    await api(`/images/${current}/feedback`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ correct }),
+    });
+    $("feedback-message").textContent = "Thanks, noted.";
+  } catch (error) {
+    $("feedback-message").textContent = `Not recorded: ${error.message}`;
+  }
+}
+$("thumbs-up").addEventListener("click", () => feedback(true));
+$("thumbs-down").addEventListener("click", () => feedback(false));
+
+async function loadRecent() {
+  if (!keyInput.value.trim()) return;
+  try {
+    const page = await api("/images?limit=10");
+    const usage = page.usage;
+    const quota = usage.quota_bytes === null ? "no quota" : `of ${(usage.quota_bytes / 1048576).toFixed(0)} MB`;
+    const images = usage.images === 1 ? "1 image" : `${usage.images} images`;
+    $("usage").textContent = `${images}, ${(usage.bytes_used / 1048576).toFixed(1)} MB used ${quota}`;
+    $("recent-list").replaceChildren(...page.items.map((image) => {
+      const item = document.createElement("li");
+      item.textContent = `#${image.id} ${image.original_name} — ${image.status}`;
+      item.addEventListener("click", () => show(image.id));
+      return item;
+    }));
+  } catch (error) {
+    $("usage").textContent = error.message;
+  }
+}
+$("refresh-recent").addEventListener("click", loadRecent);
+loadRecent();

@@ -1,0 +1,107 @@
+"""The web page in a real headless Chromium: upload a real photo, watch it, read the results, give feedback."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from imago_api.main import create_app
+from imago_pipeline.config import ImagoSettings
+from imago_pipeline.runner import get_instance, process_images
+from tests.browser import browser_page, screenshot
+from tests.conftest import SAMPLES, shared
+from tests.http_server import serve
+
+
+@pytest.fixture
+def site(tmp_path):
+    settings = ImagoSettings(home=tmp_path / "imago", workers=2, batch_size=50, log_format="text")
+    app = create_app(settings)
+    catalog = app.state.catalog
+    key = catalog.issue_api_key(catalog.create_client("web").id)
+    with serve(app) as base_url:
+        yield base_url, key, app, settings
+
+
+def _process_pending(app, settings) -> None:
+    """What the upload sensor does under `imago serve`, done here in-process (no daemon in this test)."""
+    process_images(app.state.catalog.image_ids_after(0, limit=100), settings=settings, instance=get_instance(settings))
+
+
+def _upload_through_the_page(page, path, name=None):
+    page.set_input_files("#file", files=[{"name": name or path.name, "mimeType": "image/jpeg",
+                                          "buffer": path.read_bytes()}])
+    page.click("#upload-button")
+    page.wait_for_selector("#message:has-text('Uploaded as image')")
+    return int(page.text_content("#message").split("image ")[1].rstrip("."))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_upload_watch_results_and_feedback_in_a_real_browser(site):
+    base_url, key, app, settings = site
+    cat = sorted(shared("catsdogs", "val", "cat").glob("*.jpg"))[0]
+    dialogs = []
+    with browser_page() as page:
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        response = page.goto(base_url + "/")
+        assert response.status == 200 and "default-src 'self'" in response.headers["content-security-policy"]
+        page.fill("#api-key", key)
+        page.dispatch_event("#api-key", "change")
+
+        image_id = _upload_through_the_page(page, cat, name='<img src=x onerror=alert(1)>.jpg')
+        page.wait_for_selector("#image-status[data-status='pending']")
+        assert page.is_hidden("#classification-box")
+        _process_pending(app, settings)
+
+        page.wait_for_selector("#image-status[data-status='done']", timeout=30_000)
+        page.wait_for_selector("#thumbnail:not([hidden])")
+        assert page.evaluate("document.getElementById('thumbnail').naturalWidth") > 0
+        truth = httpx.get(f"{base_url}/images/{image_id}", headers={"X-API-Key": key}).json()
+        assert page.text_content("#label") == truth["classification"]["label"]
+        assert page.text_content("#probability") == f"{round(truth['classification']['probability'] * 100)}%"
+        assert page.text_content("#description") == truth["ai"]["description"]
+        assert page.locator("#tags li").all_text_contents() == truth["ai"]["tags"]
+        assert page.text_content("#ocr-text") in (truth["ocr"]["text"], "(no text found)")
+        # the hostile file name is shown as text, never run
+        assert page.text_content("#image-name").startswith("<img src=x onerror=alert(1)>.jpg")
+        stages = page.locator("#stages li").all_text_contents()
+        assert {s.split(":")[0] for s in stages} >= {"exif", "thumbnail", "ocr", "vision", "classification"}
+        screenshot(page, "web-page-result.png")
+
+        page.click("#thumbs-up")
+        page.wait_for_selector("#feedback-message:has-text('Thanks')")
+        feedback = app.state.catalog.feedback_for_training()
+        assert [(f.image_id, f.correct, f.label) for f, _ in feedback] == [
+            (image_id, True, truth["classification"]["label"])]
+
+        # a camera photo: the EXIF table, and a page of text: the OCR box
+        canon = _upload_through_the_page(page, SAMPLES / "Canon_40D.jpg")
+        _process_pending(app, settings)
+        page.wait_for_selector("#image-status[data-status='done']", timeout=30_000)
+        page.wait_for_selector("#exif-box:not([hidden])")
+        exif = dict(zip(page.locator("#exif td:first-child").all_text_contents(),
+                        page.locator("#exif td:last-child").all_text_contents()))
+        assert exif["make"] == "Canon" and exif["model"] == "Canon EOS 40D" and canon != image_id
+
+        page.set_input_files("#file", str(SAMPLES / "phototest.tif"))
+        page.click("#upload-button")
+        page.wait_for_selector("#message:has-text('Uploaded as image')")
+        _process_pending(app, settings)
+        page.wait_for_selector("#image-status[data-status='done']", timeout=30_000)
+        page.wait_for_selector("#ocr-box:not([hidden])")
+        assert "quick brown dog" in page.text_content("#ocr-text")
+        screenshot(page, "web-page-ocr.png")
+
+        page.click("#refresh-recent")
+        page.wait_for_selector("#recent-list li >> nth=2")
+        assert "3 images" in page.text_content("#usage")
+
+        # a refused upload says why
+        page.set_input_files("#file", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"hello"}])
+        page.click("#upload-button")
+        page.wait_for_selector("#message.error")
+        assert "Upload refused" in page.text_content("#message")
+    assert dialogs == [] and errors == []
