@@ -23,7 +23,7 @@ class Plan(BaseModel):
 
 
 DEFAULT_PLANS = {
-    "free": Plan(rate_limit="60/minute;1000/hour", quota_bytes=1 << 30),
+    "free": Plan(rate_limit="120/minute;3000/hour", quota_bytes=1 << 30),
     "pro": Plan(rate_limit="600/minute", quota_bytes=100 << 30),
     "enterprise": Plan(rate_limit="6000/minute", quota_bytes=None),
 }

@@ -65,7 +65,7 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
     env.pop("DAGSTER_HOME", None)
     env.pop("IMAGO_DATABASE_URL", None)
     imago = [sys.executable, "-m", "imago_pipeline"]
-    key = subprocess.run([*imago, "admin", "create-client", "e2e"], env=env, cwd=REPO, capture_output=True,
+    key = subprocess.run([*imago, "admin", "create-client", "e2e", "--plan", "enterprise"], env=env, cwd=REPO, capture_output=True,
                          text=True, check=True).stdout.strip()
     api_port, dagster_port = free_port(), free_port()
     # Output goes to a file: an unread pipe fills up and then blocks every process that logs (API included).
