@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 
 class _FromRow(BaseModel):
@@ -31,6 +31,8 @@ class StatusOut(BaseModel):
     id: int
     status: str
     error: str | None
+    attempts: int
+    dead_letter: bool
     stages: list[StageOut]
     checks: list[CheckOut]
 
@@ -47,6 +49,14 @@ class ImageOut(_FromRow):
     error: str | None
     created_at: datetime
     processed_at: datetime | None
+    attempts: int = Field(description="Automatic retries made after failures (the nightly reprocessing)")
+    next_attempt_at: datetime | None
+    gave_up_at: datetime | None = Field(description="Set when retries ran out: the image stays failed (dead letter)")
+
+    @computed_field
+    @property
+    def dead_letter(self) -> bool:
+        return self.gave_up_at is not None
 
 
 class UploadOut(ImageOut):

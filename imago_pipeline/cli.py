@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -278,6 +279,67 @@ def create_client(
     typer.echo(key)
 
 
+def _batch_filters(settings: ImagoSettings, *, stale: bool, failed: bool, tenant: str | None, since, until,
+                   stages: list[str], budget: int | None) -> dict:
+    from datetime import timezone
+
+    from imago_pipeline.catalog import Catalog
+    from imago_pipeline.defs.images.assets import STAGES
+    from imago_pipeline.reprocessing import ReprocessFilters
+
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        typer.echo(f"imago reprocess: unknown stages {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}",
+                   err=True)
+        raise typer.Exit(2)
+    tenant_id = None
+    if tenant:
+        match = [t for t in Catalog.connect(settings.catalog_url).list_clients(include_disabled=True)
+                 if t.name == tenant]
+        if not match:
+            typer.echo(f"imago reprocess: no tenant named {tenant!r}", err=True)
+            raise typer.Exit(2)
+        tenant_id = match[0].id
+    aware = [d if d is None or d.tzinfo else d.replace(tzinfo=timezone.utc) for d in (since, until)]
+    return {"filters": ReprocessFilters(tenant_id=tenant_id, created_from=aware[0], created_to=aware[1],
+                                        stages=tuple(stages)),
+            "budget": settings.reprocess_budget if budget is None else budget,
+            "include_stale": stale, "include_failed": failed}
+
+
+@app.command()
+def purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go")] = False,
+) -> None:
+    """Purge inference logs and feedback past their retention, everywhere (the daily `retention_job`)."""
+    from imago_pipeline.catalog import Catalog
+    from imago_pipeline.retention import purge_expired
+    from imago_pipeline.storage.lake import Lake
+
+    settings = ImagoSettings()
+    days = {"inference_log": settings.inference_log_retention_days, "feedback": settings.feedback_retention_days}
+    out = Console(soft_wrap=True)
+    if dry_run:
+        results = purge_expired(Catalog.connect(settings.catalog_url), Lake(settings.lake_root), days, dry_run=True)
+        for r in results:
+            out.print(f"{r.table}: {r.catalog_rows} catalog rows and {r.lake_rows} lake rows older than "
+                      f"{r.retention_days} days (before {r.cutoff:%Y-%m-%d %H:%M} UTC) would be purged")
+        return
+    from imago_pipeline.definitions import build_definitions
+    from imago_pipeline.runner import QUIET_CONSOLE, get_instance
+
+    instance = get_instance(settings)
+    job = build_definitions(settings).resolve_job_def("retention_job")
+    result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE)
+    if not result.success:
+        out.print(f"the retention run {result.run_id} failed; see it in the Dagster UI")
+        raise typer.Exit(1)
+    metadata = result.asset_materializations_for_node("retention_purge")[0].metadata
+    for table in ("inference_log", "feedback"):
+        out.print(f"{table}: purged {metadata[f'{table}_catalog_rows_purged'].value} catalog rows and "
+                  f"{metadata[f'{table}_lake_rows_purged'].value} lake rows; what is built from them was rebuilt")
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
 
@@ -285,21 +347,37 @@ def main() -> None:  # pragma: no cover
 @app.command()
 def reprocess(
     stale: Annotated[bool, typer.Option("--stale", help="Redo stages whose code or model version changed")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Retry failed images (bounded retries, then a dead "
+                                                           "letter)")] = False,
+    tenant: Annotated[Optional[str], typer.Option(help="Only this tenant's images")] = None,
+    since: Annotated[Optional[datetime], typer.Option(help="Only images uploaded at or after (ISO date)")] = None,
+    until: Annotated[Optional[datetime], typer.Option(help="Only images uploaded before (ISO date)")] = None,
+    stage: Annotated[Optional[list[str]], typer.Option(help="Only this stage and what depends on it "
+                                                            "(repeatable)")] = None,
+    budget: Annotated[Optional[int], typer.Option(help="At most this many images, oldest first")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be redone")] = False,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per Dagster run")] = None,
 ) -> None:
-    """Re-materialize stale stages, in batches, in this process."""
+    """Re-materialize stale stages or failed images, in batches, in this process.
+
+    `--stale` alone redoes every stale stage. With `--failed`, a filter or a budget, the nightly batch's
+    planner chooses (the same as the `batch_reprocess_job` in the Dagster UI).
+    """
     from imago_pipeline.runner import get_instance, reprocess_stale
 
-    if not stale:
-        typer.echo("imago reprocess: say what to redo (--stale)", err=True)
+    if not stale and not failed:
+        typer.echo("imago reprocess: say what to redo (--stale, --failed or both)", err=True)
         raise typer.Exit(2)
     settings = ImagoSettings()
+    plan_filters = None
+    if failed or tenant or since or until or stage or budget is not None:
+        plan_filters = _batch_filters(settings, stale=stale, failed=failed, tenant=tenant, since=since, until=until,
+                                      stages=stage or [], budget=budget)
     instance = get_instance(settings)
-    groups, _ = reprocess_stale(settings=settings, instance=instance, dry_run=True)
+    groups, _ = reprocess_stale(settings=settings, instance=instance, dry_run=True, plan_filters=plan_filters)
     out = Console()
     if not groups:
-        out.print("nothing is stale")
+        out.print("nothing to redo")
         return
     for group in groups:
         out.print(f"{len(group.image_ids)} images: {', '.join(group.stages)}")
@@ -309,7 +387,7 @@ def reprocess(
     with Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
         task = bar.add_task("reprocessing", total=total)
         _, runs = reprocess_stale(settings=settings, instance=instance, batch_size=batch_size,
-                                  on_batch=lambda run: bar.advance(task, len(run.keys)))
+                                  on_batch=lambda run: bar.advance(task, len(run.keys)), plan_filters=plan_filters)
     failed = [r for r in runs if not r.success]
     out.print(f"{total} images reprocessed in {len(runs)} Dagster runs; {len(failed)} runs failed")
     if failed:

@@ -62,6 +62,14 @@ class ImagoSettings(BaseSettings):
     train_batch_size: int = 32
     train_augment: bool = Field(default=True, description="Augmentation and strong dropout (off for tiny models).")
 
+    # Retention (GDPR) and nightly maintenance
+    inference_log_retention_days: int = Field(default=180, ge=1, description="Days an inference log row is kept.")
+    feedback_retention_days: int = Field(default=365, ge=1, description="Days a feedback row is kept.")
+    reprocess_budget: int = Field(default=5000, ge=0, description="Images the nightly reprocessing may requeue.")
+    reprocess_max_retries: int = Field(default=3, ge=0, description="Automatic retries of a failed image.")
+    reprocess_backoff_s: int = Field(default=6 * 3600, ge=0,
+                                     description="Wait before the first retry; doubled after each retry.")
+
     vision_provider: Literal["local", "gemini"] = "local"
     gemini_model: str = "gemini-2.5-flash"
     gemini_api_key: str | None = Field(default=None, repr=False)

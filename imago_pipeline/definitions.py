@@ -10,6 +10,12 @@ from imago_pipeline.defs.images.sensors import (
     stale_reprocess_sensor,
     upload_sensor,
 )
+from imago_pipeline.defs.maintenance.jobs import (
+    build_batch_reprocessing,
+    retention_job,
+    retention_purge,
+    retention_schedule,
+)
 from imago_pipeline.defs.monitoring.assets import classifier_monitoring
 from imago_pipeline.defs.resources import build_resources
 from imago_pipeline.defs.training.assets import (
@@ -23,10 +29,13 @@ from imago_pipeline.defs.training.assets import (
 def build_definitions(settings: ImagoSettings | None = None) -> dg.Definitions:
     """The whole code location, with resources for `settings` (the environment's by default)."""
     settings = settings or ImagoSettings()
+    batch_reprocess_job, nightly_reprocess_schedule = build_batch_reprocessing(
+        lambda: build_definitions(settings).resolve_asset_graph())
     return dg.Definitions(
         assets=[uploads, *build_image_assets(settings), classifier_candidate, production_classifier,
-                classifier_monitoring],
-        jobs=[process_images_job, retrain_classifier_job],
+                classifier_monitoring, retention_purge],
+        jobs=[process_images_job, retrain_classifier_job, retention_job, batch_reprocess_job],
+        schedules=[retention_schedule, nightly_reprocess_schedule],
         sensors=[upload_sensor, drop_folder_sensor, stale_reprocess_sensor, reclassify_sensor, feedback_sensor],
         resources=build_resources(settings),
     )

@@ -3,19 +3,21 @@
 A stage is stale for an image when the catalog has no result for it or the result was made by another code
 version than the asset's current one (logic, Tesseract and languages, vision model and prompt). Everything
 downstream of a stale stage is redone with it. Used by `imago reprocess --stale` and the
-`stale_reprocess_sensor`.
+`stale_reprocess_sensor`, and with failed images (bounded retries, then a dead letter) by the nightly batch
+reprocessing, which requeues them for the upload sensor.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
 from imago_pipeline.batching import Batch, contiguous_batches
 from imago_pipeline.catalog import Catalog
-from imago_pipeline.defs.images.assets import STAGES, image_partitions
+from imago_pipeline.defs.images.assets import PER_IMAGE_ASSET_KEYS, STAGES, image_partitions
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,9 @@ def stale_groups(catalog: Catalog, asset_graph, *, only: tuple[str, ...] = STAGE
     for image_id, stages in sorted(catalog.stage_versions(STAGES).items()):
         stale = {s for s in only if s not in stages or stages[s][1] != current[s]}
         if stale:
-            selection = dg.AssetSelection.assets(*stale).downstream().resolve(asset_graph)
+            # downstream within the per-image assets: the SQL models downstream are not partitioned
+            selection = (dg.AssetSelection.assets(*stale).downstream()
+                         & dg.AssetSelection.assets(*PER_IMAGE_ASSET_KEYS)).resolve(asset_graph)
             groups[tuple(sorted(k.to_user_string() for k in selection))].append(image_id)
     return [StaleGroup(stages, ids) for stages, ids in sorted(groups.items())]
 
@@ -67,3 +71,105 @@ def plan_reprocessing(groups: list[StaleGroup], instance: dg.DagsterInstance, ba
         targets = {str(i) for i in group.image_ids}
         runs += [PlannedRun(group.stages, batch) for batch in contiguous_batches(order, targets, batch_size)]
     return runs
+
+
+@dataclass(frozen=True)
+class ReprocessFilters:
+    """Which images a batch reprocessing may touch; empty means all."""
+
+    tenant_id: int | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    stages: tuple[str, ...] = ()  # only these stages (and what depends on them)
+
+
+@dataclass
+class BatchPlan:
+    """What one batch reprocessing requeues: {image_id: stages}, oldest images first, within the budget."""
+
+    stale: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    retries: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    dead_lettered: list[int] = field(default_factory=list)
+    waiting: int = 0  # failed images whose next retry is not due yet
+    deferred: int = 0  # beyond the budget: left for the next night
+
+    @property
+    def images(self) -> int:
+        return len(self.stale) + len(self.retries)
+
+
+def plan_batch_reprocessing(catalog: Catalog, asset_graph, *, filters: ReprocessFilters, budget: int,
+                            max_retries: int, include_stale: bool = True, include_failed: bool = True,
+                            now: datetime | None = None) -> BatchPlan:
+    """Stale and failed images, oldest first, at most `budget` of them.
+
+    A failed image is retried `max_retries` times (each retry counts one attempt and sets the earliest
+    next one); past that it is dead-lettered: it stays failed with its reason and is not retried again
+    until someone asks (`POST /images/{id}/reprocess`).
+    """
+    now = now or datetime.now(timezone.utc)
+    wanted = set(filters.stages or STAGES)
+    plan, candidates = BatchPlan(), []  # (created_at, image_id, kind, stages)
+    if include_failed:
+        for image, failed_stages in catalog.failed_images(tenant_id=filters.tenant_id,
+                                                          created_from=filters.created_from,
+                                                          created_to=filters.created_to):
+            stages = set(failed_stages or STAGES)
+            if not stages & wanted:
+                continue
+            if image.attempts >= max_retries:
+                plan.dead_lettered.append(image.id)
+                continue
+            if image.next_attempt_at is not None and image.next_attempt_at > now:
+                plan.waiting += 1
+                continue
+            candidates.append((image.created_at, image.id, "retry", _with_downstream(asset_graph, stages & wanted)))
+    if include_stale:
+        groups = stale_groups(catalog, asset_graph, only=tuple(s for s in STAGES if s in wanted))
+        ids = [i for g in groups for i in g.image_ids]
+        images = catalog.images_by_id(ids)
+        retrying = {c[1] for c in candidates}
+        for group in groups:
+            for image_id in group.image_ids:
+                image = images.get(image_id)
+                if image is None or image_id in retrying or image.status == "failed" or not _matches(image, filters):
+                    continue
+                candidates.append((image.created_at, image_id, "stale", group.stages))
+    candidates.sort(key=lambda c: (c[0], c[1]))
+    for _, image_id, kind, stages in candidates[:budget]:
+        (plan.retries if kind == "retry" else plan.stale)[image_id] = stages
+    plan.deferred = max(0, len(candidates) - budget)
+    return plan
+
+
+def apply_batch_plan(catalog: Catalog, plan: BatchPlan, *, backoff_s: int, now: datetime | None = None,
+                     for_sensor: bool = True) -> None:
+    """Record retries and dead letters and requeue the planned images for the upload sensor (or, with
+    `for_sensor=False`, leave the running to the caller)."""
+    now = now or datetime.now(timezone.utc)
+    if plan.dead_lettered:
+        catalog.dead_letter(plan.dead_lettered)
+    images = catalog.images_by_id(plan.retries)
+    retries = {i: now + timedelta(seconds=backoff_s * 2 ** (images[i].attempts or 0)) for i in plan.retries
+               if i in images}
+    catalog.requeue({**plan.stale, **plan.retries}, retries=retries, for_sensor=for_sensor)
+
+
+def plan_as_groups(plan: BatchPlan) -> list[StaleGroup]:
+    """The planned images grouped by the stages they redo (for in-process runs)."""
+    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for image_id, stages in sorted({**plan.stale, **plan.retries}.items()):
+        groups[stages].append(image_id)
+    return [StaleGroup(stages, ids) for stages, ids in sorted(groups.items())]
+
+
+def _with_downstream(asset_graph, stages: set[str]) -> tuple[str, ...]:
+    selection = (dg.AssetSelection.assets(*stages).downstream()
+                 & dg.AssetSelection.assets(*PER_IMAGE_ASSET_KEYS)).resolve(asset_graph)
+    return tuple(sorted(k.to_user_string() for k in selection))
+
+
+def _matches(image, filters: ReprocessFilters) -> bool:
+    return ((filters.tenant_id is None or image.tenant_id == filters.tenant_id)
+            and (filters.created_from is None or image.created_at >= filters.created_from)
+            and (filters.created_to is None or image.created_at < filters.created_to))

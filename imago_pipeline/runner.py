@@ -100,14 +100,32 @@ def process_images(image_ids: Sequence[int], *, settings: ImagoSettings, instanc
 
 
 def reprocess_stale(*, settings: ImagoSettings, instance: dg.DagsterInstance, batch_size: int | None = None,
-                    dry_run: bool = False, on_batch: Callable[[BatchRun], None] | None = None):
-    """Re-materialize only the stale stages (and what depends on them) of the images that need it."""
+                    dry_run: bool = False, on_batch: Callable[[BatchRun], None] | None = None, plan_filters=None):
+    """Re-materialize only the stale stages (and what depends on them) of the images that need it.
+
+    With `plan_filters` ({"filters", "budget", "include_stale", "include_failed"}), the nightly batch's
+    planner chooses instead: stale and failed images within the filters and budget, with bounded retries.
+    """
     from imago_pipeline.catalog import Catalog
     from imago_pipeline.definitions import build_definitions
-    from imago_pipeline.reprocessing import plan_reprocessing, stale_groups
+    from imago_pipeline.reprocessing import (
+        apply_batch_plan,
+        plan_as_groups,
+        plan_batch_reprocessing,
+        plan_reprocessing,
+        stale_groups,
+    )
 
     defs = build_definitions(settings)
-    groups = stale_groups(Catalog.connect(settings.catalog_url), defs.resolve_asset_graph())
+    catalog = Catalog.connect(settings.catalog_url)
+    if plan_filters is None:
+        groups = stale_groups(catalog, defs.resolve_asset_graph())
+    else:
+        plan = plan_batch_reprocessing(catalog, defs.resolve_asset_graph(), max_retries=settings.reprocess_max_retries,
+                                       **plan_filters)
+        groups = plan_as_groups(plan)
+        if not dry_run:
+            apply_batch_plan(catalog, plan, backoff_s=settings.reprocess_backoff_s, for_sensor=False)
     if dry_run:
         return groups, []
     job = defs.resolve_job_def("process_images")

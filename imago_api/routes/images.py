@@ -99,11 +99,13 @@ def list_images(
     camera_make: Annotated[str | None, Query(max_length=128, description="EXIF make, case-insensitive")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Full-text search over OCR text and AI "
                                    "descriptions and tags; every word must match")] = None,
+    dead_letter: Annotated[bool | None, Query(description="Only failed images whose retries ran out (true), "
+                                              "or none of them (false)")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ImagePage:
     filters = ImageFilters(status=status_, created_from=created_from, created_to=created_to, camera_make=camera_make,
-                           text_query=q)
+                           text_query=q, dead_letter=dead_letter)
     items, total = tenant.list_images(filters, limit=limit, offset=offset)
     used, count = tenant.storage_used()
     return ImagePage(items=[ImageOut.model_validate(i) for i in items], total=total, limit=limit, offset=offset,
@@ -139,7 +141,8 @@ def get_image(image_id: int, tenant: TenantDep) -> ImageDetailOut:
             summary="Per-stage status, errors and data-quality checks (scope images:read)")
 def get_status(image_id: int, tenant: TenantDep) -> StatusOut:
     image = _image_or_404(tenant, image_id)
-    return StatusOut(id=image.id, status=image.status, error=image.error,
+    return StatusOut(id=image.id, status=image.status, error=image.error, attempts=image.attempts or 0,
+                     dead_letter=image.gave_up_at is not None,
                      stages=[StageOut.model_validate(s) for s in tenant.get_stages(image_id)],
                      checks=[CheckOut.model_validate(c) for c in tenant.get_checks(image_id)])
 

@@ -80,7 +80,8 @@ function render(detail) {
   $("image-name").textContent = `${detail.original_name} (#${detail.id}, ${detail.width}×${detail.height})`;
   $("image-status").textContent = detail.status;
   $("image-status").dataset.status = detail.status;
-  $("image-error").textContent = detail.error || "";
+  const gaveUp = detail.dead_letter ? ` (gave up after ${detail.attempts} automatic retries)` : "";
+  $("image-error").textContent = (detail.error || "") + gaveUp;
   const stages = $("stages");
   stages.replaceChildren(...detail.stages.map((stage) => {
     const item = document.createElement("li");

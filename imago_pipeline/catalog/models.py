@@ -98,6 +98,12 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Reprocessing: which stages a `requeued` image redoes (None: all), and the automatic retries of a failed
+    # image (the nightly batch); past the limit it is dead-lettered: it stays failed, with its reason.
+    requeue_stages: Mapped[list[str] | None] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    gave_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ImageStage(Base):

@@ -87,6 +87,7 @@ class ImageFilters:
     created_to: datetime | None = None
     camera_make: str | None = None
     text_query: str | None = None
+    dead_letter: bool | None = None
 
 
 class Catalog:
@@ -245,15 +246,62 @@ class Catalog:
                 select(Image.id).where(Image.id > after_id, Image.status == "pending").order_by(Image.id).limit(limit)
             ))
 
-    def requeued_images(self, *, after: tuple[str, int] | None, limit: int) -> list[tuple[int, datetime]]:
-        """Images a user asked to reprocess (`POST /images/{id}/reprocess`) since the (time, id) `after`,
-        oldest request first: [(image_id, requested_at)]."""
-        query = select(Image.id, Image.updated_at).where(Image.status == "requeued")
+    def requeued_images(self, *, after: tuple[str, int] | None,
+                        limit: int) -> list[tuple[int, datetime, tuple[str, ...] | None]]:
+        """Images queued again (by a user or the nightly batch) since the (time, id) `after`, oldest request
+        first: [(image_id, requested_at, stages to redo or None for all)]."""
+        query = select(Image.id, Image.updated_at, Image.requeue_stages).where(Image.status == "requeued")
         if after is not None:
             at = datetime.fromisoformat(after[0])
             query = query.where((Image.updated_at > at) | ((Image.updated_at == at) & (Image.id > after[1])))
         with self.session() as session:
-            return [(i, t) for i, t in session.execute(query.order_by(Image.updated_at, Image.id).limit(limit))]
+            return [(i, t, tuple(s) if s else None)
+                    for i, t, s in session.execute(query.order_by(Image.updated_at, Image.id).limit(limit))]
+
+    def requeue(self, stages_by_image: dict[int, tuple[str, ...] | None], *,
+                retries: dict[int, datetime] | None = None, for_sensor: bool = True) -> None:
+        """Queue images again for the upload sensor, each with the stages to redo (None: every stage).
+
+        `retries` marks automatic retries of failed images: {image_id: earliest next retry}; it counts the
+        attempt. With `for_sensor=False` only the retries are recorded (the caller runs the images itself).
+        """
+        now, retries = utcnow(), retries or {}
+        with self.session() as session:
+            for image in session.scalars(select(Image).where(Image.id.in_(list(stages_by_image)))):
+                if for_sensor:
+                    stages = stages_by_image[image.id]
+                    image.status, image.updated_at = "requeued", now
+                    image.requeue_stages = list(stages) if stages else None
+                if image.id in retries:
+                    image.attempts = (image.attempts or 0) + 1
+                    image.next_attempt_at = retries[image.id]
+            session.commit()
+
+    def dead_letter(self, image_ids: Sequence[int]) -> None:
+        """Stop retrying these failed images: they stay failed with their reason."""
+        with self.session() as session:
+            session.execute(update(Image).where(Image.id.in_(list(image_ids)), Image.gave_up_at.is_(None))
+                            .values(gave_up_at=utcnow()))
+            session.commit()
+
+    def failed_images(self, *, tenant_id: int | None = None, created_from: datetime | None = None,
+                      created_to: datetime | None = None) -> list[tuple[Image, list[str]]]:
+        """Failed images not dead-lettered yet, oldest first, with the stages that failed."""
+        query = select(Image).where(Image.status == "failed", Image.gave_up_at.is_(None))
+        if tenant_id is not None:
+            query = query.where(Image.tenant_id == tenant_id)
+        if created_from is not None:
+            query = query.where(Image.created_at >= created_from)
+        if created_to is not None:
+            query = query.where(Image.created_at < created_to)
+        with self.session() as session:
+            images = list(session.scalars(query.order_by(Image.created_at, Image.id)))
+            failed: dict[int, list[str]] = {}
+            for image_id, stage in session.execute(
+                    select(ImageStage.image_id, ImageStage.stage)
+                    .where(ImageStage.image_id.in_([i.id for i in images]), ImageStage.status == "failed")):
+                failed.setdefault(image_id, []).append(stage)
+        return [(image, sorted(failed.get(image.id, []))) for image in images]
 
     def images_by_id(self, image_ids: Iterable[int]) -> dict[int, Image]:
         ids = list(image_ids)
@@ -392,7 +440,7 @@ class Catalog:
                     image.status, image.error = "done", None
                 else:
                     image.status = "processing"
-                image.processed_at = now
+                image.processed_at, image.requeue_stages = now, None
             session.commit()
             return images
 
@@ -470,6 +518,8 @@ class TenantCatalog:
             if image is None:
                 return None
             image.status, image.error, image.updated_at = "requeued", None, utcnow()
+            # a person asked: every stage, and automatic retries start over (also for a dead letter)
+            image.requeue_stages, image.attempts, image.next_attempt_at, image.gave_up_at = None, 0, None, None
             session.commit()
             return image
 
@@ -502,6 +552,8 @@ class TenantCatalog:
             query = query.where(Image.created_at >= filters.created_from)
         if filters.created_to:
             query = query.where(Image.created_at < filters.created_to)
+        if filters.dead_letter is not None:
+            query = query.where(Image.gave_up_at.is_not(None) if filters.dead_letter else Image.gave_up_at.is_(None))
         if filters.text_query:
             with self.catalog.session() as session:
                 matches = search.matching_image_ids(session, self.tenant_id, filters.text_query)

@@ -64,6 +64,16 @@ class SettingsResource(dg.ConfigurableResource):
                              ocr_languages=self.ocr_languages, ocr_fallback_confidence=self.ocr_fallback_confidence)
 
 
+class MaintenanceResource(dg.ConfigurableResource):
+    """Retention periods (GDPR) and the nightly reprocessing's budget and retry policy."""
+
+    inference_log_retention_days: int = 180
+    feedback_retention_days: int = 365
+    reprocess_budget: int = 5000
+    reprocess_max_retries: int = 3
+    reprocess_backoff_s: int = 6 * 3600
+
+
 class TrainingResource(dg.ConfigurableResource):
     """Where retraining finds its data, how it trains, and the promotion gate's margin."""
 
@@ -119,6 +129,10 @@ def build_resources(settings: ImagoSettings | None = None) -> dict[str, dg.Confi
             batch_size=settings.batch_size, workers=settings.workers, max_pixels=settings.max_pixels,
             max_upload_bytes=settings.max_upload_bytes, thumbnail_size=settings.thumbnail_size,
             ocr_languages=settings.ocr_languages, ocr_fallback_confidence=settings.ocr_fallback_confidence),
+        "maintenance": MaintenanceResource(
+            inference_log_retention_days=settings.inference_log_retention_days,
+            feedback_retention_days=settings.feedback_retention_days, reprocess_budget=settings.reprocess_budget,
+            reprocess_max_retries=settings.reprocess_max_retries, reprocess_backoff_s=settings.reprocess_backoff_s),
         "training": TrainingResource(
             training_data=str(settings.training_data or ""), validation_data=str(settings.validation_data or ""),
             model_cache_dir=str(settings.resolved_home / "models"), retrain_min_feedback=settings.retrain_min_feedback,

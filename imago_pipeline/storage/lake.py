@@ -110,6 +110,50 @@ class Lake:
             os.replace(tmp, path)
         return removed
 
+    def delete_before(self, table: str, column: str, cutoff: datetime) -> int:
+        """Remove the rows whose timestamp `column` is before `cutoff` (retention); returns how many went."""
+        return self._filter_files(table, column, cutoff, delete=True)
+
+    def count_before(self, table: str, column: str, cutoff: datetime) -> int:
+        return self._filter_files(table, column, cutoff, delete=False)
+
+    def _filter_files(self, table: str, column: str, cutoff: datetime, *, delete: bool) -> int:
+        base = self.table_path(table)
+        matched = 0
+        for path in sorted(base.glob("**/*.parquet")) if base.is_dir() else []:
+            if path.name.startswith(".") or not _may_be_before(path, column, cutoff):
+                continue
+            data = pq.read_table(path, partitioning=None)
+            old = pc.fill_null(pc.less(data[column], pa.scalar(cutoff, type=data[column].type)), False)
+            count = pc.sum(old).as_py() or 0
+            matched += count
+            if not delete or count == 0:
+                continue
+            kept = data.filter(pc.invert(old))
+            if kept.num_rows == 0:
+                path.unlink()
+                continue
+            tmp = path.with_name(f".tmp-{path.name}")
+            pq.write_table(kept, tmp, compression="zstd")
+            os.replace(tmp, path)
+        return matched
+
+
+def _may_be_before(path: Path, column: str, cutoff: datetime) -> bool:
+    metadata = pq.read_metadata(path)
+    names = [metadata.schema.column(i).name for i in range(metadata.num_columns)]
+    if column not in names:
+        return False
+    index = names.index(column)
+    for group in range(metadata.num_row_groups):
+        stats = metadata.row_group(group).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            return True
+        low = stats.min if stats.min.tzinfo else stats.min.replace(tzinfo=cutoff.tzinfo)
+        if low < cutoff:
+            return True
+    return False
+
 
 def _may_contain(path: Path, column: str, wanted: set[Any]) -> bool:
     """False only when the file's statistics prove no row has a wanted value (or it has no such column)."""

@@ -43,17 +43,19 @@ def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
                               partition_key=b.partition_key)
                 for b in plan_batches(new_keys, known_keys, settings.batch_size)]
     if requeued:
-        re_new, re_known = split_new_and_known(context.instance, image_partitions.name,
-                                               [str(i) for i, _ in requeued])
-        new_keys += re_new  # added after this tick's new uploads, in one request: ranges stay valid
-        batches = plan_batches(re_new, [], settings.batch_size)
-        if re_known:
-            order = context.instance.get_dynamic_partitions(image_partitions.name)
-            batches += contiguous_batches(order, set(re_known), settings.batch_size)
-        last_id, last_at = requeued[-1]
-        requests += [dg.RunRequest(run_key=f"requeue-{b.run_key}-{last_at.timestamp()}",
-                                   partition_key=b.partition_key, tags={**b.tags, "imago/reprocess": "requested"})
-                     for b in batches]
+        re_new, _ = split_new_and_known(context.instance, image_partitions.name, [str(i) for i, _, _ in requeued])
+        new_keys += re_new  # added after this tick's new uploads, in one request
+        order = context.instance.get_dynamic_partitions(image_partitions.name) + new_keys  # the order once added
+        last_id, last_at, _ = requeued[-1]
+        by_stages: dict[tuple[str, ...] | None, set[str]] = {}
+        for image_id, _, stages in requeued:
+            by_stages.setdefault(stages, set()).add(str(image_id))
+        for stages, targets in by_stages.items():  # one group per set of stages to redo
+            for b in contiguous_batches(order, targets, settings.batch_size):
+                requests.append(dg.RunRequest(
+                    run_key=f"requeue-{'+'.join(stages or ('all',))}-{b.run_key}-{last_at.timestamp()}",
+                    partition_key=b.partition_key, tags={**b.tags, "imago/reprocess": "requested"},
+                    asset_selection=[dg.AssetKey(s) for s in stages] if stages else None))
         cursor = UploadCursor(cursor.last_id, (last_at.isoformat(), last_id))
     context.log.info(f"{len(keys)} new and {len(requeued)} requeued images in {len(requests)} runs")
     return dg.SensorResult(

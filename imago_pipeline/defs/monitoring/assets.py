@@ -12,6 +12,7 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from imago_pipeline.catalog.models import Feedback, InferenceLog
+from imago_pipeline.defs.maintenance.jobs import retention_purge
 from imago_pipeline.defs.resources import CatalogResource, LakeResource
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -24,8 +25,13 @@ FEEDBACK_SCHEMA = pa.schema([("id", pa.int64()), ("image_id", pa.int64()), ("cor
                              ("created_at", _TS)])
 
 
+# Every 15 minutes whatever its upstream did: `on_cron` would also wait for the daily retention purge.
+EVERY_15_MINUTES = (dg.AutomationCondition.cron_tick_passed("*/15 * * * *").since_last_handled()
+                    & ~dg.AutomationCondition.in_progress()).with_label("every 15 minutes")
+
+
 @dg.asset(group_name="monitoring", kinds={"parquet", "prometheus"}, owners=["team:imago"],
-          automation_condition=dg.AutomationCondition.on_cron("*/15 * * * *"))
+          deps=[retention_purge], automation_condition=EVERY_15_MINUTES)
 def classifier_monitoring(context: dg.AssetExecutionContext, catalog: CatalogResource,
                           lake: LakeResource) -> dg.MaterializeResult:
     """Snapshots of `inference_log` (latency, outcome, model version; never image content) and `feedback`
