@@ -9,6 +9,7 @@ COPY pyproject.toml README.md ./
 COPY imago_pipeline ./imago_pipeline
 COPY imago_api ./imago_api
 COPY training ./training
+COPY dbt_like_sql ./dbt_like_sql
 RUN pip install --no-cache-dir .
 
 ENV DAGSTER_HOME=/opt/dagster/home \

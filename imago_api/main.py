@@ -13,7 +13,7 @@ from imago_api.ratelimit import RateLimiter
 from imago_api.routes import ai, classifier, clients, files, health, images, web
 from imago_pipeline.catalog import Catalog
 from imago_pipeline.config import ImagoSettings
-from imago_pipeline.storage.blobs import LocalBlobStore
+from imago_pipeline.storage.blobs import build_blob_store
 from imago_pipeline.storage.lake import Lake
 from imago_pipeline.storage.signing import UrlSigner, load_or_create_secret
 
@@ -32,7 +32,7 @@ def create_app(settings: ImagoSettings | None = None) -> FastAPI:
     app = FastAPI(title="Imago", version="0.2.0", description=DESCRIPTION)
     app.state.settings = settings
     app.state.catalog = Catalog.connect(settings.catalog_url)
-    app.state.blobs = LocalBlobStore(settings.blob_root)
+    app.state.blobs = build_blob_store(settings)
     app.state.lake = Lake(settings.lake_root)
     secret = settings.signing_secret.get_secret_value() if settings.signing_secret is not None else ""
     secret = secret or load_or_create_secret(settings.resolved_home / "signing.key")

@@ -102,10 +102,10 @@ def _register_folder(folder: Path, tenant_name: str, settings: ImagoSettings, pr
     from imago_pipeline.catalog import Catalog
     from imago_pipeline.parallel import map_in_processes
     from imago_pipeline.registration import CheckedUpload, store_uploads
-    from imago_pipeline.storage.blobs import LocalBlobStore
+    from imago_pipeline.storage.blobs import build_blob_store
 
     catalog = Catalog.connect(settings.catalog_url)
-    store = LocalBlobStore(settings.blob_root)
+    store = build_blob_store(settings)
     tenant = catalog.get_or_create_tenant(tenant_name)
     files = sorted(p for p in folder.rglob("*") if p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
@@ -399,7 +399,7 @@ def classify(path: Path, as_json: Annotated[bool, typer.Option("--json", help="J
     """Cat or dog for an image file, or every image under a folder (one JSON object per line)."""
     from imago_pipeline.catalog import Catalog
     from imago_pipeline.imaging.decode import InvalidImage, inspect_image, sniff_media_type
-    from imago_pipeline.storage.blobs import LocalBlobStore
+    from imago_pipeline.storage.blobs import build_blob_store
     from training.registry import ModelRegistry, load_classifier
 
     settings = ImagoSettings()
@@ -408,7 +408,7 @@ def classify(path: Path, as_json: Annotated[bool, typer.Option("--json", help="J
         raise typer.Exit(2)
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and sniff_media_type(p.open("rb").read(16)))
-    registry = ModelRegistry(Catalog.connect(settings.catalog_url), LocalBlobStore(settings.blob_root),
+    registry = ModelRegistry(Catalog.connect(settings.catalog_url), build_blob_store(settings),
                              settings.resolved_home / "models")
     model = registry.production()
     classifier = load_classifier(registry, model)

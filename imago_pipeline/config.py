@@ -38,6 +38,14 @@ class ImagoSettings(BaseSettings):
         description="Catalog URL; default sqlite:///<home>/catalog.db. Use postgresql+psycopg2://… for Postgres.",
     )
     blob_dir: Path | None = None
+    blob_backend: Literal["local", "s3"] = Field(default="local", description="Where originals and thumbnails live.")
+    s3_bucket: str = Field(default="imago", description="Bucket of the S3 blob store.")
+    s3_prefix: str = Field(default="blobs/", description="Key prefix of the S3 blob store inside the bucket.")
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO), e.g. http://minio:9000.")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = Field(default=None, repr=False)
+    s3_drop_uri: str | None = Field(default=None, description="s3://bucket/prefix/ watched by the S3 drop sensor.")
     lake_dir: Path | None = None
     drop_dir: Path | None = Field(default=None, description="Folder watched by the drop-folder sensor.")
     default_tenant: str = Field(default="default", description="Tenant that owns drop-folder and CLI ingests.")

@@ -7,6 +7,7 @@ from imago_pipeline.defs.images.assets import build_image_assets, process_images
 from imago_pipeline.defs.images.sensors import (
     drop_folder_sensor,
     reclassify_sensor,
+    s3_drop_sensor,
     stale_reprocess_sensor,
     upload_sensor,
 )
@@ -36,7 +37,8 @@ def build_definitions(settings: ImagoSettings | None = None) -> dg.Definitions:
                 classifier_monitoring, retention_purge],
         jobs=[process_images_job, retrain_classifier_job, retention_job, batch_reprocess_job],
         schedules=[retention_schedule, nightly_reprocess_schedule],
-        sensors=[upload_sensor, drop_folder_sensor, stale_reprocess_sensor, reclassify_sensor, feedback_sensor],
+        sensors=[upload_sensor, drop_folder_sensor, s3_drop_sensor, stale_reprocess_sensor, reclassify_sensor,
+                 feedback_sensor],
         resources=build_resources(settings),
     )
 

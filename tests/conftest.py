@@ -70,6 +70,31 @@ def dagster_instance(tmp_path, monkeypatch):
         yield instance
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible server (moto_server) on loopback for the whole session."""
+    from tests.s3_server import moto_server
+
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_settings(settings, s3_endpoint) -> ImagoSettings:
+    """`settings` with blobs in a fresh bucket of the S3 server."""
+    from pydantic import SecretStr
+
+    from imago_pipeline.storage.blobs import s3_client
+    from tests.s3_server import CREDENTIALS
+
+    bucket = f"imago-{uuid.uuid4().hex[:12]}"
+    s3_client(endpoint_url=s3_endpoint, region="us-east-1", **CREDENTIALS).create_bucket(Bucket=bucket)
+    return settings.model_copy(update={
+        "blob_backend": "s3", "s3_bucket": bucket, "s3_prefix": "blobs/", "s3_endpoint_url": s3_endpoint,
+        "s3_access_key_id": CREDENTIALS["access_key_id"],
+        "s3_secret_access_key": SecretStr(CREDENTIALS["secret_access_key"])})
+
+
 @pytest.fixture
 def sample_folder(tmp_path) -> Path:
     """A copy of samples/ (images plus their licence files)."""

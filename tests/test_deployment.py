@@ -21,7 +21,27 @@ def test_docker_compose_config_validates():
     result = subprocess.run([binary, "config", "-q"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(subprocess.run([binary, "config"], cwd=REPO, capture_output=True, text=True).stdout)
-    assert {"postgres", "code", "webserver", "daemon", "api"} <= set(services["services"])
+    services = services["services"]
+    assert set(services) == {"postgres", "minio", "buckets", "code", "webserver", "daemon", "api"}
+    for name in ("postgres", "minio", "code", "webserver", "daemon", "api"):
+        assert services[name]["healthcheck"]["test"], name
+    for name in ("code", "daemon", "api"):  # blobs on MinIO, state on the shared volume and Postgres
+        env = services[name]["environment"]
+        assert env["IMAGO_BLOB_BACKEND"] == "s3" and env["IMAGO_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert env["IMAGO_DATABASE_URL"].startswith("postgresql+psycopg2://")
+    assert services["code"]["depends_on"]["buckets"]["condition"] == "service_completed_successfully"
+    assert services["webserver"]["depends_on"]["code"]["condition"] == "service_healthy"
+    # every variable the compose file reads has a line in .env.example
+    import re
+
+    used = set(re.findall(r"\$\{(\w+)", (REPO / "docker-compose.yml").read_text()))
+    documented = {line.split("=", 1)[0] for line in (REPO / ".env.example").read_text().splitlines()
+                  if "=" in line and not line.startswith("#")}
+    assert used - {"IMAGO_RATE_LIMIT_STORAGE"} <= documented, used - documented
+    # the image carries what the code location reads at run time
+    dockerfile = (REPO / "Dockerfile").read_text()
+    for folder in ("imago_pipeline", "imago_api", "training", "dbt_like_sql"):
+        assert f"COPY {folder} ./{folder}" in dockerfile
 
 
 @pytest.mark.postgres

@@ -8,7 +8,7 @@ from pydantic import PrivateAttr
 
 from imago_pipeline.catalog import Catalog
 from imago_pipeline.config import ImagoSettings
-from imago_pipeline.storage.blobs import BlobStore, LocalBlobStore
+from imago_pipeline.storage.blobs import BlobStore, LocalBlobStore, S3BlobStore, s3_client
 from imago_pipeline.storage.lake import Lake
 from imago_pipeline.vision.base import VisionProvider
 from imago_pipeline.vision.factory import build_provider
@@ -27,12 +27,31 @@ class CatalogResource(dg.ConfigurableResource):
 
 
 class BlobStoreResource(dg.ConfigurableResource):
-    """Originals and thumbnails; a local folder on the embedded default."""
+    """Originals and thumbnails: a local folder on the embedded default, S3 (or MinIO) in production."""
 
-    root: str
+    backend: str = "local"
+    root: str = ""
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    _store: BlobStore | None = PrivateAttr(default=None)
 
     def get(self) -> BlobStore:
-        return LocalBlobStore(self.root)
+        if self._store is None:
+            self._store = S3BlobStore(self.s3_bucket, self.s3_prefix, **self._client_settings()) \
+                if self.backend == "s3" else LocalBlobStore(self.root)
+        return self._store
+
+    def s3(self):
+        """A boto3 client for this S3 endpoint and these credentials (also used by the S3 drop sensor)."""
+        return s3_client(**self._client_settings())
+
+    def _client_settings(self) -> dict:
+        return dict(endpoint_url=self.s3_endpoint_url, region=self.s3_region, access_key_id=self.s3_access_key_id,
+                    secret_access_key=self.s3_secret_access_key)
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -56,6 +75,7 @@ class SettingsResource(dg.ConfigurableResource):
     thumbnail_size: int
     ocr_languages: str
     ocr_fallback_confidence: float
+    s3_drop_uri: str = ""
 
     def imago_settings(self) -> ImagoSettings:
         return ImagoSettings(drop_dir=self.drop_dir, default_tenant=self.default_tenant, batch_size=self.batch_size,
@@ -122,13 +142,22 @@ def build_resources(settings: ImagoSettings | None = None) -> dict[str, dg.Confi
     database_url = dg.EnvVar("IMAGO_DATABASE_URL") if from_env else settings.catalog_url
     return {
         "catalog": CatalogResource(database_url=database_url),
-        "blobs": BlobStoreResource(root=str(settings.blob_root)),
+        "blobs": BlobStoreResource(
+            backend=settings.blob_backend, root=str(settings.blob_root), s3_bucket=settings.s3_bucket,
+            s3_prefix=settings.s3_prefix, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region,
+            s3_access_key_id=settings.s3_access_key_id,
+            # like the Gemini key: read from the environment at run start, never shown in the UI
+            s3_secret_access_key=(dg.EnvVar("IMAGO_S3_SECRET_ACCESS_KEY")
+                                  if os.environ.get("IMAGO_S3_SECRET_ACCESS_KEY")
+                                  else settings.s3_secret_access_key.get_secret_value()
+                                  if settings.s3_secret_access_key else None)),
         "lake": LakeResource(root=str(settings.lake_root)),
         "settings": SettingsResource(
             drop_dir=str(settings.drop_root), default_tenant=settings.default_tenant,
             batch_size=settings.batch_size, workers=settings.workers, max_pixels=settings.max_pixels,
             max_upload_bytes=settings.max_upload_bytes, thumbnail_size=settings.thumbnail_size,
-            ocr_languages=settings.ocr_languages, ocr_fallback_confidence=settings.ocr_fallback_confidence),
+            ocr_languages=settings.ocr_languages, ocr_fallback_confidence=settings.ocr_fallback_confidence,
+            s3_drop_uri=settings.s3_drop_uri or ""),
         "maintenance": MaintenanceResource(
             inference_log_retention_days=settings.inference_log_retention_days,
             feedback_retention_days=settings.feedback_retention_days, reprocess_budget=settings.reprocess_budget,

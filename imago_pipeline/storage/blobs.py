@@ -1,4 +1,8 @@
-"""Blob storage for originals and thumbnails. Keys are tenant-prefixed relative paths."""
+"""Blob storage for originals and thumbnails. Keys are tenant-prefixed relative paths.
+
+The local folder is the embedded default; S3 (or any S3-compatible store such as MinIO) the production one,
+reached through dagster-aws's `S3Resource` (a boto3 client).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import os
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Iterator
+from urllib.parse import quote
 
 
 class BlobNotFound(KeyError):
@@ -70,3 +76,84 @@ class LocalBlobStore(BlobStore):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+
+class S3BlobStore(BlobStore):
+    """Objects under `s3://<bucket>/<prefix><key>`.
+
+    Made from the client's settings (`s3_client` arguments), so it pickles: the pipeline's worker processes
+    each make their own boto3 client.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", **client_settings):
+        self.bucket, self.client_settings = bucket, client_settings
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = s3_client(**self.client_settings)
+        return self._client
+
+    def __getstate__(self):
+        return {**self.__dict__, "_client": None}
+
+    def _key(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"bad blob key {key!r}")
+        return self.prefix + key
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self.client.exceptions.NoSuchKey as exc:
+            raise BlobNotFound(key) from exc
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def presigned_url(self, key: str, *, expires_in: int, filename: str, media_type: str) -> str | None:
+        return self.client.generate_presigned_url("get_object", ExpiresIn=expires_in, Params={
+            "Bucket": self.bucket, "Key": self._key(key), "ResponseContentType": media_type,
+            "ResponseContentDisposition": f"attachment; filename*=UTF-8''{quote(filename)}"})
+
+
+def s3_client(*, endpoint_url: str | None, region: str, access_key_id: str | None, secret_access_key: str | None):
+    """A boto3 S3 client made by dagster-aws's `S3Resource` (the same one Dagster assets would use)."""
+    from dagster_aws.s3 import S3Resource
+
+    client = S3Resource(endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key_id,
+                        aws_secret_access_key=secret_access_key, max_attempts=5).get_client()
+    # Signature V4 everywhere, presigned URLs included (botocore may presign with the legacy V2 otherwise)
+    client.meta.events.register("choose-signer.s3.*", lambda **_: "s3v4")
+    return client
+
+
+def iter_s3_objects(client, bucket: str, prefix: str) -> Iterator[dict]:
+    """Every object under `prefix` ({"Key", "Size", "LastModified", …}), in key order, page by page."""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        yield from page.get("Contents", [])
+
+
+def build_blob_store(settings) -> BlobStore:
+    """The configured store: the local folder, or S3 when `IMAGO_BLOB_BACKEND=s3`."""
+    if settings.blob_backend == "local":
+        return LocalBlobStore(settings.blob_root)
+    secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+    return S3BlobStore(settings.s3_bucket, settings.s3_prefix, endpoint_url=settings.s3_endpoint_url,
+                       region=settings.s3_region, access_key_id=settings.s3_access_key_id, secret_access_key=secret)

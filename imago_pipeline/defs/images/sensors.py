@@ -157,6 +157,58 @@ def drop_folder_sensor(context: dg.SensorEvaluationContext, catalog: CatalogReso
     return dg.SkipReason(f"registered {registered} files, rejected {rejected}; upload_sensor launches the runs")
 
 
+@dg.sensor(minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
+def s3_drop_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                   blobs: BlobStoreResource, settings: SettingsResource) -> dg.SkipReason:
+    """Register objects put under `IMAGO_S3_DROP_URI` (s3://bucket/prefix/) for the default tenant: bulk drops.
+
+    An S3 object is visible only once completely written, so there is no settle time. Each object is moved
+    under `<prefix>.imported/<day>/` or, when it is not an acceptable image, `<prefix>.rejected/<day>/` with a
+    `.reason.txt` object next to it. Registered images reach the pipeline through `upload_sensor`.
+    """
+    from imago_pipeline.storage.blobs import iter_s3_objects
+
+    if not settings.s3_drop_uri:
+        return dg.SkipReason("no S3 drop prefix configured (IMAGO_S3_DROP_URI)")
+    bucket, prefix = _parse_s3_uri(settings.s3_drop_uri)
+    client = blobs.s3()
+    objects = [o for o in iter_s3_objects(client, bucket, prefix)
+               if not o["Key"].endswith("/") and not any(p.startswith(".") for p in o["Key"][len(prefix):].split("/"))]
+    if not objects:
+        return dg.SkipReason(f"nothing under s3://{bucket}/{prefix}")
+    imago_settings = settings.imago_settings()
+    cat = catalog.get()
+    tenant = cat.get_or_create_tenant(imago_settings.default_tenant)
+    store = blobs.get()
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    registered = rejected = 0
+    for obj in objects[:500]:
+        key, name = obj["Key"], obj["Key"].rsplit("/", 1)[-1]
+        relative = key[len(prefix):]
+        try:
+            if obj["Size"] > imago_settings.max_upload_bytes:  # refused without downloading it
+                raise InvalidImage(f"{obj['Size']} bytes is over the limit of {imago_settings.max_upload_bytes} "
+                                   "bytes", "too_large")
+            data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            register_image(cat, store, imago_settings, tenant_id=tenant.id, filename=name, data=data)
+            target = f"{prefix}.imported/{day}/{relative}"
+            registered += 1
+        except InvalidImage as exc:
+            target = f"{prefix}.rejected/{day}/{relative}"
+            client.put_object(Bucket=bucket, Key=target + ".reason.txt", Body=(str(exc) + "\n").encode())
+            rejected += 1
+        client.copy_object(Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": key})
+        client.delete_object(Bucket=bucket, Key=key)
+    return dg.SkipReason(f"registered {registered} objects, rejected {rejected}; upload_sensor launches the runs")
+
+
+def _parse_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, prefix = uri[5:].partition("/")
+    return bucket, (prefix.rstrip("/") + "/") if prefix else ""
+
+
 def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 

@@ -1,0 +1,105 @@
+"""Blobs on a real S3-compatible server (moto_server on loopback): the store, the pipeline, the API, the drop
+sensor."""
+
+from __future__ import annotations
+
+import dagster as dg
+import httpx
+import pytest
+
+from imago_api.main import create_app
+from imago_pipeline.defs.images.sensors import s3_drop_sensor
+from imago_pipeline.defs.resources import build_resources
+from imago_pipeline.runner import get_instance, process_images
+from imago_pipeline.storage.blobs import BlobNotFound, S3BlobStore, build_blob_store, iter_s3_objects
+from tests.conftest import SAMPLES, shared
+from tests.http_server import serve
+
+
+def _keys(store: S3BlobStore) -> list[str]:
+    return [o["Key"] for o in iter_s3_objects(store.client, store.bucket, "")]
+
+
+def test_s3_store_round_trip_and_presigned_urls(s3_settings):
+    store = build_blob_store(s3_settings)
+    assert isinstance(store, S3BlobStore)
+    data = (SAMPLES / "Canon_40D.jpg").read_bytes()
+    store.put("tenants/1/originals/ab/abc", data)
+    assert store.exists("tenants/1/originals/ab/abc") and not store.exists("tenants/1/nothing")
+    assert store.get("tenants/1/originals/ab/abc") == data
+    assert _keys(store) == ["blobs/tenants/1/originals/ab/abc"]  # under the configured prefix
+    url = store.presigned_url("tenants/1/originals/ab/abc", expires_in=60, filename="café.jpg",
+                              media_type="image/jpeg")
+    assert "X-Amz-Signature=" in url and "X-Amz-Expires=60" in url
+    served = httpx.get(url)
+    assert served.status_code == 200 and served.content == data
+    assert served.headers["content-type"] == "image/jpeg"
+    assert served.headers["content-disposition"] == "attachment; filename*=UTF-8''caf%C3%A9.jpg"
+    for bad in ("../escape", "/absolute", "a/../../b"):
+        with pytest.raises(ValueError):
+            store.put(bad, b"x")
+    store.delete("tenants/1/originals/ab/abc")
+    with pytest.raises(BlobNotFound):
+        store.get("tenants/1/originals/ab/abc")
+
+
+@pytest.mark.slow
+def test_pipeline_and_api_on_s3_blobs(s3_settings):
+    app = create_app(s3_settings)
+    catalog = app.state.catalog
+    key = catalog.issue_api_key(catalog.create_client("s3", scopes=["images:read", "images:write",
+                                                                   "images:delete"]).id)
+    with serve(app) as base_url, httpx.Client(base_url=base_url, headers={"X-API-Key": key}, timeout=60) as client:
+        data = (SAMPLES / "Canon_40D.jpg").read_bytes()
+        image = client.post("/images", files={"file": ("Canon_40D.jpg", data, "image/jpeg")}).json()
+        process_images([image["id"]], settings=s3_settings, instance=get_instance(s3_settings))
+        detail = client.get(f"/images/{image['id']}").json()
+        assert detail["status"] == "done" and detail["exif"]["make"] == "Canon"
+        store = app.state.blobs
+        keys = _keys(store)
+        assert f"blobs/tenants/1/originals/{image['sha256'][:2]}/{image['sha256']}" in keys
+        assert f"blobs/tenants/1/thumbnails/{image['id']}.jpg" in keys
+        assert not s3_settings.blob_root.exists()  # nothing on the local disk
+
+        link = client.get(f"/images/{image['id']}/download-url").json()["url"]
+        assert link.startswith(s3_settings.s3_endpoint_url) and "X-Amz-Signature=" in link  # presigned by S3
+        assert httpx.get(link).content == data
+        thumb = client.get(f"/images/{image['id']}/thumbnail-url").json()["url"]
+        assert httpx.get(thumb).headers["content-type"] == "image/jpeg"
+
+        assert client.delete(f"/images/{image['id']}").status_code == 204
+        # original and thumbnail erased from the bucket; the registry's model artifact stays
+        assert [k for k in _keys(store) if not k.startswith("blobs/models/")] == []
+
+
+def test_s3_drop_sensor_registers_objects_and_rejects_bad_ones(s3_settings, catalog, dagster_instance):
+    settings = s3_settings.model_copy(update={"s3_drop_uri": f"s3://{s3_settings.s3_bucket}/drop",
+                                              "max_upload_bytes": 2_000_000})
+    resources = build_resources(settings)
+    client = resources["blobs"].s3()
+    bucket = settings.s3_bucket
+    client.put_object(Bucket=bucket, Key="drop/album/canon.jpg", Body=(SAMPLES / "Canon_40D.jpg").read_bytes())
+    client.put_object(Bucket=bucket, Key="drop/nikon.jpg", Body=(SAMPLES / "Nikon_D70.jpg").read_bytes())
+    client.put_object(Bucket=bucket, Key="drop/notes.jpg",
+                      Body=shared("bad", "pillow__truncated_jpeg.jpg").read_bytes())
+    client.put_object(Bucket=bucket, Key="drop/huge.jpg", Body=b"\xff\xd8\xff" + b"0" * 2_000_000)
+    client.put_object(Bucket=bucket, Key="drop/.hidden/skip.jpg", Body=b"x")
+
+    result = s3_drop_sensor(dg.build_sensor_context(instance=dagster_instance, resources=resources))
+
+    assert "registered 2 objects, rejected 2" in result.skip_message
+    keys = sorted(o["Key"] for o in iter_s3_objects(client, bucket, "drop/"))
+    imported = [k for k in keys if k.startswith("drop/.imported/")]
+    rejected = [k for k in keys if k.startswith("drop/.rejected/")]
+    assert sorted(k.split("/", 3)[3] for k in imported) == ["album/canon.jpg", "nikon.jpg"]
+    assert sorted(k.split("/", 3)[3] for k in rejected) == ["huge.jpg", "huge.jpg.reason.txt", "notes.jpg",
+                                                            "notes.jpg.reason.txt"]
+    reason = client.get_object(Bucket=bucket, Key=next(k for k in rejected if k.endswith("huge.jpg.reason.txt")))
+    assert b"over the limit" in reason["Body"].read()
+    assert "drop/.hidden/skip.jpg" in keys and not [k for k in keys if k.count("/") == 1]
+    pending = catalog.image_ids_after(0, limit=10)
+    assert len(pending) == 2
+    names = {catalog.images_by_id(pending)[i].original_name for i in pending}
+    assert names == {"canon.jpg", "nikon.jpg"}
+    again = s3_drop_sensor(dg.build_sensor_context(instance=dagster_instance, resources=resources))
+    assert "nothing under" in again.skip_message
