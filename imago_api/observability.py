@@ -29,20 +29,20 @@ class _RequestIdFilter(logging.Filter):
 
 
 def configure_logging(log_format: str = "json") -> None:
-    """Idempotent: one handler on the `imago` logger, JSON or plain text."""
+    """Idempotent: one handler on the `imago` logger, JSON or plain text (the latest call's format)."""
     logger = logging.getLogger("imago")
-    if any(getattr(h, "_imago", False) for h in logger.handlers):
-        return
-    handler = logging.StreamHandler()
-    handler._imago = True  # type: ignore[attr-defined]
-    handler.addFilter(_RequestIdFilter())
+    handler = next((h for h in logger.handlers if getattr(h, "_imago", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler()
+        handler._imago = True  # type: ignore[attr-defined]
+        handler.addFilter(_RequestIdFilter())
+        logger.addHandler(handler)
     if log_format == "json":
         handler.setFormatter(JsonFormatter("{asctime}{levelname}{name}{message}", style="{",
                                            rename_fields={"asctime": "time", "levelname": "level",
                                                           "name": "logger"}))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
-    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
 
