@@ -19,6 +19,7 @@ from imago_pipeline.defs.maintenance.jobs import (
 )
 from imago_pipeline.defs.monitoring.assets import classifier_monitoring
 from imago_pipeline.defs.resources import build_resources
+from imago_pipeline.defs.sql_models.assets import build_sql_model_assets, sql_models_automation
 from imago_pipeline.defs.training.assets import (
     classifier_candidate,
     feedback_sensor,
@@ -34,11 +35,11 @@ def build_definitions(settings: ImagoSettings | None = None) -> dg.Definitions:
         lambda: build_definitions(settings).resolve_asset_graph())
     return dg.Definitions(
         assets=[uploads, *build_image_assets(settings), classifier_candidate, production_classifier,
-                classifier_monitoring, retention_purge],
+                classifier_monitoring, retention_purge, *build_sql_model_assets(settings)],
         jobs=[process_images_job, retrain_classifier_job, retention_job, batch_reprocess_job],
         schedules=[retention_schedule, nightly_reprocess_schedule],
         sensors=[upload_sensor, drop_folder_sensor, s3_drop_sensor, stale_reprocess_sensor, reclassify_sensor,
-                 feedback_sensor],
+                 feedback_sensor, sql_models_automation],
         resources=build_resources(settings),
     )
 

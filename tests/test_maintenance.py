@@ -20,6 +20,7 @@ from imago_pipeline.defs.resources import build_resources
 from imago_pipeline.registration import register_image
 from imago_pipeline.retention import purge_expired
 from imago_pipeline.runner import process_images
+from imago_pipeline.sql_models import open_analytics
 from imago_pipeline.storage.blobs import LocalBlobStore
 from imago_pipeline.storage.lake import Lake
 from tests.conftest import REPO, SAMPLES
@@ -90,6 +91,15 @@ def test_retention_purges_exactly_the_expired_rows_everywhere_and_is_idempotent(
     assert _lake_ages(settings, "feedback") == kept_feedback
     metadata = result.asset_materializations_for_node("classifier_monitoring")[0].metadata
     assert metadata["inferences"].value == 2 and metadata["feedback"].value == 2
+    # the SQL models built on those tables were rebuilt in the same run: only the kept rows count
+    assert {"analytics/feedback_agreement", "analytics/inference_latency"} <= ran
+    con = open_analytics(settings.lake_root)
+    try:
+        assert con.sql("SELECT feedback, agreed FROM feedback_agreement WHERE model_version = 'v1'").fetchall() == [
+            (2, sum(1 for age, expired in FEEDBACK_AGES.items() if not expired and age % 2 == 0))]
+        assert con.sql("SELECT requests FROM inference_latency WHERE model_version = 'v1'").fetchall() == [(2,)]
+    finally:
+        con.close()
     with catalog.session() as session:
         audit = [(a.action, a.detail["catalog_rows"], a.detail["lake_rows"], a.detail["retention_days"])
                  for a in session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
@@ -118,6 +128,11 @@ def test_retention_periods_are_configurable_and_the_cli_dry_run_shows_them(catal
 
 def test_schedules_are_daily_and_nightly_and_on_by_default():
     defs = build_definitions()
+    automation = defs.resolve_sensor_def("sql_models_automation")
+    targets = {k.to_user_string() for k in automation.asset_selection.resolve(defs.resolve_asset_graph())}
+    # the monitoring snapshot's 15 minutes run under a sensor that is on by default, with the models
+    assert "classifier_monitoring" in targets and "analytics/feedback_agreement" in targets
+    assert automation.default_status == dg.DefaultSensorStatus.RUNNING
     retention = defs.resolve_schedule_def("retention_schedule")
     nightly = defs.resolve_schedule_def("nightly_reprocess_schedule")
     assert (retention.cron_schedule, retention.job_name) == ("30 3 * * *", "retention_job")
