@@ -30,6 +30,10 @@ def test_docker_compose_config_validates():
         assert env["IMAGO_BLOB_BACKEND"] == "s3" and env["IMAGO_S3_ENDPOINT_URL"] == "http://minio:9000"
         assert env["IMAGO_DATABASE_URL"].startswith("postgresql+psycopg2://")
     assert services["code"]["depends_on"]["buckets"]["condition"] == "service_completed_successfully"
+    # the catalog and Dagster each have their own database (both keep an `alembic_version` table)
+    env = services["code"]["environment"]
+    assert env["IMAGO_DATABASE_URL"].rsplit("/", 1)[1] != env["DAGSTER_PG_DB"]
+    assert any("docker-entrypoint-initdb.d" in v for v in services["postgres"]["volumes"])
     assert services["webserver"]["depends_on"]["code"]["condition"] == "service_healthy"
     # every variable the compose file reads has a line in .env.example
     import re
