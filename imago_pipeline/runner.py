@@ -20,6 +20,8 @@ EMBEDDED_DAGSTER_YAML = """\
 # Written by imago for the embedded default: SQLite storage in this folder.
 telemetry:
   enabled: false
+nux:
+  enabled: false  # no "join the community" dialog (it loads from dagster.io) on the operator's first visit
 event_log_storage:
   module: imago_pipeline.dagster_storage
   class: FastSqliteEventLogStorage
