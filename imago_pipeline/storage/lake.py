@@ -102,12 +102,7 @@ class Lake:
             if kept.num_rows == data.num_rows:
                 continue
             removed += data.num_rows - kept.num_rows
-            if kept.num_rows == 0:
-                path.unlink()
-                continue
-            tmp = path.with_name(f".tmp-{path.name}")
-            pq.write_table(kept, tmp, compression="zstd")
-            os.replace(tmp, path)
+            _rewrite(path, kept)
         return removed
 
     def delete_before(self, table: str, column: str, cutoff: datetime) -> int:
@@ -129,14 +124,18 @@ class Lake:
             matched += count
             if not delete or count == 0:
                 continue
-            kept = data.filter(pc.invert(old))
-            if kept.num_rows == 0:
-                path.unlink()
-                continue
-            tmp = path.with_name(f".tmp-{path.name}")
-            pq.write_table(kept, tmp, compression="zstd")
-            os.replace(tmp, path)
+            _rewrite(path, data.filter(pc.invert(old)))
         return matched
+
+
+def _rewrite(path: Path, kept: pa.Table) -> None:
+    """Replace a file by the rows kept (written aside, then swapped in), or remove it when none are."""
+    if kept.num_rows == 0:
+        path.unlink()
+        return
+    tmp = path.with_name(f".tmp-{path.name}")
+    pq.write_table(kept, tmp, compression="zstd")
+    os.replace(tmp, path)
 
 
 def _may_be_before(path: Path, column: str, cutoff: datetime) -> bool:
