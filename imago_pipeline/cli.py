@@ -386,29 +386,16 @@ def create_client(
 
 def _batch_filters(settings: ImagoSettings, *, stale: bool, failed: bool, tenant: str | None, since, until,
                    stages: list[str], budget: int | None) -> dict:
-    from datetime import timezone
-
     from imago_pipeline.catalog import Catalog
-    from imago_pipeline.defs.images.assets import STAGES
     from imago_pipeline.reprocessing import ReprocessFilters
 
-    unknown = set(stages) - set(STAGES)
-    if unknown:
-        typer.echo(f"imago reprocess: unknown stages {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}",
-                   err=True)
+    try:
+        filters = ReprocessFilters.resolve(Catalog.connect(settings.catalog_url), tenant=tenant, created_from=since,
+                                           created_to=until, stages=stages)
+    except ValueError as exc:
+        typer.echo(f"imago reprocess: {exc}", err=True)
         raise typer.Exit(2)
-    tenant_id = None
-    if tenant:
-        match = [t for t in Catalog.connect(settings.catalog_url).list_clients(include_disabled=True)
-                 if t.name == tenant]
-        if not match:
-            typer.echo(f"imago reprocess: no tenant named {tenant!r}", err=True)
-            raise typer.Exit(2)
-        tenant_id = match[0].id
-    aware = [d if d is None or d.tzinfo else d.replace(tzinfo=timezone.utc) for d in (since, until)]
-    return {"filters": ReprocessFilters(tenant_id=tenant_id, created_from=aware[0], created_to=aware[1],
-                                        stages=tuple(stages)),
-            "budget": settings.reprocess_budget if budget is None else budget,
+    return {"filters": filters, "budget": settings.reprocess_budget if budget is None else budget,
             "include_stale": stale, "include_failed": failed}
 
 

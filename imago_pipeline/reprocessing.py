@@ -82,6 +82,30 @@ class ReprocessFilters:
     created_to: datetime | None = None
     stages: tuple[str, ...] = ()  # only these stages (and what depends on them)
 
+    @classmethod
+    def resolve(cls, catalog: Catalog, *, tenant: str | None = None, created_from: datetime | str | None = None,
+                created_to: datetime | str | None = None, stages=()) -> "ReprocessFilters":
+        """Filters as people give them (a tenant's name, ISO dates read as UTC, stage names), checked:
+        ValueError names an unknown tenant or stage."""
+        unknown = set(stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stages {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}")
+        tenant_id = None
+        if tenant:
+            client = catalog.client_by_name(tenant)
+            if client is None:
+                raise ValueError(f"no tenant named {tenant!r}")
+            tenant_id = client.id
+        return cls(tenant_id=tenant_id, created_from=_utc(created_from), created_to=_utc(created_to),
+                   stages=tuple(stages))
+
+
+def _utc(value: datetime | str | None) -> datetime | None:
+    if not value:
+        return None
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
 
 @dataclass
 class BatchPlan:

@@ -28,13 +28,18 @@ def _tick(sensor, instance, resources, cursor=None):
     return result
 
 
-def test_upload_sensor_adds_partitions_and_asks_for_ranged_batches(catalog, settings, dagster_instance):
+def _uploads_in_batches_of_four(catalog, settings):
+    """The samples uploaded (pending) by tenant `t`, and resources with batches of 4 images."""
     settings = settings.model_copy(update={"batch_size": 4})
-    resources = build_resources(settings)
     tenant = catalog.get_or_create_tenant("t")
     store = LocalBlobStore(settings.blob_root)
     ids = [register_image(catalog, store, settings, tenant_id=tenant.id, filename=n, data=d).image.id
            for n, d in _sample_bytes()]
+    return tenant, ids, build_resources(settings)
+
+
+def test_upload_sensor_adds_partitions_and_asks_for_ranged_batches(catalog, settings, dagster_instance):
+    _, ids, resources = _uploads_in_batches_of_four(catalog, settings)
 
     result = _tick(upload_sensor, dagster_instance, resources)
 
@@ -52,12 +57,7 @@ def test_upload_sensor_adds_partitions_and_asks_for_ranged_batches(catalog, sett
 
 
 def test_reprocess_requests_become_ranged_runs_once_each(catalog, settings, dagster_instance):
-    settings = settings.model_copy(update={"batch_size": 4})
-    resources = build_resources(settings)
-    tenant = catalog.get_or_create_tenant("t")
-    store = LocalBlobStore(settings.blob_root)
-    ids = [register_image(catalog, store, settings, tenant_id=tenant.id, filename=n, data=d).image.id
-           for n, d in _sample_bytes()]
+    tenant, ids, resources = _uploads_in_batches_of_four(catalog, settings)
     first = _tick(upload_sensor, dagster_instance, resources)
     scoped = catalog.for_tenant(tenant.id)
     for image_id in ids[1:4] + ids[6:7]:  # ids[1..3] are consecutive partitions, ids[6] stands alone

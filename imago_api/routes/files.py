@@ -8,6 +8,7 @@ expired token answers 403; a token for an image erased since answers 404.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 from urllib.parse import quote
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 
 from imago_api.deps import BlobStoreDep, CatalogDep, SettingsDep, TenantDep, require_scope
 from imago_api.errors import ApiError, NotFound
+from imago_pipeline.catalog import TenantCatalog
 from imago_pipeline.storage.blobs import BlobNotFound
 from imago_pipeline.storage.signing import ExpiredToken, FileGrant, InvalidToken
 
@@ -30,21 +32,32 @@ class SignedUrlOut(BaseModel):
     expires_in: int
 
 
-def _signed_url(request: Request, tenant: TenantDep, blobs, settings, image_id: int,
-                kind: Literal["original", "thumbnail"], expires_in: int | None) -> SignedUrlOut:
+@dataclass(frozen=True)
+class StoredFile:
+    key: str
+    media_type: str
+    filename: str
+
+
+def _stored_file(tenant: TenantCatalog, image_id: int, kind: str) -> StoredFile:
+    """The tenant's original or thumbnail of an image; NotFound when there is none (yet)."""
     image = tenant.get_image(image_id)
     if image is None:
         raise NotFound(f"image {image_id} not found")
     if kind == "original":
-        key, media_type, filename = image.blob_key, image.media_type, image.original_name
-    else:
-        thumb = tenant.get_thumbnail(image_id)
-        if thumb is None:
-            raise NotFound(f"no thumbnail for image {image_id} yet (image status: {image.status})", code="not_ready")
-        key, media_type, filename = thumb.blob_key, "image/jpeg", f"thumbnail-{image_id}.jpg"
+        return StoredFile(image.blob_key, image.media_type, image.original_name)
+    thumb = tenant.get_thumbnail(image_id)
+    if thumb is None:
+        raise NotFound(f"no thumbnail for image {image_id} yet (image status: {image.status})", code="not_ready")
+    return StoredFile(thumb.blob_key, "image/jpeg", f"thumbnail-{image_id}.jpg")
+
+
+def _signed_url(request: Request, tenant: TenantDep, blobs, settings, image_id: int,
+                kind: Literal["original", "thumbnail"], expires_in: int | None) -> SignedUrlOut:
+    stored = _stored_file(tenant, image_id, kind)
     ttl = min(expires_in or settings.signed_url_ttl_s, settings.signed_url_max_ttl_s)
     expires_at = int(time.time()) + ttl
-    url = blobs.presigned_url(key, expires_in=ttl, filename=filename, media_type=media_type)
+    url = blobs.presigned_url(stored.key, expires_in=ttl, filename=stored.filename, media_type=stored.media_type)
     if url is None:
         token = request.app.state.signer.sign(FileGrant(tenant.tenant_id, image_id, kind, expires_at))
         url = str(request.url_for("signed_file", token=token))
@@ -79,21 +92,14 @@ def signed_file(token: str, request: Request, catalog: CatalogDep, blobs: BlobSt
         raise ApiError(str(exc), code="link_expired", status_code=403) from exc
     except InvalidToken as exc:
         raise ApiError(str(exc), code="invalid_link", status_code=403) from exc
-    tenant = catalog.for_tenant(grant.tenant_id)
-    image = tenant.get_image(grant.image_id)
-    thumb = tenant.get_thumbnail(grant.image_id) if grant.kind == "thumbnail" and image else None
-    if image is None or (grant.kind == "thumbnail" and thumb is None):
-        raise NotFound("the file no longer exists")
-    key = image.blob_key if grant.kind == "original" else thumb.blob_key
     try:
-        data = blobs.get(key)
-    except BlobNotFound as exc:
+        stored = _stored_file(catalog.for_tenant(grant.tenant_id), grant.image_id, grant.kind)
+        data = blobs.get(stored.key)
+    except (NotFound, BlobNotFound) as exc:
         raise NotFound("the file no longer exists") from exc
-    media_type = image.media_type if grant.kind == "original" else "image/jpeg"
-    filename = image.original_name if grant.kind == "original" else f"thumbnail-{image.id}.jpg"
     disposition = "attachment" if grant.kind == "original" else "inline"
-    return Response(data, media_type=media_type, headers={
-        "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(filename)}",
+    return Response(data, media_type=stored.media_type, headers={
+        "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(stored.filename)}",
         "Cache-Control": f"private, max-age={max(0, grant.expires_at - int(time.time()))}",
         "X-Content-Type-Options": "nosniff",
     })

@@ -109,16 +109,18 @@ class Catalog:
 
     # tenants and keys -------------------------------------------------------------------------------
 
-    def get_or_create_tenant(self, name: str, scopes: Sequence[str] = DEFAULT_SCOPES) -> Tenant:
+    def client_by_name(self, name: str) -> Tenant | None:
         with self.session() as session:
-            tenant = session.scalar(select(Tenant).where(Tenant.name == name))
-            if tenant is not None:
-                return tenant
+            return session.scalar(select(Tenant).where(Tenant.name == name))
+
+    def get_or_create_tenant(self, name: str, scopes: Sequence[str] = DEFAULT_SCOPES) -> Tenant:
+        tenant = self.client_by_name(name)
+        if tenant is not None:
+            return tenant
         try:
             return self.create_client(name, scopes=scopes)
         except ClientExists:  # created concurrently
-            with self.session() as session:
-                return session.scalars(select(Tenant).where(Tenant.name == name)).one()
+            return self.client_by_name(name)
 
     def create_client(self, name: str, *, scopes: Sequence[str] = DEFAULT_SCOPES, plan: str = "free",
                       quota_bytes: int | None = None) -> Tenant:

@@ -1,8 +1,9 @@
 """The Parquet lake: one dataset per table under `<root>/<table>/`, hive-partitioned by tenant and date.
 
 Each batch writes one file per (tenant, date) it touches, named after the run, so files are batch-sized
-and a re-run of the same batch replaces its own files instead of duplicating rows. DuckDB reads the
-folders as they are: `read_parquet('<root>/exif/**/*.parquet', hive_partitioning = true)`.
+and a re-run of the same batch replaces its own files instead of duplicating rows. Files are written
+aside as `.tmp-…` and renamed, so readers match `*/*/part-*.parquet` (`imago sql` registers every table as
+a view that also keeps the newest row per image: `imago_pipeline/sql_models/sources.py`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ class Lake:
         if not _SAFE_NAME.match(table):
             raise ValueError(f"bad lake table name {table!r}")
         return self.root / table
-
-    def glob(self, table: str) -> str:
-        return str(self.table_path(table) / "**" / "*.parquet")
 
     def write_batch(
         self, table: str, rows: Iterable[dict[str, Any]], *, batch_id: str, schema: pa.Schema | None = None
@@ -139,31 +137,24 @@ def _rewrite(path: Path, kept: pa.Table) -> None:
 
 
 def _may_be_before(path: Path, column: str, cutoff: datetime) -> bool:
-    metadata = pq.read_metadata(path)
-    names = [metadata.schema.column(i).name for i in range(metadata.num_columns)]
-    if column not in names:
-        return False
-    index = names.index(column)
-    for group in range(metadata.num_row_groups):
-        stats = metadata.row_group(group).column(index).statistics
-        if stats is None or not stats.has_min_max:
-            return True
-        low = stats.min if stats.min.tzinfo else stats.min.replace(tzinfo=cutoff.tzinfo)
-        if low < cutoff:
-            return True
-    return False
+    return any(low is None or (low if low.tzinfo else low.replace(tzinfo=cutoff.tzinfo)) < cutoff
+               for low, _ in _row_group_ranges(path, column))
 
 
 def _may_contain(path: Path, column: str, wanted: set[Any]) -> bool:
     """False only when the file's statistics prove no row has a wanted value (or it has no such column)."""
+    low, high = min(wanted), max(wanted)
+    return any(least is None or not (most < low or least > high) for least, most in _row_group_ranges(path, column))
+
+
+def _row_group_ranges(path: Path, column: str) -> Iterable[tuple[Any, Any]]:
+    """(min, max) of `column` per row group from the Parquet footer, (None, None) where unknown; nothing
+    when the file has no such column."""
     metadata = pq.read_metadata(path)
     names = [metadata.schema.column(i).name for i in range(metadata.num_columns)]
     if column not in names:
-        return False
+        return
     index = names.index(column)
-    low, high = min(wanted), max(wanted)
     for group in range(metadata.num_row_groups):
         stats = metadata.row_group(group).column(index).statistics
-        if stats is None or not stats.has_min_max or not (stats.max < low or stats.min > high):
-            return True
-    return False
+        yield (stats.min, stats.max) if stats is not None and stats.has_min_max else (None, None)

@@ -4,7 +4,6 @@ Both are also manual: launch `retention_job` or `batch_reprocess_job` from the D
 filters in its config), or use `imago purge` and `imago reprocess` on the command line.
 """
 
-from datetime import datetime, timezone
 from typing import Callable
 
 import dagster as dg
@@ -54,13 +53,6 @@ class BatchReprocessConfig(dg.Config):
     dry_run: bool = False
 
 
-def _when(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
 def build_batch_reprocessing(asset_graph: Callable[[], object]) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
     """The batch reprocessing job and its nightly schedule. `asset_graph` gives the code location's asset
     graph (current code versions and what depends on what); it is called when the job runs."""
@@ -71,21 +63,14 @@ def build_batch_reprocessing(asset_graph: Callable[[], object]) -> tuple[dg.JobD
         """Requeue stale and failed images, oldest first, within the budget; the upload sensor runs them in
         ranged batches. Failed images are retried a bounded number of times with a growing wait, then
         dead-lettered (they stay failed, with their reason, visible in the API)."""
-        from imago_pipeline.defs.images.assets import STAGES
         from imago_pipeline.reprocessing import ReprocessFilters, apply_batch_plan, plan_batch_reprocessing
 
-        unknown = set(config.stages) - set(STAGES)
-        if unknown:
-            raise dg.Failure(f"unknown stages {sorted(unknown)}; stages: {', '.join(STAGES)}")
         cat = catalog.get()
-        tenant_id = None
-        if config.tenant:
-            match = [t for t in cat.list_clients(include_disabled=True) if t.name == config.tenant]
-            if not match:
-                raise dg.Failure(f"no tenant named {config.tenant!r}")
-            tenant_id = match[0].id
-        filters = ReprocessFilters(tenant_id=tenant_id, stages=tuple(config.stages),
-                                   created_from=_when(config.created_from), created_to=_when(config.created_to))
+        try:
+            filters = ReprocessFilters.resolve(cat, tenant=config.tenant, created_from=config.created_from,
+                                               created_to=config.created_to, stages=config.stages)
+        except ValueError as exc:
+            raise dg.Failure(str(exc)) from exc
         budget = maintenance.reprocess_budget if config.budget is None else config.budget
         plan = plan_batch_reprocessing(cat, asset_graph(), filters=filters, budget=budget,
                                        max_retries=maintenance.reprocess_max_retries, include_stale=config.stale,
