@@ -48,6 +48,30 @@ def split_new_and_known(instance, partitions_name: str, keys: list[str]) -> tupl
     return [k for k in keys if k not in existing], [k for k in keys if k in existing]
 
 
+def plan_claimed_batches(instance, partitions_name: str, taken: list[tuple[int, tuple[str, ...] | None]],
+                         batch_size: int) -> tuple[list[tuple[tuple[str, ...] | None, Batch]], list[str]]:
+    """Batches for images taken into work: [(stages to materialize or None for all, batch)], and the keys to
+    add as partitions (in this order, in one request).
+
+    Images are grouped by the stages they redo. A group's images that are not partitions yet are added
+    together, so they form ranges of their own; those that are get ranges over the existing partition order
+    that never span an image outside the group (the full partition list is read only then)."""
+    groups: dict[tuple[str, ...] | None, list[str]] = {}
+    for image_id, stages in taken:
+        groups.setdefault(stages, []).append(str(image_id))
+    new_keys: list[str] = []
+    planned: list[tuple[tuple[str, ...] | None, Batch]] = []
+    order: list[str] | None = None
+    for stages, keys in sorted(groups.items(), key=lambda item: (item[0] is not None, item[0] or ())):
+        fresh, known = split_new_and_known(instance, partitions_name, keys)
+        new_keys += fresh
+        planned += [(stages, b) for b in plan_batches(fresh, [], batch_size)]
+        if known:
+            order = order if order is not None else instance.get_dynamic_partitions(partitions_name)
+            planned += [(stages, b) for b in contiguous_batches(order, set(known), batch_size)]
+    return planned, new_keys
+
+
 def contiguous_batches(order: list[str], targets: set[str], batch_size: int) -> list[Batch]:
     """Ranged batches over existing partitions: runs of consecutive keys (in partition order) that are all
     targets, cut at `batch_size`. A range never spans an image that is not a target."""

@@ -203,7 +203,8 @@ def _check_file(job: tuple[Path, ImagoSettings]) -> tuple[Path, object]:
         return path, f"unreadable: {exc.strerror}"
 
 
-def _register_folder(folder: Path, tenant_name: str, settings: ImagoSettings, progress: Progress) -> tuple:
+def _register_folder(folder: Path, tenant_name: str, settings: ImagoSettings, progress: Progress,
+                     owner: str) -> tuple:
     from imago_pipeline.catalog import Catalog
     from imago_pipeline.parallel import map_in_processes
     from imago_pipeline.registration import CheckedUpload, store_uploads
@@ -220,7 +221,7 @@ def _register_folder(folder: Path, tenant_name: str, settings: ImagoSettings, pr
 
     def flush() -> None:
         registrations = store_uploads(catalog, store, [(c, p.name, p.read_bytes()) for p, c in pending],
-                                      tenant_id=tenant.id, status="queued")
+                                      tenant_id=tenant.id, status="queued", claim=owner)
         for (path, _), registration in zip(pending, registrations):
             report.registered.append((path, registration.image))
             report.duplicates += not registration.created
@@ -251,6 +252,8 @@ def ingest(
     details: Annotated[bool, typer.Option(help="Print a row per image")] = False,
 ) -> None:
     """Register every image under FOLDER and process it through the Dagster assets, in this process."""
+    from imago_pipeline.claims import process_claim
+    from imago_pipeline.parallel import worker_pool
     from imago_pipeline.runner import get_instance, process_images
 
     if not folder.is_dir():
@@ -259,12 +262,14 @@ def ingest(
     settings = ImagoSettings()
     started = time.perf_counter()
     columns = (TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        catalog, tenant_row, report = _register_folder(folder, tenant or settings.default_tenant, settings, progress)
+    owner = process_claim()  # if this process dies, the stranded-images sensor requeues what it held
+    with Progress(*columns, console=console, transient=False) as progress, worker_pool(settings.workers):
+        catalog, tenant_row, report = _register_folder(folder, tenant or settings.default_tenant, settings, progress,
+                                                       owner)
         todo = sorted({image.id for _, image in report.registered if image.status != "done"})
         task = progress.add_task("processing", total=len(todo))
         instance = get_instance(settings)
-        runs = process_images(todo, settings=settings, instance=instance, batch_size=batch_size,
+        runs = process_images(todo, settings=settings, instance=instance, batch_size=batch_size, owner=owner,
                               on_batch=lambda run: progress.advance(task, len(run.keys)))
     elapsed = time.perf_counter() - started
     images = catalog.images_by_id(image.id for _, image in report.registered)

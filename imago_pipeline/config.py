@@ -77,6 +77,8 @@ class ImagoSettings(BaseSettings):
     reprocess_max_retries: int = Field(default=3, ge=0, description="Automatic retries of a failed image.")
     reprocess_backoff_s: int = Field(default=6 * 3600, ge=0,
                                      description="Wait before the first retry; doubled after each retry.")
+    claim_grace_s: int = Field(default=120, ge=0, description="Age at which an image taken into work is checked: "
+                               "if its run or process is gone, it is requeued with its unfinished stages.")
 
     vision_provider: Literal["local", "gemini"] = "local"
     gemini_model: str = "gemini-2.5-flash"
@@ -104,6 +106,9 @@ class ImagoSettings(BaseSettings):
     signed_url_ttl_s: int = Field(default=900, ge=1, description="Default lifetime of a signed download link.")
     signed_url_max_ttl_s: int = Field(default=86400, ge=1)
     log_format: Literal["json", "text"] = "json"
+    public_url: str | None = Field(
+        default=None, description="Base URL of the API as clients reach it (https://images.example.com), used "
+        "to build signed download links; when unset, the request's own address (its Host header) is used.")
 
     @cached_property
     def resolved_home(self) -> Path:

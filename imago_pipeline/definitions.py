@@ -9,6 +9,7 @@ from imago_pipeline.defs.images.sensors import (
     reclassify_sensor,
     s3_drop_sensor,
     stale_reprocess_sensor,
+    stranded_images_sensor,
     upload_sensor,
 )
 from imago_pipeline.defs.maintenance.jobs import (
@@ -38,8 +39,8 @@ def build_definitions(settings: ImagoSettings | None = None) -> dg.Definitions:
                 classifier_monitoring, retention_purge, *build_sql_model_assets(settings)],
         jobs=[process_images_job, retrain_classifier_job, retention_job, batch_reprocess_job],
         schedules=[retention_schedule, nightly_reprocess_schedule],
-        sensors=[upload_sensor, drop_folder_sensor, s3_drop_sensor, stale_reprocess_sensor, reclassify_sensor,
-                 feedback_sensor, sql_models_automation],
+        sensors=[upload_sensor, stranded_images_sensor, drop_folder_sensor, s3_drop_sensor, stale_reprocess_sensor,
+                 reclassify_sensor, feedback_sensor, sql_models_automation],
         resources=build_resources(settings),
     )
 

@@ -14,7 +14,7 @@ from typing import Sequence
 from pathlib import PurePosixPath, PureWindowsPath
 
 from imago_pipeline.catalog import Catalog
-from imago_pipeline.catalog.models import Image
+from imago_pipeline.catalog.models import Image, utcnow
 from imago_pipeline.config import ImagoSettings
 from imago_pipeline.imaging.decode import ImageInfo, inspect_image
 from imago_pipeline.storage.blobs import BlobStore, original_key
@@ -55,13 +55,16 @@ def check_upload(data: bytes, settings: ImagoSettings) -> CheckedUpload:
 
 
 def _store_blob(store: BlobStore, checked: CheckedUpload, *, tenant_id: int, filename: str | None, data: bytes,
-                status: str) -> dict:
+                status: str, claim: str | None = None) -> dict:
     """Write the bytes (once per tenant and content) and return the catalog row to insert for them."""
     key = original_key(tenant_id, checked.sha256)
     if not store.exists(key):
         store.put(key, data)
-    return dict(sha256=checked.sha256, original_name=clean_filename(filename), media_type=checked.info.media_type,
-                byte_size=len(data), width=checked.info.width, height=checked.info.height, blob_key=key, status=status)
+    row = dict(sha256=checked.sha256, original_name=clean_filename(filename), media_type=checked.info.media_type,
+               byte_size=len(data), width=checked.info.width, height=checked.info.height, blob_key=key, status=status)
+    if claim is not None:  # registered straight into work (an in-process ingest): held by its process
+        row.update(claim=claim, claimed_at=utcnow())
+    return row
 
 
 def store_upload(catalog: Catalog, store: BlobStore, checked: CheckedUpload, *, tenant_id: int,
@@ -72,9 +75,11 @@ def store_upload(catalog: Catalog, store: BlobStore, checked: CheckedUpload, *, 
 
 
 def store_uploads(catalog: Catalog, store: BlobStore, uploads: Sequence[tuple[CheckedUpload, str | None, bytes]],
-                  *, tenant_id: int, status: str = "pending") -> list[Registration]:
-    """`store_upload` for a batch of (checked, filename, data): one catalog transaction for all of them."""
-    items = [_store_blob(store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
+                  *, tenant_id: int, status: str = "pending", claim: str | None = None) -> list[Registration]:
+    """`store_upload` for a batch of (checked, filename, data): one catalog transaction for all of them.
+    With `claim` (status `queued`), the images are held by that in-process worker, not the upload sensor."""
+    items = [_store_blob(store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status,
+                         claim=claim)
              for checked, filename, data in uploads]
     return [Registration(image, created) for image, created in catalog.for_tenant(tenant_id).register_images(items)]
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 import dagster as dg
 
 from imago_pipeline.batching import Batch, contiguous_batches
 from imago_pipeline.catalog import Catalog
+from imago_pipeline.claims import plan_reconciliation
 from imago_pipeline.defs.images.assets import PER_IMAGE_ASSET_KEYS, STAGES, image_partitions
 
 
@@ -114,26 +116,39 @@ class BatchPlan:
     stale: dict[int, tuple[str, ...]] = field(default_factory=dict)
     retries: dict[int, tuple[str, ...]] = field(default_factory=dict)
     dead_lettered: list[int] = field(default_factory=list)
+    # taken into work by a run (or process) that is gone: their unfinished stages, or retries run out
+    stranded: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    stranded_dead: list[int] = field(default_factory=list)
     waiting: int = 0  # failed images whose next retry is not due yet
     deferred: int = 0  # beyond the budget: left for the next night
 
     @property
     def images(self) -> int:
-        return len(self.stale) + len(self.retries)
+        return len(self.stale) + len(self.retries) + len(self.stranded)
 
 
 def plan_batch_reprocessing(catalog: Catalog, asset_graph, *, filters: ReprocessFilters, budget: int,
                             max_retries: int, include_stale: bool = True, include_failed: bool = True,
+                            claim_alive: Callable[[str], bool] | None = None, claim_grace_s: float = 120,
                             now: datetime | None = None) -> BatchPlan:
-    """Stale and failed images, oldest first, at most `budget` of them.
+    """Stranded, stale and failed images, oldest first, at most `budget` of them.
 
     A failed image is retried `max_retries` times (each retry counts one attempt and sets the earliest
     next one); past that it is dead-lettered: it stays failed with its reason and is not retried again
-    until someone asks (`POST /images/{id}/reprocess`).
+    until someone asks (`POST /images/{id}/reprocess`). With `claim_alive`, images taken into work by a run
+    or process that is gone (`claims.reconcile`) come first, with their unfinished stages.
     """
     now = now or datetime.now(timezone.utc)
     wanted = set(filters.stages or STAGES)
     plan, candidates = BatchPlan(), []  # (created_at, image_id, kind, stages)
+    if claim_alive is not None and (include_failed or include_stale):
+        stranded = plan_reconciliation(catalog.in_progress_images(claimed_before=now - timedelta(seconds=claim_grace_s)),
+                                       claim_alive, max_retries=max_retries)
+        images = catalog.images_by_id([*stranded.requeued, *stranded.dead_lettered])
+        keep = {i for i, image in images.items() if _matches(image, filters)}
+        plan.stranded_dead = [i for i in stranded.dead_lettered if i in keep]
+        candidates += [(datetime.min.replace(tzinfo=timezone.utc), i, "stranded", stages)
+                       for i, stages in stranded.requeued.items() if i in keep]
     if include_failed:
         for image, failed_stages in catalog.failed_images(tenant_id=filters.tenant_id,
                                                           created_from=filters.created_from,
@@ -156,12 +171,13 @@ def plan_batch_reprocessing(catalog: Catalog, asset_graph, *, filters: Reprocess
         for group in groups:
             for image_id in group.image_ids:
                 image = images.get(image_id)
-                if image is None or image_id in retrying or image.status == "failed" or not _matches(image, filters):
+                if (image is None or image_id in retrying or image.status != "done"
+                        or not _matches(image, filters)):
                     continue
                 candidates.append((image.created_at, image_id, "stale", group.stages))
     candidates.sort(key=lambda c: (c[0], c[1]))
     for _, image_id, kind, stages in candidates[:budget]:
-        (plan.retries if kind == "retry" else plan.stale)[image_id] = stages
+        {"retry": plan.retries, "stale": plan.stale, "stranded": plan.stranded}[kind][image_id] = stages
     plan.deferred = max(0, len(candidates) - budget)
     return plan
 
@@ -171,6 +187,8 @@ def apply_batch_plan(catalog: Catalog, plan: BatchPlan, *, backoff_s: int, now: 
     """Record retries and dead letters and requeue the planned images for the upload sensor (or, with
     `for_sensor=False`, leave the running to the caller)."""
     now = now or datetime.now(timezone.utc)
+    if plan.stranded or plan.stranded_dead:
+        catalog.requeue_stranded(plan.stranded, plan.stranded_dead)
     if plan.dead_lettered:
         catalog.dead_letter(plan.dead_lettered)
     images = catalog.images_by_id(plan.retries)
@@ -182,7 +200,7 @@ def apply_batch_plan(catalog: Catalog, plan: BatchPlan, *, backoff_s: int, now: 
 def plan_as_groups(plan: BatchPlan) -> list[StaleGroup]:
     """The planned images grouped by the stages they redo (for in-process runs)."""
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
-    for image_id, stages in sorted({**plan.stale, **plan.retries}.items()):
+    for image_id, stages in sorted({**plan.stale, **plan.retries, **plan.stranded}.items()):
         groups[stages].append(image_id)
     return [StaleGroup(stages, ids) for stages, ids in sorted(groups.items())]
 

@@ -178,8 +178,9 @@ def test_feedback_retrains_and_the_gate_promotes_better_and_refuses_worse(catalo
     resources = build_resources(settings)
 
     def sensor(fn):
-        return fn(dg.build_sensor_context(instance=dagster_instance, resources=resources,
-                                          definitions=build_definitions(settings)))
+        with dg.build_sensor_context(instance=dagster_instance, resources=resources,
+                                     definitions=build_definitions(settings)) as context:
+            return fn(context)
 
     # simulated users: the truth is the folder each photo came from
     truth = {i: ("cat" if n < 4 else "dog") for n, i in enumerate(ids)}

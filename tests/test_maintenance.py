@@ -191,7 +191,8 @@ def test_nightly_batch_requeues_stale_and_failed_oldest_first_with_retries_then_
     assert (budget_one["failed_retried"], budget_one["stale_requeued"], budget_one["deferred_past_budget"]) == (1, 0, 1)
 
     summary = run()
-    assert summary | {"budget": None} == {"stale_requeued": 1, "failed_retried": 1, "dead_lettered": 1,
+    assert summary | {"budget": None} == {"stranded_requeued": 0, "stale_requeued": 1, "failed_retried": 1,
+                                          "dead_lettered": 1,
                                           "retry_not_due": 0, "deferred_past_budget": 0, "budget": None,
                                           "dry_run": False}
     images = catalog.images_by_id(ids)
@@ -205,7 +206,8 @@ def test_nightly_batch_requeues_stale_and_failed_oldest_first_with_retries_then_
     assert images[dead_id].error == "thumbnail: decoder error"  # the reason stays
 
     # the upload sensor turns the requests into runs of just those stages; the images come back done
-    tick = upload_sensor(dg.build_sensor_context(instance=dagster_instance, resources=build_resources(settings)))
+    with dg.build_sensor_context(instance=dagster_instance, resources=build_resources(settings)) as context:
+        tick = upload_sensor(context)
     selections = {tuple(sorted(k.to_user_string() for k in r.asset_selection)) for r in tick.run_requests}
     assert selections == {("image_summary", "ocr", "vision"), tuple(images[stale_id].requeue_stages)}
     assert images[stale_id].requeue_stages == ["exif", "image_summary", "vision"]

@@ -78,9 +78,9 @@ def test_stale_sensor_asks_for_ranged_runs_of_the_stale_stages(catalog, settings
     process_images(ids, settings=settings, instance=dagster_instance)
     english = settings.model_copy(update={"ocr_languages": "eng"})
     defs = build_definitions(english)
-    context = dg.build_sensor_context(instance=dagster_instance, resources=build_resources(english),
-                                      definitions=defs)
-    result = stale_reprocess_sensor(context)
+    with dg.build_sensor_context(instance=dagster_instance, resources=build_resources(english),
+                                 definitions=defs) as context:
+        result = stale_reprocess_sensor(context)
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
     assert set(request.asset_selection) == {dg.AssetKey(k) for k in ("ocr", "vision", "image_summary")}

@@ -8,7 +8,10 @@ import time
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from imago_pipeline.defs.images.sensors import UploadCursor, drop_folder_sensor, upload_sensor
+from sqlalchemy import text
+
+from imago_pipeline.claims import CLAIM_TAG
+from imago_pipeline.defs.images.sensors import drop_folder_sensor, upload_sensor
 from imago_pipeline.defs.resources import build_resources
 from imago_pipeline.registration import register_image
 from imago_pipeline.storage.blobs import LocalBlobStore
@@ -20,8 +23,8 @@ def _sample_bytes() -> list[tuple[str, bytes]]:
 
 
 def _tick(sensor, instance, resources, cursor=None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
-    result = sensor(context)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        result = sensor(context)
     if isinstance(result, dg.SensorResult):
         for request in result.dynamic_partitions_requests or []:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -38,32 +41,57 @@ def _uploads_in_batches_of_four(catalog, settings):
     return tenant, ids, build_resources(settings)
 
 
-def test_upload_sensor_adds_partitions_and_asks_for_ranged_batches(catalog, settings, dagster_instance):
+def _claims(catalog, ids):
+    images = catalog.images_by_id(ids)
+    return {i: (images[i].status, images[i].claim) for i in ids}
+
+
+def test_upload_sensor_claims_uploads_and_asks_for_ranged_batches(catalog, settings, dagster_instance):
     _, ids, resources = _uploads_in_batches_of_four(catalog, settings)
 
     result = _tick(upload_sensor, dagster_instance, resources)
 
     assert isinstance(result, dg.SensorResult)
-    assert UploadCursor.parse(result.cursor).last_id == ids[-1]
     assert dagster_instance.get_dynamic_partitions("images") == [str(i) for i in ids]
     ranges = [(r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG])
               for r in result.run_requests]
     expected = [(str(ids[i]), str(ids[min(i + 3, len(ids) - 1)])) for i in range(0, len(ids), 4)]
     assert ranges == expected
     assert len({r.run_key for r in result.run_requests}) == len(result.run_requests)
+    # every image is taken into work under the claim its run carries, and only that run's
+    claims = _claims(catalog, ids)
+    for request in result.run_requests:
+        start, end = int(request.tags[ASSET_PARTITION_RANGE_START_TAG]), int(request.tags[ASSET_PARTITION_RANGE_END_TAG])
+        assert {claims[i] for i in ids if start <= i <= end} == {("queued", request.tags[CLAIM_TAG])}
 
-    idle = _tick(upload_sensor, dagster_instance, resources, cursor=result.cursor)
-    assert isinstance(idle, dg.SkipReason) and str(ids[-1]) in idle.skip_message
+    idle = _tick(upload_sensor, dagster_instance, resources)
+    assert isinstance(idle, dg.SkipReason) and "no pending uploads" in idle.skip_message
+
+
+def test_an_upload_that_commits_after_a_newer_one_is_still_taken(catalog, settings, dagster_instance):
+    """Work is found by status, not by "ids after the last one seen": a row that commits late (Postgres
+    hands out ids before commit) or with a lower id is taken at the next tick."""
+    tenant, ids, resources = _uploads_in_batches_of_four(catalog, settings)
+    _tick(upload_sensor, dagster_instance, resources)
+    with catalog.session() as session:  # what a transaction that committed late looks like afterwards
+        session.execute(text("UPDATE images SET status = 'pending', claim = NULL WHERE id = :id"), {"id": ids[1]})
+        session.commit()
+
+    late = _tick(upload_sensor, dagster_instance, resources)
+
+    assert [r.partition_key for r in late.run_requests] == [str(ids[1])]
+    assert _claims(catalog, [ids[1]])[ids[1]] == ("queued", late.run_requests[0].tags[CLAIM_TAG])
 
 
 def test_reprocess_requests_become_ranged_runs_once_each(catalog, settings, dagster_instance):
     tenant, ids, resources = _uploads_in_batches_of_four(catalog, settings)
-    first = _tick(upload_sensor, dagster_instance, resources)
+    _tick(upload_sensor, dagster_instance, resources)
+    catalog.finish_images(ids, [])  # as if processed (no stage required)
     scoped = catalog.for_tenant(tenant.id)
     for image_id in ids[1:4] + ids[6:7]:  # ids[1..3] are consecutive partitions, ids[6] stands alone
         assert scoped.request_reprocess(image_id).status == "requeued"
 
-    result = _tick(upload_sensor, dagster_instance, resources, cursor=first.cursor)
+    result = _tick(upload_sensor, dagster_instance, resources)
 
     assert isinstance(result, dg.SensorResult) and not result.dynamic_partitions_requests
     ranged = [(r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG])
@@ -71,11 +99,11 @@ def test_reprocess_requests_become_ranged_runs_once_each(catalog, settings, dags
     single = [r.partition_key for r in result.run_requests if r.partition_key is not None]
     assert ranged == [(str(ids[1]), str(ids[3]))] and single == [str(ids[6])]
     assert all(r.tags["imago/reprocess"] == "requested" for r in result.run_requests)
-    # The next tick does not ask again while they are still queued...
-    assert isinstance(_tick(upload_sensor, dagster_instance, resources, cursor=result.cursor), dg.SkipReason)
+    # The next tick does not ask again while they are in work...
+    assert isinstance(_tick(upload_sensor, dagster_instance, resources), dg.SkipReason)
     # ...but a new request for one of them is a new run.
     scoped.request_reprocess(ids[2])
-    again = _tick(upload_sensor, dagster_instance, resources, cursor=result.cursor)
+    again = _tick(upload_sensor, dagster_instance, resources)
     assert [r.partition_key for r in again.run_requests] == [str(ids[2])]
     assert again.run_requests[0].run_key not in {r.run_key for r in result.run_requests}
 
@@ -110,5 +138,5 @@ def test_drop_folder_sensor_registers_settled_files_and_rejects_bad_ones(catalog
     reasons = list(drop.glob(".rejected/*/notes.jpg.reason.txt"))
     assert reasons and "truncated" in reasons[0].read_text()
     tenant = catalog.get_or_create_tenant(settings.default_tenant)
-    ids = catalog.image_ids_after(0, 10)
+    ids = catalog.ids_with_status("pending")
     assert len(ids) == 1 and catalog.for_tenant(tenant.id).get_image(ids[0]).original_name == "canon.jpg"

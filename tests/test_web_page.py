@@ -25,7 +25,7 @@ def site(tmp_path):
 
 def _process_pending(app, settings) -> None:
     """What the upload sensor does under `imago serve`, done here in-process (no daemon in this test)."""
-    process_images(app.state.catalog.image_ids_after(0, limit=100), settings=settings, instance=get_instance(settings))
+    process_images(app.state.catalog.ids_with_status("pending"), settings=settings, instance=get_instance(settings))
 
 
 def _upload_through_the_page(page, path, name=None):

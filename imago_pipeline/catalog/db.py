@@ -48,13 +48,32 @@ def alembic_config(engine: Engine | None = None) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent, once per process and URL)."""
+    """Bring the schema to the newest revision (idempotent, once per process and URL).
+
+    On SQLite, foreign keys are off while migrating: a migration that rebuilds a table drops the old one,
+    and with foreign keys on that drop would cascade into every child table. They are checked afterwards.
+    """
     key = engine.url.render_as_string(hide_password=False)
+    sqlite = engine.dialect.name == "sqlite"
     with _lock:
         if key in _migrated:
             return
-        with engine.begin() as connection:
-            config = alembic_config(engine)
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        with engine.connect() as connection:
+            if sqlite:  # only outside a transaction does this pragma take effect
+                connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                connection.commit()
+            try:
+                with connection.begin():
+                    config = alembic_config(engine)
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"the migration left rows without their parent: {broken[:5]}")
+            finally:
+                if sqlite:
+                    connection.rollback()
+                    connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    connection.commit()
         _migrated.add(key)

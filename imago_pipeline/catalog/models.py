@@ -51,6 +51,7 @@ class Tenant(Base):
     default storage quota, its scopes bound what any of its keys may do."""
 
     __tablename__ = "tenants"
+    __table_args__ = {"sqlite_autoincrement": True}  # an id is never given twice (SQLite reuses the largest)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -82,6 +83,7 @@ class Image(Base):
         UniqueConstraint("tenant_id", "sha256", name="uq_images_tenant_sha256"),
         Index("ix_images_tenant_created", "tenant_id", "created_at"),
         Index("ix_images_status", "status"),
+        {"sqlite_autoincrement": True},  # an erased image's id is never given to another upload
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -104,6 +106,10 @@ class Image(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     gave_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Work in progress: the claim token of the run (or the in-process owner) that took the image, and when.
+    # Cleared when the image is done or failed; a claim whose run is gone is reconciled (`claims.py`).
+    claim: Mapped[str | None] = mapped_column(String(120))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ImageStage(Base):

@@ -39,6 +39,8 @@ from imago_pipeline.catalog.models import (
 )
 
 KEY_PREFIX = "imk_"
+CLAIMABLE = ("pending", "requeued")  # waiting for the upload sensor
+IN_PROGRESS = ("queued", "processing")  # taken into work, not finished
 ALL_SCOPES = ("images:read", "images:write", "images:delete", "ai:use", "admin")
 DEFAULT_SCOPES = ["images:read", "images:write", "ai:use"]
 
@@ -61,6 +63,7 @@ class Principal:
     scopes: tuple[str, ...]
     plan: str = "free"
     quota_bytes: int | None = None  # the client's own quota; None means its plan's
+    key_id: int | None = None  # the key used (None for the operator's key from the environment)
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,10 @@ class ImageFilters:
 
 
 class Catalog:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, *, migrated: bool = True):
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._migrated = migrated
 
     @classmethod
     def connect(cls, url: str) -> "Catalog":
@@ -101,7 +105,16 @@ class Catalog:
         migrate(engine)
         return cls(engine)
 
+    @classmethod
+    def open(cls, url: str) -> "Catalog":
+        """A catalog that connects (and migrates) on first use: a service can start while the database is
+        down, report itself unhealthy, and work as soon as the database is back."""
+        return cls(make_engine(url), migrated=False)
+
     def session(self) -> Session:
+        if not self._migrated:
+            migrate(self.engine)
+            self._migrated = True
         return self._sessions()
 
     def dispose(self) -> None:
@@ -228,8 +241,16 @@ class Catalog:
             if secrets.compare_digest(key.key_hash, digest):
                 scopes = [s for s in tenant.scopes if key.scopes is None or s in key.scopes]
                 return Principal(tenant_id=tenant.id, tenant_name=tenant.name, scopes=tuple(scopes),
-                                 plan=tenant.plan, quota_bytes=tenant.quota_bytes)
+                                 plan=tenant.plan, quota_bytes=tenant.quota_bytes, key_id=key.id)
         return None
+
+    def key_is_active(self, key_id: int, tenant_id: int) -> bool:
+        """The key exists, belongs to the tenant, is not revoked, and its client is not disabled."""
+        with self.session() as session:
+            return session.execute(
+                select(ApiKey.id).join(Tenant, Tenant.id == ApiKey.tenant_id)
+                .where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None),
+                       Tenant.disabled_at.is_(None))).first() is not None
 
     def audit(self, action: str, *, tenant_id: int | None, detail: dict[str, Any]) -> None:
         with self.session() as session:
@@ -241,24 +262,83 @@ class Catalog:
 
     # pipeline side ----------------------------------------------------------------------------------
 
-    def image_ids_after(self, after_id: int, limit: int) -> list[int]:
-        """New uploads for the sensor, oldest first."""
+    def ids_with_status(self, *statuses: str, limit: int = 1000) -> list[int]:
+        """Image ids in these statuses, oldest first (tests and operators; the sensor claims, see take_work)."""
         with self.session() as session:
-            return list(session.scalars(
-                select(Image.id).where(Image.id > after_id, Image.status == "pending").order_by(Image.id).limit(limit)
-            ))
+            return list(session.scalars(select(Image.id).where(Image.status.in_(statuses)).order_by(Image.id)
+                                        .limit(limit)))
 
-    def requeued_images(self, *, after: tuple[str, int] | None,
-                        limit: int) -> list[tuple[int, datetime, tuple[str, ...] | None]]:
-        """Images queued again (by a user or the nightly batch) since the (time, id) `after`, oldest request
-        first: [(image_id, requested_at, stages to redo or None for all)]."""
-        query = select(Image.id, Image.updated_at, Image.requeue_stages).where(Image.status == "requeued")
-        if after is not None:
-            at = datetime.fromisoformat(after[0])
-            query = query.where((Image.updated_at > at) | ((Image.updated_at == at) & (Image.id > after[1])))
+    def take_work(self, limit: int, claim: str) -> list[tuple[int, str, tuple[str, ...] | None]]:
+        """Take up to `limit` pending or requeued images into work under `claim` (so commit order cannot hide
+        an image, and two takers never get the same one). New uploads come first, oldest first, then
+        reprocessing requests. Returns [(image_id, status it had, stages to redo or None for all)]."""
+        waiting = (select(Image.id, Image.status, Image.requeue_stages).where(Image.status.in_(CLAIMABLE))
+                   .order_by(case((Image.status == "pending", 0), else_=1), Image.updated_at, Image.id).limit(limit))
+        if self.engine.dialect.name == "postgresql":
+            waiting = waiting.with_for_update(skip_locked=True)
         with self.session() as session:
-            return [(i, t, tuple(s) if s else None)
-                    for i, t, s in session.execute(query.order_by(Image.updated_at, Image.id).limit(limit))]
+            found = session.execute(waiting).all()
+            taken = {row[0] for row in session.execute(
+                update(Image).where(Image.id.in_([row[0] for row in found]), Image.status.in_(CLAIMABLE))
+                .values(status="queued", claim=claim, claimed_at=utcnow()).returning(Image.id))}
+            session.commit()
+        return sorted((image_id, status, tuple(stages) if stages else None)
+                      for image_id, status, stages in found if image_id in taken)
+
+    def assign_claims(self, taken_as: str, claims: dict[str, Sequence[int]]) -> None:
+        """Give each batch of images taken under `taken_as` the claim token of the run that will process it."""
+        with self.session() as session:
+            for claim, image_ids in claims.items():
+                session.execute(update(Image).where(Image.id.in_(list(image_ids)), Image.claim == taken_as)
+                                .values(claim=claim))
+            session.commit()
+
+    def claim_images(self, image_ids: Sequence[int], claim: str, *, owner: str | None = None) -> list[int]:
+        """Claim these images for an in-process run: any that nobody holds, or that `owner` (the process that
+        registered them) holds. Images another worker holds are left out; returns those claimed."""
+        free = Image.status.in_((*CLAIMABLE, "done", "failed")) | Image.claim.is_(None)
+        if owner:
+            free = free | (Image.claim == owner)
+        with self.session() as session:
+            rows = session.execute(
+                update(Image).where(Image.id.in_(list(image_ids)), free)
+                .values(status="queued", claim=claim, claimed_at=utcnow()).returning(Image.id)).all()
+            session.commit()
+        return sorted(row[0] for row in rows)
+
+    def in_progress_images(self, *, claimed_before: datetime) -> list[tuple[int, str | None, int, dict[str, str]]]:
+        """Images taken into work before `claimed_before` and not finished: (id, claim, attempts, {stage:
+        status})."""
+        taken = func.coalesce(Image.claimed_at, Image.updated_at)
+        with self.session() as session:
+            images = session.execute(select(Image.id, Image.claim, Image.attempts)
+                                     .where(Image.status.in_(IN_PROGRESS), taken < claimed_before)
+                                     .order_by(Image.id)).all()
+            stages: dict[int, dict[str, str]] = {}
+            for chunk in _chunks([i for i, _, _ in images], 500):
+                for image_id, stage, status in session.execute(
+                        select(ImageStage.image_id, ImageStage.stage, ImageStage.status)
+                        .where(ImageStage.image_id.in_(chunk))):
+                    stages.setdefault(image_id, {})[stage] = status
+        return [(i, claim, attempts or 0, stages.get(i, {})) for i, claim, attempts in images]
+
+    def requeue_stranded(self, requeued: dict[int, tuple[str, ...]], dead_lettered: Sequence[int]) -> None:
+        """Images whose worker is gone: back to the queue with the stages still to do (one attempt more), or
+        failed for good when their retries ran out."""
+        now = utcnow()
+        with self.session() as session:
+            for image in session.scalars(select(Image).where(Image.id.in_([*requeued, *dead_lettered]),
+                                                             Image.status.in_(IN_PROGRESS))):
+                image.attempts = (image.attempts or 0) + 1
+                image.claim = image.claimed_at = None
+                image.updated_at = now
+                if image.id in requeued:
+                    image.status, image.requeue_stages = "requeued", list(requeued[image.id])
+                else:
+                    image.status, image.gave_up_at = "failed", now
+                    image.error = (f"stranded: the runs that took it ended without finishing it "
+                                   f"{image.attempts} times")
+            session.commit()
 
     def requeue(self, stages_by_image: dict[int, tuple[str, ...] | None], *,
                 retries: dict[int, datetime] | None = None, for_sensor: bool = True) -> None:
@@ -411,9 +491,9 @@ class Catalog:
                 .group_by(ImageStage.stage, ImageStage.status).order_by(ImageStage.stage, ImageStage.status))]
 
     def stage_versions(self, stages: Sequence[str]) -> dict[int, dict[str, tuple[str, str | None]]]:
-        """{image_id: {stage: (status, code_version)}} for every image that is not pending or queued."""
+        """{image_id: {stage: (status, code_version)}} for every finished image (done or failed)."""
         with self.session() as session:
-            ids = select(Image.id).where(Image.status.in_(["done", "failed", "processing"]))
+            ids = select(Image.id).where(Image.status.in_(["done", "failed"]))  # not those in work
             result: dict[int, dict[str, tuple[str, str | None]]] = {i: {} for i in session.scalars(ids)}
             rows = session.execute(select(ImageStage.image_id, ImageStage.stage, ImageStage.status,
                                           ImageStage.code_version).where(ImageStage.stage.in_(list(stages))))
@@ -422,10 +502,15 @@ class Catalog:
                     result[image_id][stage] = (status, version)
             return result
 
-    def finish_images(self, image_ids: Sequence[int], stages: Sequence[str]) -> dict[int, Image]:
-        """Set each image's overall status from its stages: failed if any failed, done if all are done."""
+    def finish_images(self, image_ids: Sequence[int], stages: Sequence[str], *,
+                      claim: str | None = None) -> dict[int, Image]:
+        """Set each image's overall status from its stages: failed if any failed, done if all are done.
+
+        A run finishes only the images it holds (`claim`) or that nobody holds: an image taken again by
+        another run since (a new reprocessing request) is that run's to finish."""
         with self.session() as session:
-            images = {i.id: i for i in session.scalars(select(Image).where(Image.id.in_(list(image_ids))))}
+            images = {i.id: i for i in session.scalars(select(Image).where(Image.id.in_(list(image_ids))))
+                      if i.claim is None or i.claim == claim}
             stage_rows = session.scalars(
                 select(ImageStage).where(ImageStage.image_id.in_(list(images)), ImageStage.stage.in_(list(stages)))
             )
@@ -443,8 +528,15 @@ class Catalog:
                 else:
                     image.status = "processing"
                 image.processed_at, image.requeue_stages = now, None
+                if image.status != "processing":  # finished: nobody holds it any more
+                    image.claim = image.claimed_at = None
             session.commit()
             return images
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 class TenantCatalog:

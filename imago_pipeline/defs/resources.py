@@ -2,12 +2,15 @@
 
 
 import os
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import dagster as dg
 from pydantic import PrivateAttr
 
 from imago_pipeline.catalog import Catalog
 from imago_pipeline.config import ImagoSettings
+from imago_pipeline.parallel import WorkerPool, worker_pool
 from imago_pipeline.storage.blobs import BlobStore, LocalBlobStore, S3BlobStore, s3_client
 from imago_pipeline.storage.lake import Lake
 from imago_pipeline.vision.base import VisionProvider
@@ -54,6 +57,33 @@ class BlobStoreResource(dg.ConfigurableResource):
                     secret_access_key=self.s3_secret_access_key)
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class WorkerPoolResource(dg.ConfigurableResource):
+    """Worker processes for the per-image work: opened when a run starts, shut down when it ends (in a
+    `finally`), so a finished or failed run leaves no process behind."""
+
+    workers: int
+    _pool: WorkerPool | None = PrivateAttr(default=None)
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator["WorkerPoolResource"]:
+        with worker_pool(self.workers) as pool:
+            self._pool = pool
+            try:
+                yield self
+            finally:
+                self._pool = None
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], on_crash: Callable[[T], R] | None = None) -> list[R]:
+        if self._pool is None:  # called outside a run (a direct asset call in a test): a pool for this call
+            with worker_pool(self.workers) as pool:
+                return pool.map(fn, items, on_crash)
+        return self._pool.map(fn, items, on_crash)
+
+
 class LakeResource(dg.ConfigurableResource):
     """The Parquet lake root that DuckDB reads."""
 
@@ -92,6 +122,7 @@ class MaintenanceResource(dg.ConfigurableResource):
     reprocess_budget: int = 5000
     reprocess_max_retries: int = 3
     reprocess_backoff_s: int = 6 * 3600
+    claim_grace_s: int = 120
 
 
 class TrainingResource(dg.ConfigurableResource):
@@ -152,6 +183,7 @@ def build_resources(settings: ImagoSettings | None = None) -> dict[str, dg.Confi
                                   else settings.s3_secret_access_key.get_secret_value()
                                   if settings.s3_secret_access_key else None)),
         "lake": LakeResource(root=str(settings.lake_root)),
+        "worker_pool": WorkerPoolResource(workers=settings.workers),
         "settings": SettingsResource(
             drop_dir=str(settings.drop_root), default_tenant=settings.default_tenant,
             batch_size=settings.batch_size, workers=settings.workers, max_pixels=settings.max_pixels,
@@ -161,7 +193,8 @@ def build_resources(settings: ImagoSettings | None = None) -> dict[str, dg.Confi
         "maintenance": MaintenanceResource(
             inference_log_retention_days=settings.inference_log_retention_days,
             feedback_retention_days=settings.feedback_retention_days, reprocess_budget=settings.reprocess_budget,
-            reprocess_max_retries=settings.reprocess_max_retries, reprocess_backoff_s=settings.reprocess_backoff_s),
+            reprocess_max_retries=settings.reprocess_max_retries, reprocess_backoff_s=settings.reprocess_backoff_s,
+            claim_grace_s=settings.claim_grace_s),
         "training": TrainingResource(
             training_data=str(settings.training_data or ""), validation_data=str(settings.validation_data or ""),
             model_cache_dir=str(settings.resolved_home / "models"), retrain_min_feedback=settings.retrain_min_feedback,

@@ -24,6 +24,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps
 
 from imago_pipeline.catalog import Catalog, CheckOutcome, StageOutcome
+from imago_pipeline.claims import CLAIM_TAG
 from imago_pipeline.catalog.models import Classification, Exif, Image, Ocr, Thumbnail, Vision, utcnow
 from imago_pipeline.config import ImagoSettings
 from imago_pipeline.defs.resources import (
@@ -32,10 +33,10 @@ from imago_pipeline.defs.resources import (
     LakeResource,
     SettingsResource,
     VisionResource,
+    WorkerPoolResource,
 )
 from imago_pipeline.imaging.exif import EXIF_FIELDS
 from imago_pipeline.imaging.ocr import OCR_LOGIC_VERSION, tesseract_version
-from imago_pipeline.parallel import map_in_processes
 from imago_pipeline.stages import StageInput, StageResult, exif_stage, ocr_stage, thumbnail_stage, worker_crashed
 from imago_pipeline.vision.base import PROMPT_VERSION, VisionContext, VisionError, VisionOutput
 
@@ -190,8 +191,8 @@ class Batch:
 
 
 def _in_parallel(work: Callable[[StageInput], StageResult], items: list[StageInput],
-                 settings: SettingsResource) -> list[StageResult]:
-    return map_in_processes(work, items, settings.workers, on_crash=worker_crashed)
+                 pool: WorkerPoolResource) -> list[StageResult]:
+    return pool.map(work, items, on_crash=worker_crashed)
 
 
 def exif_plausibility(record: dict[str, Any], now: datetime) -> str | None:
@@ -225,11 +226,11 @@ def build_image_assets(settings: ImagoSettings) -> list[dg.AssetsDefinition]:
                                              description="Capture dates and GPS coordinates are plausible")],
               **_PER_IMAGE)
     def exif(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs: BlobStoreResource,
-             lake: LakeResource, settings: SettingsResource) -> dg.MaterializeResult:
+             lake: LakeResource, settings: SettingsResource, worker_pool: WorkerPoolResource) -> dg.MaterializeResult:
         """Camera metadata (make, model, lens, exposure, capture date with its UTC offset, GPS, orientation)
         read from the original file into the catalog's `exif` table and the lake's `exif` dataset."""
         batch = Batch(context, catalog.get(), "exif", versions["exif"])
-        results = _in_parallel(exif_stage, batch.inputs(blobs, settings), settings)
+        results = _in_parallel(exif_stage, batch.inputs(blobs, settings), worker_pool)
         now = utcnow()
         rows = [{"image_id": r.image_id, "tenant_id": r.tenant_id, "extracted_at": now, **r.value.to_dict()}
                 for r in results if r.ok]
@@ -248,10 +249,11 @@ def build_image_assets(settings: ImagoSettings) -> list[dg.AssetsDefinition]:
                                              description="Every stored thumbnail decodes at its recorded size")],
               **_PER_IMAGE)
     def thumbnail(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs: BlobStoreResource,
-                  lake: LakeResource, settings: SettingsResource) -> dg.MaterializeResult:
+                  lake: LakeResource, settings: SettingsResource,
+                  worker_pool: WorkerPoolResource) -> dg.MaterializeResult:
         """An upright (EXIF-orientation-corrected) JPEG of at most 256 px, stored as a blob."""
         batch = Batch(context, catalog.get(), "thumbnail", versions["thumbnail"])
-        results = _in_parallel(thumbnail_stage, batch.inputs(blobs, settings), settings)
+        results = _in_parallel(thumbnail_stage, batch.inputs(blobs, settings), worker_pool)
         now = utcnow()
         rows = [{"image_id": r.image_id, "tenant_id": r.tenant_id, "blob_key": r.value.blob_key,
                  "width": r.value.width, "height": r.value.height, "byte_size": r.value.byte_size,
@@ -278,13 +280,14 @@ def build_image_assets(settings: ImagoSettings) -> list[dg.AssetsDefinition]:
                                              description="Every text found has a word confidence")],
               **_PER_IMAGE)
     def ocr(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs: BlobStoreResource,
-            lake: LakeResource, settings: SettingsResource, vision_provider: VisionResource) -> dg.MaterializeResult:
+            lake: LakeResource, settings: SettingsResource, vision_provider: VisionResource,
+            worker_pool: WorkerPoolResource) -> dg.MaterializeResult:
         """Text in the image (Tesseract, one process per core, pages turned upright first), with mean word
         confidence, language and word boxes. Photos without text cost one small probe pass. When the
         confidence is low and a remote vision provider is configured, it re-reads the text (`engine` says who
         read it)."""
         batch = Batch(context, catalog.get(), "ocr", versions["ocr"])
-        results = _in_parallel(ocr_stage, batch.inputs(blobs, settings), settings)
+        results = _in_parallel(ocr_stage, batch.inputs(blobs, settings), worker_pool)
         provider = vision_provider.get_provider()
         now = utcnow()
         rows, fallbacks = [], 0
@@ -431,7 +434,7 @@ def build_image_assets(settings: ImagoSettings) -> list[dg.AssetsDefinition]:
         lake's `images` dataset: one row per image and batch, without file names."""
         started = time.perf_counter()
         ids = [int(key) for key in context.partition_keys]
-        images = catalog.get().finish_images(ids, STAGES)
+        images = catalog.get().finish_images(ids, STAGES, claim=context.run.tags.get(CLAIM_TAG))
         files = lake.get().write_batch(
             "images",
             [{**_images_lake_row(i), "tenant_id": i.tenant_id, "date": i.created_at.date(), "run_id": context.run_id}

@@ -1,25 +1,26 @@
-"""Sensors that turn new uploads into batched runs.
+"""Sensors that turn new uploads into batched runs, and make sure every image taken into work is finished.
 
-`upload_sensor` is the single way into the pipeline: it reads new `pending` images from the catalog
-(cursor = last image id seen), adds them as `images` partitions and asks for one ranged run per batch, so
-bulk uploads pay Dagster's per-run overhead once per batch, not once per image. The drop-folder sensor
-only registers files in the catalog; the upload sensor does the rest.
+`upload_sensor` is the single way into the pipeline: it takes `pending` (new) and `requeued` (reprocess)
+images into work in one catalog transaction, adds them as `images` partitions and asks for one ranged run
+per batch, so bulk uploads pay Dagster's per-run overhead once per batch, not once per image. Each run
+carries the claim token of its images. `stranded_images_sensor` requeues images whose run or process is
+gone. The drop-folder sensors only register files in the catalog; the upload sensor does the rest.
 """
 
 
 import hashlib
-import json
 import shutil
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 
-from imago_pipeline.batching import contiguous_batches, plan_batches, split_new_and_known
+from imago_pipeline.batching import plan_claimed_batches
+from imago_pipeline.claims import CLAIM_TAG, reconcile, run_claim
+from imago_pipeline.dagster_internals import claim_alive
 from imago_pipeline.defs.images.assets import image_partitions, process_images_job
-from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, SettingsResource
+from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, MaintenanceResource, SettingsResource
 from imago_pipeline.imaging.decode import InvalidImage
 from imago_pipeline.registration import register_image
 
@@ -29,60 +30,47 @@ MAX_RUNS_PER_TICK = 20
 @dg.sensor(job=process_images_job, minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)
 def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
                   settings: SettingsResource) -> dg.SensorResult | dg.SkipReason:
-    """New pending images -> `images` partitions -> one run per batch of `batch_size` images; images a
-    user asked to reprocess (status `requeued`) go the same way."""
-    cursor = UploadCursor.parse(context.cursor)
-    limit = settings.batch_size * MAX_RUNS_PER_TICK
-    ids = catalog.get().image_ids_after(cursor.last_id, limit=limit)
-    requeued = catalog.get().requeued_images(after=cursor.requeued, limit=limit)
-    if not ids and not requeued:
-        return dg.SkipReason(f"no new images after id {cursor.last_id} and no reprocessing requests")
-    keys = [str(i) for i in ids]
-    new_keys, known_keys = split_new_and_known(context.instance, image_partitions.name, keys)
-    requests = [dg.RunRequest(run_key=f"{b.run_key}-after-{cursor.last_id}", tags=b.tags,
-                              partition_key=b.partition_key)
-                for b in plan_batches(new_keys, known_keys, settings.batch_size)]
-    if requeued:
-        re_new, _ = split_new_and_known(context.instance, image_partitions.name, [str(i) for i, _, _ in requeued])
-        new_keys += re_new  # added after this tick's new uploads, in one request
-        order = context.instance.get_dynamic_partitions(image_partitions.name) + new_keys  # the order once added
-        last_id, last_at, _ = requeued[-1]
-        by_stages: dict[tuple[str, ...] | None, set[str]] = {}
-        for image_id, _, stages in requeued:
-            by_stages.setdefault(stages, set()).add(str(image_id))
-        for stages, targets in by_stages.items():  # one group per set of stages to redo
-            for b in contiguous_batches(order, targets, settings.batch_size):
-                requests.append(dg.RunRequest(
-                    run_key=f"requeue-{'+'.join(stages or ('all',))}-{b.run_key}-{last_at.timestamp()}",
-                    partition_key=b.partition_key, tags={**b.tags, "imago/reprocess": "requested"},
-                    asset_selection=[dg.AssetKey(s) for s in stages] if stages else None))
-        cursor = UploadCursor(cursor.last_id, (last_at.isoformat(), last_id))
-    context.log.info(f"{len(keys)} new and {len(requeued)} requeued images in {len(requests)} runs")
+    """New uploads (`pending`) and reprocessing requests (`requeued`) -> taken into work in one transaction
+    -> `images` partitions -> one ranged run per batch of `batch_size` images, each with its claim token."""
+    cat = catalog.get()
+    taken_as = run_claim()
+    taken = cat.take_work(settings.batch_size * MAX_RUNS_PER_TICK, taken_as)
+    if not taken:
+        return dg.SkipReason("no pending uploads and no reprocessing requests")
+    requeued = {image_id for image_id, status, _ in taken if status == "requeued"}
+    planned, new_keys = plan_claimed_batches(context.instance, image_partitions.name,
+                                             [(image_id, stages) for image_id, _, stages in taken],
+                                             settings.batch_size)
+    requests, claims = [], {}
+    for stages, batch in planned:
+        claim = run_claim()
+        claims[claim] = [int(key) for key in batch.keys]
+        tags = {**batch.tags, CLAIM_TAG: claim}
+        if requeued & set(claims[claim]):
+            tags["imago/reprocess"] = "requested"
+        requests.append(dg.RunRequest(run_key=claim, tags=tags, partition_key=batch.partition_key,
+                                      asset_selection=[dg.AssetKey(s) for s in stages] if stages else None))
+    cat.assign_claims(taken_as, claims)
+    context.log.info(f"{len(taken) - len(requeued)} new and {len(requeued)} requeued images in {len(requests)} runs")
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[image_partitions.build_add_request(new_keys)] if new_keys else [],
-        cursor=UploadCursor(ids[-1] if ids else cursor.last_id, cursor.requeued).serialize(),
     )
 
 
-@dataclass(frozen=True)
-class UploadCursor:
-    """The last new image id seen, and the (time, id) of the last reprocessing request handled."""
-
-    last_id: int = 0
-    requeued: tuple[str, int] | None = None
-
-    @classmethod
-    def parse(cls, raw: str | None) -> "UploadCursor":
-        if not raw:
-            return cls()
-        if raw.isdigit():  # the cursor before reprocessing requests existed
-            return cls(int(raw))
-        data = json.loads(raw)
-        return cls(int(data["last_id"]), tuple(data["requeued"]) if data.get("requeued") else None)
-
-    def serialize(self) -> str:
-        return json.dumps({"last_id": self.last_id, "requeued": list(self.requeued) if self.requeued else None})
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+def stranded_images_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                           maintenance: MaintenanceResource) -> dg.SkipReason:
+    """Images taken into work whose run ended without finishing them (a killed run worker, a crash of the
+    whole service, a run request that never became a run) go back to the queue with only their unfinished
+    stages; each time counts one attempt, and past the retry limit the image is dead-lettered."""
+    plan = reconcile(catalog.get(), lambda claim: claim_alive(context.instance, claim),
+                     max_retries=maintenance.reprocess_max_retries, grace_s=maintenance.claim_grace_s)
+    if plan.images:
+        context.log.warning(f"{len(plan.requeued)} stranded images requeued, {len(plan.dead_lettered)} "
+                            "dead-lettered (their retries ran out)")
+    return dg.SkipReason(f"{len(plan.requeued)} stranded images requeued, {len(plan.dead_lettered)} dead-lettered; "
+                         f"{plan.alive_claims} claims in progress")
 
 
 @dg.sensor(job=process_images_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED)

@@ -63,6 +63,7 @@ def build_batch_reprocessing(asset_graph: Callable[[], object]) -> tuple[dg.JobD
         """Requeue stale and failed images, oldest first, within the budget; the upload sensor runs them in
         ranged batches. Failed images are retried a bounded number of times with a growing wait, then
         dead-lettered (they stay failed, with their reason, visible in the API)."""
+        from imago_pipeline.dagster_internals import claim_alive
         from imago_pipeline.reprocessing import ReprocessFilters, apply_batch_plan, plan_batch_reprocessing
 
         cat = catalog.get()
@@ -74,16 +75,19 @@ def build_batch_reprocessing(asset_graph: Callable[[], object]) -> tuple[dg.JobD
         budget = maintenance.reprocess_budget if config.budget is None else config.budget
         plan = plan_batch_reprocessing(cat, asset_graph(), filters=filters, budget=budget,
                                        max_retries=maintenance.reprocess_max_retries, include_stale=config.stale,
-                                       include_failed=config.failed)
+                                       include_failed=config.failed, claim_grace_s=maintenance.claim_grace_s,
+                                       claim_alive=lambda claim: claim_alive(context.instance, claim))
         if not config.dry_run:
             apply_batch_plan(cat, plan, backoff_s=maintenance.reprocess_backoff_s)
-        summary = {"stale_requeued": len(plan.stale), "failed_retried": len(plan.retries),
-                   "dead_lettered": len(plan.dead_lettered), "retry_not_due": plan.waiting,
+        summary = {"stranded_requeued": len(plan.stranded), "stale_requeued": len(plan.stale),
+                   "failed_retried": len(plan.retries),
+                   "dead_lettered": len(plan.dead_lettered) + len(plan.stranded_dead), "retry_not_due": plan.waiting,
                    "deferred_past_budget": plan.deferred, "budget": budget, "dry_run": config.dry_run}
         context.log.info(", ".join(f"{k}={v}" for k, v in summary.items()))
         return dg.Output(summary, metadata={
             **summary,
-            "dead_lettered_image_ids": dg.MetadataValue.text(",".join(map(str, plan.dead_lettered[:200])))})
+            "dead_lettered_image_ids": dg.MetadataValue.text(
+                ",".join(map(str, (plan.dead_lettered + plan.stranded_dead)[:200])))})
 
     @dg.job(description="Requeue stale and failed images (filters in the config: tenant, dates, stages, budget)",
             tags={"imago/kind": "maintenance"})

@@ -1,0 +1,108 @@
+"""Who is working on which image, and what to do when that worker is gone.
+
+Work is found by status, never by "ids after the last one seen" (ids commit out of order on Postgres and
+were reused on SQLite). The upload sensor takes `pending` and `requeued` images into runs in one
+transaction and stamps each with a claim token; a run carries its token as a tag. `imago ingest` claims
+its images for its own process. An image is finished (done or failed) by its run's `image_summary`, which
+clears the claim.
+
+A claim is *dead* when nothing will ever finish it: its runs all ended (and no automatic retry is coming),
+it never became a run, or the process that owned it is gone. `reconcile` requeues the images of dead claims
+with only their unfinished stages, counting an attempt each time; past the retry limit an image is
+dead-lettered (failed, with the reason), like a failed image of the nightly reprocessing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable
+
+import psutil
+
+CLAIM_TAG = "imago/claim"  # on every run that processes claimed images
+OWNER_TAG = "imago/owner"  # on in-process runs: the process that executes them
+RUN_PREFIX, PROCESS_PREFIX = "run:", "proc:"
+STAGES = ("exif", "thumbnail", "ocr", "classification", "vision")
+SUMMARY = "image_summary"
+# Within one image: vision reads every other stage's result, and the summary reads all of them.
+_DOWNSTREAM = {stage: (stage, "vision", SUMMARY) for stage in STAGES} | {"vision": ("vision", SUMMARY)}
+
+
+def run_claim() -> str:
+    """A fresh token for one run's images."""
+    return RUN_PREFIX + uuid.uuid4().hex
+
+
+def process_claim(pid: int | None = None) -> str:
+    """A token naming this process (host, pid and start time, so a reused pid is not mistaken for it)."""
+    process = psutil.Process(pid or os.getpid())
+    return f"{PROCESS_PREFIX}{socket.gethostname()}:{process.pid}:{process.create_time():.2f}"
+
+
+def process_alive(token: str) -> bool | None:
+    """Whether the process a `process_claim` names still runs; None when it ran on another host."""
+    host, pid, started = token.removeprefix(PROCESS_PREFIX).rsplit(":", 2)
+    if host != socket.gethostname():
+        return None
+    try:
+        return abs(psutil.Process(int(pid)).create_time() - float(started)) < 1.0
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+def unfinished_stages(stage_status: dict[str, str]) -> tuple[str, ...]:
+    """The stages not done yet (missing or failed) and what depends on them, in pipeline order; just the
+    summary when every stage is done."""
+    todo = {SUMMARY}
+    for stage in STAGES:
+        if stage_status.get(stage) != "done":
+            todo.update(_DOWNSTREAM[stage])
+    return tuple(s for s in (*STAGES, SUMMARY) if s in todo)
+
+
+@dataclass
+class Reconciliation:
+    requeued: dict[int, tuple[str, ...]] = field(default_factory=dict)  # image id -> stages to redo
+    dead_lettered: list[int] = field(default_factory=list)
+    alive_claims: int = 0  # claims examined and found alive
+
+    @property
+    def images(self) -> int:
+        return len(self.requeued) + len(self.dead_lettered)
+
+
+def plan_reconciliation(in_progress: Iterable[tuple[int, str | None, int, dict[str, str]]],
+                        claim_alive: Callable[[str], bool], *, max_retries: int) -> Reconciliation:
+    """`in_progress`: (image id, claim, attempts so far, {stage: status}) of images taken into work long
+    enough ago. Images of dead claims are requeued with their unfinished stages, or dead-lettered once
+    `max_retries` attempts were made."""
+    plan = Reconciliation()
+    verdicts: dict[str | None, bool] = {}
+    for image_id, claim, attempts, stages in in_progress:
+        if claim not in verdicts:
+            verdicts[claim] = claim is not None and claim_alive(claim)
+            plan.alive_claims += verdicts[claim]
+        if verdicts[claim]:
+            continue
+        if attempts >= max_retries:
+            plan.dead_lettered.append(image_id)
+        else:
+            plan.requeued[image_id] = unfinished_stages(stages)
+    return plan
+
+
+def reconcile(catalog, claim_alive: Callable[[str], bool], *, max_retries: int, grace_s: float,
+              dry_run: bool = False, now: datetime | None = None) -> Reconciliation:
+    """Find images whose claim is dead and requeue (or dead-letter) them; `grace_s` leaves young claims
+    alone (a run request takes a moment to become a run)."""
+    now = now or datetime.now(timezone.utc)
+    plan = plan_reconciliation(catalog.in_progress_images(claimed_before=now - timedelta(seconds=grace_s)),
+                               claim_alive, max_retries=max_retries)
+    if not dry_run and plan.images:
+        catalog.requeue_stranded(plan.requeued, plan.dead_lettered)
+    return plan
+
