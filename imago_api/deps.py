@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, Request, Response, Security
+from fastapi import Depends, Path, Request, Response, Security
 from fastapi.security import APIKeyHeader
 
 from imago_api.errors import MissingScope, NotAuthenticated, RateLimited
@@ -19,6 +19,12 @@ from imago_pipeline.storage.blobs import BlobStore
 from imago_pipeline.storage.lake import Lake
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your API key")
+
+# Ids are 32-bit integers in the catalog (Postgres INTEGER): a larger one names nothing and is refused (422)
+# before it reaches the database, where it would overflow.
+MAX_ID = 2**31 - 1
+ImageId = Annotated[int, Path(ge=1, le=MAX_ID, description="The image's id")]
+ClientId = Annotated[int, Path(ge=1, le=MAX_ID, description="The client's id")]
 
 
 def get_settings(request: Request) -> ImagoSettings:

@@ -31,7 +31,7 @@ def create_app(settings: ImagoSettings | None = None) -> FastAPI:
     configure_logging(settings.log_format)
     app = FastAPI(title="Imago", version="0.2.0", description=DESCRIPTION)
     app.state.settings = settings
-    app.state.catalog = Catalog.connect(settings.catalog_url)
+    app.state.catalog = Catalog.open(settings.catalog_url)  # the API starts (unhealthy) with the database down
     app.state.blobs = build_blob_store(settings)
     app.state.lake = Lake(settings.lake_root)
     secret = settings.signing_secret.get_secret_value() if settings.signing_secret is not None else ""

@@ -61,11 +61,16 @@ def test_pipeline_and_api_on_s3_blobs(s3_settings):
         assert f"blobs/tenants/1/thumbnails/{image['id']}.jpg" in keys
         assert not s3_settings.blob_root.exists()  # nothing on the local disk
 
+        # the API decides (signed, revocable link), S3 serves the bytes (a redirect to a short presigned URL)
         link = client.get(f"/images/{image['id']}/download-url").json()["url"]
-        assert link.startswith(s3_settings.s3_endpoint_url) and "X-Amz-Signature=" in link  # presigned by S3
-        assert httpx.get(link).content == data
+        redirect = httpx.get(link)
+        assert redirect.status_code == 307
+        target = redirect.headers["location"]
+        assert target.startswith(s3_settings.s3_endpoint_url) and "X-Amz-Signature=" in target  # presigned by S3
+        assert "Expires=60" in target or "X-Amz-Expires=60" in target
+        assert httpx.get(link, follow_redirects=True).content == data
         thumb = client.get(f"/images/{image['id']}/thumbnail-url").json()["url"]
-        assert httpx.get(thumb).headers["content-type"] == "image/jpeg"
+        assert httpx.get(thumb, follow_redirects=True).headers["content-type"] == "image/jpeg"
 
         assert client.delete(f"/images/{image['id']}").status_code == 204
         # original and thumbnail erased from the bucket; the registry's model artifact stays
@@ -85,7 +90,8 @@ def test_s3_drop_sensor_registers_objects_and_rejects_bad_ones(s3_settings, cata
     client.put_object(Bucket=bucket, Key="drop/huge.jpg", Body=b"\xff\xd8\xff" + b"0" * 2_000_000)
     client.put_object(Bucket=bucket, Key="drop/.hidden/skip.jpg", Body=b"x")
 
-    result = s3_drop_sensor(dg.build_sensor_context(instance=dagster_instance, resources=resources))
+    with dg.build_sensor_context(instance=dagster_instance, resources=resources) as context:
+        result = s3_drop_sensor(context)
 
     assert "registered 2 objects, rejected 2" in result.skip_message
     keys = sorted(o["Key"] for o in iter_s3_objects(client, bucket, "drop/"))
@@ -97,9 +103,10 @@ def test_s3_drop_sensor_registers_objects_and_rejects_bad_ones(s3_settings, cata
     reason = client.get_object(Bucket=bucket, Key=next(k for k in rejected if k.endswith("huge.jpg.reason.txt")))
     assert b"over the limit" in reason["Body"].read()
     assert "drop/.hidden/skip.jpg" in keys and not [k for k in keys if k.count("/") == 1]
-    pending = catalog.image_ids_after(0, limit=10)
+    pending = catalog.ids_with_status("pending")
     assert len(pending) == 2
     names = {catalog.images_by_id(pending)[i].original_name for i in pending}
     assert names == {"canon.jpg", "nikon.jpg"}
-    again = s3_drop_sensor(dg.build_sensor_context(instance=dagster_instance, resources=resources))
+    with dg.build_sensor_context(instance=dagster_instance, resources=resources) as context:
+        again = s3_drop_sensor(context)
     assert "nothing under" in again.skip_message

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, StringConstraints
 
 from imago_api.deps import SettingsDep, require_scope
-from imago_api.errors import ApiError
+from imago_api.errors import AUTHENTICATED, ApiError, ErrorOut, responses
 from imago_pipeline.textai.extract import NoText, extract_text
 from imago_pipeline.textai.fetch import (
     FetchFailed,
@@ -26,7 +26,7 @@ from imago_pipeline.textai.fetch import (
 from imago_pipeline.vision.base import TaskDraft, VisionError, VisionProvider
 from imago_pipeline.vision.factory import provider_from_settings
 
-router = APIRouter(prefix="/ai", tags=["ai"])
+router = APIRouter(prefix="/ai", tags=["ai"], responses=responses(*AUTHENTICATED))
 
 USE = require_scope("ai:use")
 
@@ -87,10 +87,9 @@ async def _ask(call: Callable[..., Any], *args: Any) -> Any:
 
 @router.post("/summarize", response_model=SummaryOut, dependencies=[USE],
              summary="Summarise a web page in a few sentences (scope ai:use)",
-             responses={400: {"description": "URL refused: scheme, or a private or internal address"},
-                        422: {"description": "Not HTML or plain text, too large, or no text"},
-                        502: {"description": "The page or the provider failed"},
-                        504: {"description": "The page took too long"}})
+             responses={**responses(502, 504),
+                        400: {"model": ErrorOut, "description": "URL refused: scheme, or a private or internal address"},
+                        422: {"model": ErrorOut, "description": "Not HTML or plain text, too large, or no text"}})
 async def summarize(body: SummarizeIn, settings: SettingsDep, provider: ProviderDep) -> SummaryOut:
     """Fetch the page (http/https, at most `ai_fetch_max_bytes`, `ai_fetch_timeout_s` and
     `ai_fetch_max_redirects`, never a private or internal address), keep the text a person reads, and
@@ -112,7 +111,7 @@ async def summarize(body: SummarizeIn, settings: SettingsDep, provider: Provider
 
 @router.post("/draft-task", response_model=TaskDraftOut, dependencies=[USE],
              summary="Draft a structured task from a request in plain words (scope ai:use)",
-             responses={502: {"description": "The provider failed"}})
+             responses=responses(502))
 async def draft_task(body: DraftTaskIn, provider: ProviderDep) -> TaskDraftOut:
     """Title, priority, due date, tags and checklist, read from the request by the configured provider."""
     draft = await _ask(provider.draft_task, body.description, body.today or date.today())

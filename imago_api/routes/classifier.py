@@ -10,8 +10,8 @@ from fastapi import APIRouter, File, Request, Response, UploadFile, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from imago_api.deps import BlobStoreDep, CatalogDep, PrincipalDep, SettingsDep, TenantDep, require_scope
-from imago_api.errors import UPLOAD_STATUS, ApiError, InvalidUpload, NotFound
+from imago_api.deps import BlobStoreDep, CatalogDep, ImageId, PrincipalDep, SettingsDep, TenantDep, require_scope
+from imago_api.errors import AUTHENTICATED, UPLOAD_STATUS, ApiError, InvalidUpload, NotFound, responses
 from imago_pipeline.imaging.decode import InvalidImage, inspect_image
 
 router = APIRouter(tags=["classification"])
@@ -40,9 +40,9 @@ class PredictionOut(BaseModel):
 
 
 @router.post("/images/{image_id}/feedback", response_model=FeedbackOut, status_code=status.HTTP_201_CREATED,
-             dependencies=[require_scope("images:write")],
+             dependencies=[require_scope("images:write")], responses=responses(*AUTHENTICATED, 404, 409),
              summary="Say whether the classification was right (scope images:write)")
-def give_feedback(image_id: int, body: FeedbackIn, tenant: TenantDep, request: Request) -> FeedbackOut:
+def give_feedback(image_id: ImageId, body: FeedbackIn, tenant: TenantDep, request: Request) -> FeedbackOut:
     """Stored with its time (kept for the feedback retention period) and used by the next retraining."""
     if tenant.get_image(image_id) is None:
         raise NotFound(f"image {image_id} not found")
@@ -56,6 +56,7 @@ def give_feedback(image_id: int, body: FeedbackIn, tenant: TenantDep, request: R
 
 
 @router.post("/api/predict", response_model=PredictionOut, dependencies=[require_scope("ai:use")],
+             responses=responses(*AUTHENTICATED, 400, 413, 415),
              summary="Classify an uploaded image without storing it (scope ai:use)")
 def predict(request: Request, principal: PrincipalDep, catalog: CatalogDep, blobs: BlobStoreDep, settings: SettingsDep,
             file: Annotated[UploadFile, File(description="The image")]) -> PredictionOut:
@@ -86,7 +87,7 @@ def predict(request: Request, principal: PrincipalDep, catalog: CatalogDep, blob
                          model_version=model.version, latency_ms=round(latency, 1))
 
 
-@router.get("/metrics", include_in_schema=True, tags=["operations"],
+@router.get("/metrics", include_in_schema=True, tags=["operations"], responses=responses(503),
             summary="Prometheus metrics (no key needed; expose only to your monitoring network)")
 def metrics(request: Request) -> Response:
     """Requests, latencies, uploads and bytes, predictions, feedback agreement, and per-stage pipeline

@@ -5,19 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, Field, field_validator
 
-from imago_api.deps import CatalogDep, SettingsDep, require_scope
-from imago_api.errors import ApiError, Conflict, NotFound
+from imago_api.deps import ClientId, CatalogDep, SettingsDep, require_scope
+from imago_api.errors import AUTHENTICATED, ApiError, Conflict, NotFound, responses
 from imago_pipeline.catalog.models import Tenant
 from imago_pipeline.catalog.repository import ALL_SCOPES, DEFAULT_SCOPES, ClientExists
 from imago_pipeline.config import ImagoSettings
 
-router = APIRouter(prefix="/auth/clients", tags=["clients"], dependencies=[require_scope("admin")])
+router = APIRouter(prefix="/auth/clients", tags=["clients"], dependencies=[require_scope("admin")],
+                   responses=responses(*AUTHENTICATED, 404, 409))
 
 Scope = str
-ClientId = Annotated[int, Path(ge=1)]
 
 
 def _check_scopes(scopes: list[str]) -> list[str]:

@@ -13,13 +13,15 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from imago_api.deps import BlobStoreDep, CatalogDep, SettingsDep, require_scope
+from imago_api.errors import AUTHENTICATED, responses
 from imago_api.schemas import HealthOut
 
 router = APIRouter(tags=["operations"])
 DAEMON_STALE_S = 60  # Dagster's daemons beat every 20-30 s
 
 
-@router.get("/health", response_model=HealthOut, summary="Liveness and catalog reachability (no key needed)")
+@router.get("/health", response_model=HealthOut, summary="Liveness and catalog reachability (no key needed)",
+            responses={503: {"model": HealthOut, "description": "The catalog database cannot be reached"}})
 def health(catalog: CatalogDep):
     try:
         with catalog.engine.connect() as connection:
@@ -37,6 +39,7 @@ class CheckResult(BaseModel):
 
 class DetailedHealthOut(BaseModel):
     status: str
+    failed: list[str]  # the dependencies in error
     checks: dict[str, CheckResult]
 
 
@@ -51,7 +54,9 @@ def _timed(check: Callable[[], tuple[str, str]]) -> CheckResult:
 
 @router.get("/health/detailed", response_model=DetailedHealthOut, dependencies=[require_scope("admin")],
             summary="Catalog, Dagster, blob store, Tesseract and production model, each with latency (scope admin)",
-            responses={503: {"description": "At least one dependency is in error"}})
+            responses={**responses(*AUTHENTICATED),
+                       503: {"model": DetailedHealthOut, "description": "A dependency is in error: `failed` names "
+                             "it (or, with a client's key, `catalog_unavailable`: the key cannot be checked)"}})
 def health_detailed(request: Request, catalog: CatalogDep, blobs: BlobStoreDep, settings: SettingsDep):
     def check_catalog():
         with catalog.engine.connect() as connection:
@@ -101,5 +106,6 @@ def health_detailed(request: Request, catalog: CatalogDep, blobs: BlobStoreDep, 
         ("tesseract", check_tesseract), ("production_model", check_model)]}
     statuses = {c.status for c in checks.values()}
     overall = "error" if "error" in statuses else "degraded" if "degraded" in statuses else "ok"
-    body = DetailedHealthOut(status=overall, checks=checks)
+    body = DetailedHealthOut(status=overall, failed=sorted(n for n, c in checks.items() if c.status == "error"),
+                             checks=checks)
     return JSONResponse(body.model_dump(), status_code=503 if overall == "error" else 200)

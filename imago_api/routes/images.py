@@ -8,7 +8,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
 
 from imago_api.deps import (
+    MAX_ID,
     BlobStoreDep,
+    ImageId,
     CatalogDep,
     LakeDep,
     PrincipalDep,
@@ -17,7 +19,7 @@ from imago_api.deps import (
     effective_quota,
     require_scope,
 )
-from imago_api.errors import UPLOAD_STATUS, InvalidUpload, NotFound
+from imago_api.errors import AUTHENTICATED, UPLOAD_STATUS, InvalidUpload, NotFound, responses
 from imago_api.schemas import (
     CheckOut,
     ClassificationOut,
@@ -40,7 +42,7 @@ from imago_pipeline.imaging.decode import InvalidImage
 from imago_pipeline.erasure import erase_image
 from imago_pipeline.registration import QuotaExceeded, register_image
 
-router = APIRouter(prefix="/images", tags=["images"])
+router = APIRouter(prefix="/images", tags=["images"], responses=responses(*AUTHENTICATED, 404))
 
 READ = require_scope("images:read")
 WRITE = require_scope("images:write")
@@ -57,8 +59,7 @@ def _image_or_404(tenant: TenantCatalog, image_id: int) -> Image:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadOut, dependencies=[WRITE],
              summary="Upload an image (scope images:write)",
              responses={200: {"description": "Same bytes already uploaded: the existing image"},
-                        413: {"description": "Too many bytes or pixels, or over the storage quota"},
-                        415: {"description": "Not an image"}, 422: {"description": "Corrupt image"}})
+                        **responses(400, 413, 415)})
 def upload_image(request: Request, response: Response, principal: PrincipalDep, catalog: CatalogDep,
                  blobs: BlobStoreDep, settings: SettingsDep,
                  file: Annotated[UploadFile, File(description="The image file")]) -> UploadOut:
@@ -102,7 +103,7 @@ def list_images(
     dead_letter: Annotated[bool | None, Query(description="Only failed images whose retries ran out (true), "
                                               "or none of them (false)")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> ImagePage:
     filters = ImageFilters(status=status_, created_from=created_from, created_to=created_to, camera_make=camera_make,
                            text_query=q, dead_letter=dead_letter)
@@ -120,7 +121,7 @@ def tag_counts(tenant: TenantDep) -> list[TagCount]:
 
 @router.get("/{image_id}", response_model=ImageDetailOut, dependencies=[READ],
             summary="One image with everything extracted and its per-stage status (scope images:read)")
-def get_image(image_id: int, tenant: TenantDep) -> ImageDetailOut:
+def get_image(image_id: ImageId, tenant: TenantDep) -> ImageDetailOut:
     image = _image_or_404(tenant, image_id)
     exif, thumb = tenant.get_exif(image_id), tenant.get_thumbnail(image_id)
     ocr, vision = tenant.get_ocr(image_id), tenant.get_vision(image_id)
@@ -139,7 +140,7 @@ def get_image(image_id: int, tenant: TenantDep) -> ImageDetailOut:
 
 @router.get("/{image_id}/status", response_model=StatusOut, dependencies=[READ],
             summary="Per-stage status, errors and data-quality checks (scope images:read)")
-def get_status(image_id: int, tenant: TenantDep) -> StatusOut:
+def get_status(image_id: ImageId, tenant: TenantDep) -> StatusOut:
     image = _image_or_404(tenant, image_id)
     return StatusOut(id=image.id, status=image.status, error=image.error, attempts=image.attempts or 0,
                      dead_letter=image.gave_up_at is not None,
@@ -156,25 +157,25 @@ def _ready(tenant: TenantCatalog, image_id: int, row, what: str):
 
 @router.get("/{image_id}/ocr", response_model=OcrOut, dependencies=[READ],
             summary="Text read in the image, with word boxes (scope images:read)")
-def get_ocr(image_id: int, tenant: TenantDep) -> OcrOut:
+def get_ocr(image_id: ImageId, tenant: TenantDep) -> OcrOut:
     return OcrOut.model_validate(_ready(tenant, image_id, tenant.get_ocr(image_id), "OCR"))
 
 
 @router.get("/{image_id}/ai", response_model=VisionOut, dependencies=[READ],
             summary="AI description and tags (scope images:read)")
-def get_ai(image_id: int, tenant: TenantDep) -> VisionOut:
+def get_ai(image_id: ImageId, tenant: TenantDep) -> VisionOut:
     return VisionOut.model_validate(_ready(tenant, image_id, tenant.get_vision(image_id), "description"))
 
 
 @router.get("/{image_id}/exif", response_model=ExifOut, dependencies=[READ],
             summary="The image's EXIF record (scope images:read)")
-def get_exif(image_id: int, tenant: TenantDep) -> ExifOut:
+def get_exif(image_id: ImageId, tenant: TenantDep) -> ExifOut:
     return ExifOut.model_validate(_ready(tenant, image_id, tenant.get_exif(image_id), "EXIF"))
 
 
 @router.post("/{image_id}/reprocess", response_model=ImageOut, status_code=status.HTTP_202_ACCEPTED,
              dependencies=[WRITE], summary="Queue the image to be processed again, every stage (scope images:write)")
-def reprocess_image(image_id: int, tenant: TenantDep) -> ImageOut:
+def reprocess_image(image_id: ImageId, tenant: TenantDep) -> ImageOut:
     """The upload sensor picks it up within seconds (status `requeued`, then `done` or `failed`)."""
     image = tenant.request_reprocess(image_id)
     if image is None:
@@ -184,7 +185,7 @@ def reprocess_image(image_id: int, tenant: TenantDep) -> ImageOut:
 
 @router.delete("/{image_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[DELETE],
                summary="Erase the image everywhere: file, thumbnail, catalog, lake, Dagster (scope images:delete)")
-def delete_image(image_id: int, request: Request, principal: PrincipalDep, catalog: CatalogDep,
+def delete_image(image_id: ImageId, request: Request, principal: PrincipalDep, catalog: CatalogDep,
                  blobs: BlobStoreDep, lake: LakeDep) -> Response:
     """Irreversible. Its feedback goes too; signed links to it stop working. An audit row keeps only counts."""
     report = erase_image(catalog, blobs, lake, tenant_id=principal.tenant_id, image_id=image_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote
@@ -16,6 +17,27 @@ from urllib.parse import quote
 
 class BlobNotFound(KeyError):
     pass
+
+
+class StorageUnavailable(RuntimeError):
+    """The store cannot be reached or written (a full or read-only disk, an S3 outage): try again later."""
+
+
+@contextmanager
+def _store_errors(what: str) -> Iterator[None]:
+    """Turn an outage of the store into StorageUnavailable; a missing blob stays BlobNotFound."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BlobNotFound, ValueError):
+        raise
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            raise
+        raise StorageUnavailable(f"{what}: {exc.response.get('Error', {}).get('Code', 'error')}") from exc
+    except (OSError, BotoCoreError) as exc:
+        raise StorageUnavailable(f"{what}: {type(exc).__name__}") from exc
 
 
 class BlobStore(ABC):
@@ -59,23 +81,32 @@ class LocalBlobStore(BlobStore):
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # write-then-rename: a reader never sees half a file
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=".tmp-") as tmp:
-            tmp.write(data)
-        os.replace(tmp.name, path)
+        with _store_errors("writing a file"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # write-then-rename: a reader never sees half a file
+            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=".tmp-") as tmp:
+                tmp.write(data)
+            os.replace(tmp.name, path)
 
     def get(self, key: str) -> bytes:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError as exc:
-            raise BlobNotFound(key) from exc
+            with _store_errors("reading a file"):
+                return path.read_bytes()
+        except StorageUnavailable as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                raise BlobNotFound(key) from exc
+            raise
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        with _store_errors("deleting a file"):
+            path.unlink(missing_ok=True)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        path = self._path(key)
+        with _store_errors("looking for a file"):
+            return path.is_file()
 
 
 class S3BlobStore(BlobStore):
@@ -105,27 +136,31 @@ class S3BlobStore(BlobStore):
         return self.prefix + key
 
     def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        with _store_errors("writing an object"):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def get(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except self.client.exceptions.NoSuchKey as exc:
+            with _store_errors("reading an object"):
+                return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as exc:  # only a missing object gets through _store_errors
             raise BlobNotFound(key) from exc
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        with _store_errors("deleting an object"):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            with _store_errors("looking for an object"):
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+        except ClientError:  # only a missing object gets through _store_errors
+            return False
 
     def presigned_url(self, key: str, *, expires_in: int, filename: str, media_type: str) -> str | None:
         return self.client.generate_presigned_url("get_object", ExpiresIn=expires_in, Params={

@@ -1,8 +1,10 @@
 """Expiring, HMAC-signed download tokens for the local blob store (S3 presigns its own URLs).
 
-A token names the tenant, the image and which file (original or thumbnail), and when it expires; it is
-signed with the deployment's secret (itsdangerous, HMAC-SHA256). The server looks the image up again
-when the token is used, so a token for an erased image finds nothing.
+A token names the tenant, the image, the image's content (the start of its SHA-256), which file (original
+or thumbnail), the API key that asked for it, and when it expires; it is signed with the deployment's
+secret (itsdangerous, HMAC-SHA256). When the token is used the server checks all of it again: a link to an
+erased image finds nothing (and never another image that got its id), and a link stops working when its
+client is disabled or its key revoked or rotated.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class FileGrant:
     image_id: int
     kind: str  # "original" | "thumbnail"
     expires_at: int  # Unix seconds
+    content: str  # the first 16 hex digits of the image's SHA-256
+    key_id: int  # the API key that asked for the link
 
 
 class UrlSigner:
@@ -37,12 +41,13 @@ class UrlSigner:
         self._serializer = URLSafeSerializer(secret, salt="imago-signed-file")
 
     def sign(self, grant: FileGrant) -> str:
-        return self._serializer.dumps([grant.tenant_id, grant.image_id, grant.kind, grant.expires_at])
+        return self._serializer.dumps([grant.tenant_id, grant.image_id, grant.kind, grant.expires_at, grant.content,
+                                       grant.key_id])
 
     def verify(self, token: str, *, now: float | None = None) -> FileGrant:
         try:
-            tenant_id, image_id, kind, expires_at = self._serializer.loads(token)
-            grant = FileGrant(int(tenant_id), int(image_id), str(kind), int(expires_at))
+            tenant_id, image_id, kind, expires_at, content, key_id = self._serializer.loads(token)
+            grant = FileGrant(int(tenant_id), int(image_id), str(kind), int(expires_at), str(content), int(key_id))
         except (BadSignature, ValueError, TypeError) as exc:
             raise InvalidToken("the link is invalid") from exc
         if grant.expires_at < (time.time() if now is None else now):

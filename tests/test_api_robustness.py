@@ -1,0 +1,208 @@
+"""Bad input and broken dependencies never become a 500: out-of-range ids, absurd file names, a fuzzer over
+every operation, the catalog refusing connections, the blob folder unwritable; and signed links that are
+bound to what they were issued for. Over real HTTP."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from imago_api.main import create_app
+from imago_pipeline.config import ImagoSettings, Plan
+from tests.conftest import SAMPLES
+from tests.http_server import serve
+
+PHOTO = SAMPLES / "Canon_40D.jpg"
+ADMIN_KEY = "operator-key-for-the-robustness-suite"
+TOO_BIG = [2**31, 2**63, 9223372036854775808, 10**30]
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    home = tmp_path_factory.mktemp("robust")
+    settings = ImagoSettings(home=home / "imago", workers=1, admin_api_key=ADMIN_KEY, log_format="text",
+                             plans={"free": Plan(rate_limit="100000/minute", quota_bytes=None)})
+    app = create_app(settings)
+    catalog = app.state.catalog
+    client = catalog.create_client("robust", scopes=["images:read", "images:write", "images:delete", "ai:use"])
+    key = catalog.issue_api_key(client.id)
+    with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=60, headers={"X-API-Key": key}) as http:
+        image = http.post("/images", files={"file": ("a.jpg", PHOTO.read_bytes(), "image/jpeg")}).json()
+        yield http, app, settings, key, image, base_url
+
+
+@pytest.mark.parametrize("path", ["/images/{n}", "/images/{n}/status", "/images/{n}/exif", "/images/{n}/ocr",
+                                  "/images/{n}/ai", "/images/{n}/download-url", "/images/{n}/thumbnail-url"])
+@pytest.mark.parametrize("number", TOO_BIG + [0, -1])
+def test_ids_out_of_range_are_refused_in_the_error_shape(api, path, number):
+    http = api[0]
+    answer = http.get(path.format(n=number))
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("number", TOO_BIG)
+def test_writes_clients_and_offsets_out_of_range_are_refused_too(api, number):
+    http = api[0]
+    admin = {"X-API-Key": ADMIN_KEY}
+    for method, path, kwargs in [("POST", f"/images/{number}/reprocess", {}), ("DELETE", f"/images/{number}", {}),
+                                 ("POST", f"/images/{number}/feedback", {"json": {"correct": True}}),
+                                 ("GET", f"/auth/clients/{number}", {"headers": admin}),
+                                 ("PATCH", f"/auth/clients/{number}", {"headers": admin, "json": {"plan": "free"}}),
+                                 ("GET", "/images", {"params": {"offset": number}})]:
+        answer = http.request(method, path, **kwargs)
+        assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_request", (method, path)
+
+
+def test_a_five_thousand_character_file_name_gets_the_error_shape(api):
+    http = api[0]
+    answer = http.post("/images", files={"file": ("x" * 5000 + ".jpg", PHOTO.read_bytes(), "image/jpeg")})
+    assert 400 <= answer.status_code < 500
+    assert set(answer.json()["error"]) >= {"code", "message"}
+
+
+def test_unknown_routes_and_methods_answer_in_the_error_shape(api):
+    http = api[0]
+    assert http.get("/nowhere").json()["error"]["code"] == "not_found"
+    wrong = http.put("/images")
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_every_error_status_a_route_answers_is_declared_with_the_error_shape(api):
+    spec = api[1].openapi()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            declared = operation["responses"]
+            scoped = "X-API-Key" in str(operation.get("security", "")) or path.startswith(("/images", "/auth",
+                                                                                            "/ai", "/api"))
+            if scoped:
+                assert {"401", "403", "422", "429", "503"} <= set(declared), (method, path)
+            for status, answer in declared.items():
+                if status.startswith(("4", "5")) and path not in ("/health", "/health/detailed"):
+                    schema = str(answer.get("content", {}).get("application/json", {}).get("schema"))
+                    assert "ErrorOut" in schema or "HTTPValidationError" in schema, (method, path, status)
+
+
+# --- a fuzzer over every operation (bounded: a few examples each, loopback only) ------------------------
+
+FUZZ = ["--checks", "not_a_server_error,status_code_conformance", "--max-examples", "5",
+        "--phases", "examples,coverage,fuzzing", "--generation-deterministic",
+        "--no-color", "--workers", "1", "--request-timeout", "30"]
+
+
+@pytest.fixture(scope="module")
+def fuzzed_api(tmp_path_factory):
+    """An API of its own: the fuzzer rotates keys and disables clients."""
+    home = tmp_path_factory.mktemp("fuzz")
+    settings = ImagoSettings(home=home / "imago", workers=1, admin_api_key=ADMIN_KEY, log_format="text",
+                             plans={"free": Plan(rate_limit="100000/minute", quota_bytes=None)})
+    app = create_app(settings)
+    catalog = app.state.catalog
+    key = catalog.issue_api_key(catalog.create_client("fuzzed", scopes=["images:read", "images:write",
+                                                                         "images:delete", "ai:use"]).id)
+    with serve(app) as base_url:
+        yield key, base_url
+
+
+@pytest.mark.parametrize("who", ["client", "operator"])
+def test_fuzzing_every_operation_finds_no_server_error_and_no_undeclared_status(fuzzed_api, tmp_path, who):
+    """Schemathesis (boundary values, then generated valid and invalid requests) over every operation, with
+    a key holding the scopes it needs: no answer is a 5xx and every status is declared for its operation."""
+    key, base_url = fuzzed_api
+    admin_paths = "^/(auth|health/detailed)"
+    selection = (["-H", f"X-API-Key: {key}", "--exclude-path-regex", admin_paths] if who == "client"
+                 else ["-H", f"X-API-Key: {ADMIN_KEY}", "--include-path-regex", admin_paths])
+    run = subprocess.run([str(Path(sys.executable).with_name("schemathesis")), "run", f"{base_url}/openapi.json",
+                          *FUZZ, *selection], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    summary = run.stdout[run.stdout.rfind("SUMMARY"):]
+    assert run.returncode == 0, run.stdout[-6000:]
+    assert "generated" in summary and " passed" in summary
+
+
+# --- outages ------------------------------------------------------------------------------------------
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_with_the_catalog_refusing_connections_the_api_starts_and_answers_503(tmp_path):
+    settings = ImagoSettings(home=tmp_path / "imago", admin_api_key=ADMIN_KEY, log_format="text",
+                             database_url=f"postgresql+psycopg2://postgres@127.0.0.1:{_closed_port()}/imago")
+    app = create_app(settings)  # no traceback: the catalog is opened on first use
+    with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=60) as http:
+        assert http.get("/health").status_code == 503
+        for answer in (http.get("/images", headers={"X-API-Key": "imk_whatever-key"}),
+                       http.post("/images", headers={"X-API-Key": "imk_whatever-key"},
+                                 files={"file": ("a.jpg", PHOTO.read_bytes(), "image/jpeg")})):
+            assert answer.status_code == 503
+            assert answer.json()["error"]["code"] == "catalog_unavailable" and answer.headers["Retry-After"]
+        detailed = http.get("/health/detailed", headers={"X-API-Key": ADMIN_KEY})
+        assert detailed.status_code == 503 and "catalog" in detailed.json()["failed"]
+
+
+def test_with_the_blob_folder_unwritable_uploads_answer_503_then_recover(api):
+    http, _, settings, *_ = api
+    blobs = settings.blob_root
+    aside = blobs.with_name("blobs-aside")
+    blobs.rename(aside)
+    blobs.write_text("not a folder")  # nothing can be written under it
+    try:
+        answer = http.post("/images", files={"file": ("n.jpg", (SAMPLES / "Nikon_D70.jpg").read_bytes(),
+                                                      "image/jpeg")})
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "storage_unavailable"
+        assert answer.headers["Retry-After"]
+    finally:
+        blobs.unlink()
+        aside.rename(blobs)
+    again = http.post("/images", files={"file": ("n.jpg", (SAMPLES / "Nikon_D70.jpg").read_bytes(), "image/jpeg")})
+    assert again.status_code == 201
+
+
+# --- signed links: bound to the image's content, the key that asked, and the public URL ----------------
+
+def test_signed_links_die_with_their_key_or_client_and_never_serve_another_image(api, tmp_path):
+    http, app, settings, key, image, _ = api
+    catalog = app.state.catalog
+    other = catalog.create_client("linker", scopes=["images:read", "images:write", "images:delete"])
+    other_key = catalog.issue_api_key(other.id)
+    headers = {"X-API-Key": other_key}
+    uploaded = http.post("/images", headers=headers,
+                         files={"file": ("p.jpg", (SAMPLES / "PaintTool_sample.jpg").read_bytes(), "image/jpeg")})
+    image_id = uploaded.json()["id"]
+    link = httpx.URL(http.get(f"/images/{image_id}/download-url", headers=headers).json()["url"]).path
+    assert http.get(link, headers={"X-API-Key": ""}).status_code == 200
+    rotated = http.post(f"/auth/clients/{other.id}/rotate-key", headers={"X-API-Key": ADMIN_KEY}).json()["api_key"]
+    revoked = http.get(link)
+    assert revoked.status_code == 403 and revoked.json()["error"]["code"] == "link_revoked"
+    headers = {"X-API-Key": rotated}
+    link = httpx.URL(http.get(f"/images/{image_id}/download-url", headers=headers).json()["url"]).path
+    assert http.get(link).status_code == 200
+    # erased, then the same id can never name another image: the link finds nothing
+    assert http.delete(f"/images/{image_id}", headers=headers).status_code == 204
+    assert http.get(link).status_code == 404
+    newer = http.post("/images", headers=headers,
+                      files={"file": ("q.jpg", (SAMPLES / "PaintTool_sample.jpg").read_bytes(), "image/jpeg")})
+    assert newer.json()["id"] > image_id
+    assert http.get(link).status_code == 404
+    # a disabled client's links stop working
+    link = httpx.URL(http.get(f"/images/{newer.json()['id']}/download-url", headers=headers).json()["url"]).path
+    assert http.delete(f"/auth/clients/{other.id}", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
+    assert http.get(link).json()["error"]["code"] == "link_revoked"
+
+
+def test_links_are_built_from_the_public_url_not_the_host_header(api, tmp_path):
+    http, app, settings, key, image, base_url = api
+    forged = http.get(f"/images/{image['id']}/download-url", headers={"Host": "evil.example"}).json()["url"]
+    assert forged.startswith("http://evil.example/")  # unset: the request's own address (documented)
+    app.state.settings = settings.model_copy(update={"public_url": "https://images.example.com/"})
+    try:
+        url = http.get(f"/images/{image['id']}/download-url", headers={"Host": "evil.example"}).json()["url"]
+    finally:
+        app.state.settings = settings
+    assert url.startswith("https://images.example.com/files/signed/")
