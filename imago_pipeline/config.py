@@ -77,6 +77,9 @@ class ImagoSettings(BaseSettings):
     reprocess_max_retries: int = Field(default=3, ge=0, description="Automatic retries of a failed image.")
     reprocess_backoff_s: int = Field(default=6 * 3600, ge=0,
                                      description="Wait before the first retry; doubled after each retry.")
+    analytics_min_group_size: int = Field(
+        default=5, ge=1, description="SQL models that describe image content (camera, label, language) leave "
+        "out groups of fewer images, so no aggregate describes one image (or keeps one erased).")
     claim_grace_s: int = Field(default=120, ge=0, description="Age at which an image taken into work is checked: "
                                "if its run or process is gone, it is requeued with its unfinished stages.")
 

@@ -156,8 +156,10 @@ def test_erasure_leaves_nothing_of_the_image_in_any_store(api):
     doomed_path, kept_path = SAMPLES / "Canon_40D.jpg", SAMPLES / "Nikon_D70.jpg"
     doomed = _upload(client, key, doomed_path, "holiday-secret.jpg").json()
     kept = _upload(client, key, kept_path).json()
+    page = _upload(client, key, SAMPLES / "phototest.tif", "diary-page.tif").json()  # erased too: its words
     instance = get_instance(settings)
-    process_images([doomed["id"], kept["id"]], settings=settings, instance=instance)
+    process_images([doomed["id"], kept["id"], page["id"]], settings=settings, instance=instance)
+    assert "jumped" in client.get(f"/images/{page['id']}/ocr", headers=headers).json()["text"]
     assert client.post(f"/images/{doomed['id']}/feedback", json={"correct": True}, headers=headers).status_code == 201
     link = client.get(f"/images/{doomed['id']}/download-url", headers=headers).json()["url"]
     from imago_pipeline.definitions import build_definitions  # the monitoring snapshot puts feedback in the lake
@@ -225,6 +227,19 @@ def test_erasure_leaves_nothing_of_the_image_in_any_store(api):
     assert not any(doomed["sha256"] in body or "holiday-secret" in body for body in bodies)
     # The other image is whole
     assert client.get(f"/images/{kept['id']}", headers=headers).json()["status"] == "done"
+
+    # Every file under the home, the SQLite write-ahead logs included: no hash, name, camera make or word
+    root = settings.resolved_home.parent  # the home, and the test's SQLite catalog file beside it
+
+    def traces_under_home(*traces: bytes) -> set[tuple[bytes, str]]:
+        return {(trace, str(path.relative_to(root))) for path in root.rglob("*") if path.is_file()
+                for trace in traces if trace in path.read_bytes()}
+
+    if settings.catalog_url.startswith("sqlite"):
+        page_traces = (page["sha256"].encode(), b"diary-page", b"jumped")
+        assert {trace for trace, _ in traces_under_home(*page_traces)} == set(page_traces)  # there before
+        assert client.delete(f"/images/{page['id']}", headers=headers).status_code == 204
+        assert not traces_under_home(doomed["sha256"].encode(), b"holiday-secret", b"Canon", *page_traces)
     del identifiers
 
 

@@ -32,8 +32,9 @@ def lake(tmp_path, monkeypatch):
     store.write_batch("vision", [{"image_id": 1, "tags": ["landscape", "canon"], "confidence": 0.5,
                                   "created_at": T0, "tenant_id": 1, "date": "2025-03-01"}],
                       batch_id="run1", schema=VISION_LAKE_SCHEMA)
-    build_all(load_project(), root)
+    build_all(load_project(min_group_size=1), root)
     monkeypatch.setenv("IMAGO_HOME", str(tmp_path / "imago"))
+    monkeypatch.setenv("IMAGO_ANALYTICS_MIN_GROUP_SIZE", "1")  # a lake of four images
     monkeypatch.setenv("IMAGO_LAKE_DIR", str(root))
     return root
 

@@ -140,8 +140,9 @@ def test_every_view_exists_on_a_fresh_install_and_models_build_empty(tmp_path):
 def processed(tmp_path_factory):
     """The samples through the real pipeline, then one image reprocessed: its rows are in the lake twice."""
     home = tmp_path_factory.mktemp("imago")
+    # each sample is its own camera: groups of one are shown here (the default leaves out groups under 5)
     settings = ImagoSettings(home=home, database_url=f"sqlite:///{home / 'catalog.db'}", workers=2, batch_size=50,
-                             drop_dir=home / "drop")
+                             drop_dir=home / "drop", analytics_min_group_size=1)
     catalog = Catalog.connect(settings.catalog_url)
     tenant = catalog.get_or_create_tenant("t")
     store = LocalBlobStore(settings.blob_root)
@@ -174,7 +175,8 @@ def _model(lake: Path, name: str) -> list[tuple]:
 
 def test_models_on_the_samples_hold_their_real_figures(processed, lake_copy):
     _, ids = processed
-    assert all(outcome.passed for _, outcomes in build_all(load_project(), lake_copy) for outcome in outcomes)
+    assert all(outcome.passed for _, outcomes in build_all(load_project(min_group_size=1), lake_copy)
+               for outcome in outcomes)
 
     expected = Counter()
     for name in ids:
@@ -214,7 +216,7 @@ def test_sources_keep_the_newest_row_per_image(processed, lake_copy):
     Lake(lake_copy).write_batch("exif", [{**row, "make": "Leica", "model": "M11", "tenant_id": tenant_id, "date": day,
                                           "extracted_at": row["extracted_at"] + timedelta(hours=1)}],
                                 batch_id="later", schema=EXIF_LAKE_SCHEMA)
-    build_all(load_project(), lake_copy)
+    build_all(load_project(min_group_size=1), lake_copy)
     cameras = {(make, model): images for make, model, images, _, _ in _model(lake_copy, "camera_counts")}
     assert cameras[("Leica", "M11")] == 1 and ("Canon", "Canon EOS 40D") not in cameras
 
@@ -233,7 +235,7 @@ def test_models_are_assets_with_lineage_to_the_lake_assets_and_to_each_other(pro
     assert graph.get(model_key("tenant_overview")).parent_keys == {model_key("daily_ingest")}
     assert model_key("daily_ingest") in graph.get(dg.AssetKey("image_summary")).child_keys
     checks = {key.name for key in graph.asset_check_keys if key.asset_key == model_key("camera_counts")}
-    assert checks == {"not_null_camera_counts_make", "not_null_camera_counts_images", "row_count_min_camera_counts"}
+    assert checks == {"not_null_camera_counts_make", "not_null_camera_counts_images"}
 
 
 def test_data_tests_pass_as_asset_checks_on_good_data(processed, lake_copy):
@@ -267,6 +269,24 @@ def test_a_data_test_fails_on_bad_data_in_the_model_input(processed, lake_copy):
         "accepted_values_label_distribution_label"]
     assert not evaluation.passed and evaluation.metadata["failing_rows"].value == 1
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+
+
+def test_models_of_image_content_leave_out_groups_too_small_to_be_anonymous(processed, lake_copy):
+    """With the default k = 5, no camera, label or language group of fewer than five images is in a model,
+    so no aggregate describes one image (nor keeps one that was erased); the counts that describe no
+    content (images per tenant and day) are whole."""
+    _, ids = processed
+    build_all(load_project(), lake_copy)
+    assert _model(lake_copy, "camera_counts") == []  # every sample camera is alone
+    labels = _model(lake_copy, "label_distribution")
+    assert all(row[2] >= 5 for row in labels)
+    assert _model(lake_copy, "ocr_languages") == []  # one English page
+    assert _model(lake_copy, "daily_ingest")[0][2] == len(ids)
+    five = load_project(min_group_size=5)
+    assert five.models["camera_counts"].code_version != load_project(min_group_size=1).models[
+        "camera_counts"].code_version  # changing k makes the models stale
+    assert five.models["daily_ingest"].code_version == load_project(min_group_size=1).models[
+        "daily_ingest"].code_version
 
 
 def test_a_failing_blocking_test_stops_the_models_built_on_it(tmp_path):

@@ -22,6 +22,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # Deleted content is overwritten with zeros, not left in free pages (erasure must leave nothing).
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

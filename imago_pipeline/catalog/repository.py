@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
@@ -256,6 +257,22 @@ class Catalog:
         with self.session() as session:
             session.add(AuditEvent(action=action, tenant_id=tenant_id, detail=detail))
             session.commit()
+
+    def scrub(self) -> None:
+        """After an erasure on SQLite, leave nothing of the deleted rows in the database files: merge the
+        full-text index (a delete only marks its words deleted), then checkpoint the write-ahead log into
+        the database (whose freed pages `secure_delete` zeroed) and truncate it. Postgres reuses dead rows'
+        space once autovacuum has run."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("INSERT INTO image_search(image_search) VALUES('optimize')")
+            connection.commit()
+            for _ in range(50):  # a reader in another process can hold the log for a moment
+                busy, _log, _done = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+                if not busy:
+                    return
+                time.sleep(0.1)
 
     def for_tenant(self, tenant_id: int) -> "TenantCatalog":
         return TenantCatalog(self, tenant_id)
@@ -636,6 +653,7 @@ class TenantCatalog:
             session.delete(image)
             counts["images"] = 1
             session.commit()
+        self.catalog.scrub()
         return counts
 
     def list_images(self, filters: ImageFilters, *, limit: int, offset: int) -> tuple[list[Image], int]:

@@ -26,6 +26,9 @@ from imago_pipeline.sql_models.sources import LAKE_TABLES, SOURCE_NAME
 
 MODELS_FOLDER = "dbt_like_sql"
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+# Groups of fewer images than this are left out of the models that describe image content (camera, label,
+# language), so no aggregate describes a single image: nothing of an erased image survives in a model.
+DEFAULT_MIN_GROUP_SIZE = 5
 _SOURCE_PREFIX = "__imago_source__"
 _REF_PREFIX = "__imago_ref__"
 TEST_KINDS = ("not_null", "unique", "accepted_values", "row_count_min")
@@ -100,11 +103,13 @@ class Model:
     refs: tuple[str, ...]
     tree: exp.Expression = field(repr=False, compare=False)
     tests: tuple[DataTest, ...] = ()
+    variables: tuple[tuple[str, Any], ...] = ()  # the project variables the SQL uses, with their values
 
     @property
     def code_version(self) -> str:
-        """Changes when the SQL or its tests change, so Dagster shows the model as stale."""
-        text = self.sql + repr(sorted((t.name, t.values, t.minimum, t.severity) for t in self.tests))
+        """Changes when the SQL, its tests or a variable it uses change, so Dagster shows the model as stale."""
+        text = (self.sql + repr(sorted((t.name, t.values, t.minimum, t.severity) for t in self.tests))
+                + (repr(self.variables) if self.variables else ""))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -138,9 +143,13 @@ def model_file(lake_root: Path, name: str) -> Path:
     return Path(lake_root) / "models" / name / f"{name}.parquet"
 
 
-def load_project(root: Path | None = None) -> SqlProject:
-    """Read every model and schema.yml under `root`, or fail with a ModelError naming the file."""
+def load_project(root: Path | None = None, *, min_group_size: int = DEFAULT_MIN_GROUP_SIZE) -> SqlProject:
+    """Read every model and schema.yml under `root`, or fail with a ModelError naming the file.
+
+    Models see the variable `min_group_size` (`{{ min_group_size }}`): the smallest group of images an
+    aggregate of image content may show."""
     root = Path(root or default_project_dir())
+    variables = {"min_group_size": int(min_group_size)}
     models_dir = root / "models"
     if not models_dir.is_dir():
         raise ModelError(f"{models_dir}: no models folder")
@@ -155,9 +164,10 @@ def load_project(root: Path | None = None) -> SqlProject:
             raise ModelError(f"{path}: model name {name!r} is already a lake table")
         entry = declared.pop(name, {})
         sql = path.read_text()
-        sources, refs, tree = parse_model(sql, path)
+        sources, refs, tree = parse_model(sql, path, variables)
         models[name] = Model(name=name, path=path, sql=sql, description=str(entry.get("description", "")).strip(),
-                             sources=sources, refs=refs, tree=tree, tests=_tests(name, entry, schema_path))
+                             sources=sources, refs=refs, tree=tree, tests=_tests(name, entry, schema_path),
+                             variables=tuple((k, v) for k, v in sorted(variables.items()) if k in sql))
     if declared:
         raise ModelError(f"{schema_path}: declares {', '.join(sorted(declared))} but there is no such model file")
     for model in models.values():
@@ -173,7 +183,8 @@ def load_project(root: Path | None = None) -> SqlProject:
     return SqlProject(root=root, models={name: models[name] for name in ordered})
 
 
-def parse_model(sql: str, path: Path) -> tuple[tuple[str, ...], tuple[str, ...], exp.Expression]:
+def parse_model(sql: str, path: Path, variables: dict[str, Any] | None = None,
+                ) -> tuple[tuple[str, ...], tuple[str, ...], exp.Expression]:
     """The sources and refs a model reads, from the parsed tree of its rendered SQL."""
 
     def source(source_name: str, table: str) -> str:
@@ -191,7 +202,7 @@ def parse_model(sql: str, path: Path) -> tuple[tuple[str, ...], tuple[str, ...],
 
     environment = SandboxedEnvironment(undefined=jinja2.StrictUndefined)
     try:
-        rendered = environment.from_string(sql).render(source=source, ref=ref)
+        rendered = environment.from_string(sql).render(source=source, ref=ref, **(variables or {}))
     except jinja2.TemplateError as exc:
         raise ModelError(f"{path}: template error: {exc}") from None
     try:

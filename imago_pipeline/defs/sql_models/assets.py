@@ -65,7 +65,7 @@ def model_key(name: str) -> dg.AssetKey:
 
 def build_sql_model_assets(settings: ImagoSettings, project_dir: Path | None = None) -> list[dg.AssetsDefinition]:
     """An asset per model of the project (with its checks), in dependency order."""
-    project = load_project(project_dir)
+    project = load_project(project_dir, min_group_size=settings.analytics_min_group_size)
     return [_model_asset(project, model, settings.lake_root) for model in project.models.values()]
 
 
