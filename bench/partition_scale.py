@@ -4,7 +4,8 @@ For each N it builds a fresh home holding N processed images: the embedded SQLit
 and, with `--postgres`, the production storage on scratch databases of that server. Then it measures:
 
 - the upload sensor's tick with N existing partitions and a batch of new pending uploads (median of
-  `--ticks` evaluations of the real `upload_sensor` with the same cursor, so each sees the same state);
+  `--ticks` evaluations of the real `upload_sensor`; the images it takes into work are put back between
+  ticks, outside the timing, so each sees the same state);
 - the `exif` asset's partitions page in headless Chromium, from navigation until the materialized count
   is drawn, against `dagster-webserver` serving the real code location on that instance; and the GraphQL
   query behind its health bar (the page's own `PartitionHealthQuery`, replayed), the first time (the
@@ -54,14 +55,14 @@ import psycopg2  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import insert, text  # noqa: E402
 
 from imago_pipeline.batching import Batch  # noqa: E402
 from imago_pipeline.catalog import Catalog  # noqa: E402
 from imago_pipeline.catalog.models import Image, utcnow  # noqa: E402
 from imago_pipeline.config import ImagoSettings  # noqa: E402
 from imago_pipeline.defs.images.assets import PER_IMAGE_ASSET_KEYS, image_partitions  # noqa: E402
-from imago_pipeline.defs.images.sensors import UploadCursor, upload_sensor  # noqa: E402
+from imago_pipeline.defs.images.sensors import upload_sensor  # noqa: E402
 from imago_pipeline.defs.resources import build_resources  # noqa: E402
 from imago_pipeline.registration import register_image  # noqa: E402
 from imago_pipeline.runner import EMBEDDED_DAGSTER_YAML, QUIET_CONSOLE, use_batched_dagster_events  # noqa: E402
@@ -82,10 +83,13 @@ nux:
 """
 
 
-def median_time(call: Callable[[], object], times: int) -> tuple[float, object]:
-    """Median wall time of `times` calls, and the last call's result."""
+def median_time(call: Callable[[], object], times: int,
+                before: Callable[[], object] | None = None) -> tuple[float, object]:
+    """Median wall time of `times` calls (each after `before`, which is not timed), and the last result."""
     seconds, result = [], None
     for _ in range(times):
+        if before:
+            before()
         started = time.perf_counter()
         result = call()
         seconds.append(time.perf_counter() - started)
@@ -231,17 +235,26 @@ def dagster_storage(instance: dg.DagsterInstance, backend: str) -> tuple[int, fl
 
 # --- measurements -----------------------------------------------------------------------------------------
 
-def sensor_tick(instance: dg.DagsterInstance, settings: ImagoSettings, cursor: UploadCursor,
+def sensor_tick(instance: dg.DagsterInstance, settings: ImagoSettings, catalog: Catalog, waiting: list[int],
                 ticks: int) -> tuple[float, dg.SensorResult]:
-    """The median evaluation of the real `upload_sensor` at `cursor` (its result is not applied, so every
-    tick sees the same state), and the last result."""
+    """The median evaluation of the real `upload_sensor` taking the `waiting` images into work (put back to
+    their status between ticks, untimed, so every tick sees the same state), and the last result."""
     resources = build_resources(settings)
+    before = {i: (image.status, image.requeue_stages) for i, image in catalog.images_by_id(waiting).items()}
+
+    def put_back():
+        with catalog.session() as session:
+            for image_id, (status, stages) in before.items():
+                session.execute(text("UPDATE images SET status = :s, claim = NULL, claimed_at = NULL, "
+                                     "requeue_stages = :r WHERE id = :i"),
+                                {"s": status, "r": json.dumps(stages) if stages else None, "i": image_id})
+            session.commit()
 
     def tick():
-        return upload_sensor(dg.build_sensor_context(instance=instance, cursor=cursor.serialize(),
-                                                     resources=resources))
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            return upload_sensor(context)
 
-    seconds, result = median_time(tick, ticks)
+    seconds, result = median_time(tick, ticks, before=put_back)
     assert isinstance(result, dg.SensorResult), result
     return seconds, result
 
@@ -380,14 +393,15 @@ def run_one(backend: str, n: int, args) -> dict:
             figures["events"], figures["dagster_storage_mb"] = dagster_storage(instance, backend)
             # new uploads: the sensor adds them as partitions, in ranged runs
             pending = register_pending_uploads(catalog, settings, tenant_id, args.pending)
-            figures["sensor_tick_s"], result = sensor_tick(instance, settings, UploadCursor(ids[-1]), args.ticks)
+            figures["sensor_tick_s"], result = sensor_tick(instance, settings, catalog, pending, args.ticks)
             assert [list(r.partition_keys) for r in result.dynamic_partitions_requests] == [[str(i) for i in pending]]
             # users asking to reprocess old images: runs over existing partitions, in partition order
             scoped = catalog.for_tenant(tenant_id)
             requeued = ids[:: max(1, n // args.requeued)][:args.requeued]
             for image_id in requeued:
                 scoped.request_reprocess(image_id)
-            figures["requeue_tick_s"], result = sensor_tick(instance, settings, UploadCursor(pending[-1]), args.ticks)
+            catalog.finish_images(pending, [])  # the new uploads processed: only the requests are waiting
+            figures["requeue_tick_s"], result = sensor_tick(instance, settings, catalog, requeued, args.ticks)
             assert sorted(r.partition_key for r in result.run_requests) == sorted(map(str, requeued))
             figures["get_dynamic_partitions_s"], found = median_time(
                 lambda: instance.get_dynamic_partitions(image_partitions.name), args.ticks)

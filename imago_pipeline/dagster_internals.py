@@ -29,14 +29,14 @@ RETRY_PATIENCE_S = 600  # a failed run marked "will retry" whose retry never cam
 
 
 def run_worker_pid(instance: DagsterInstance, run: DagsterRun) -> tuple[int, float] | None:
-    """(pid, when it was reported) of the process executing a launched run, from Dagster's own engine event
-    ("Started process for run (pid: …)")."""
+    """(pid, when it was reported) of the process executing a launched run, from Dagster's own engine
+    events ("Started process for run", "Executing steps in process"), which carry it as metadata."""
     for record in instance.get_records_for_run(run.run_id, of_type=DagsterEventType.ENGINE_EVENT,
-                                               ascending=False, limit=50).records:
+                                               limit=20).records:
         entry = record.event_log_entry
         metadata = entry.dagster_event.engine_event_data.metadata if entry.dagster_event else {}
         pid = metadata.get("pid")
-        if pid is not None and "Started process for run" in (entry.user_message or ""):
+        if pid is not None and str(pid.value).isdigit():
             return int(pid.value), entry.timestamp
     return None
 

@@ -53,6 +53,7 @@ run_monitoring:
   enabled: true
   start_timeout_seconds: 180
   poll_interval_seconds: 15
+  free_slots_after_run_end_seconds: 30  # a killed run's pool slots (vision_provider, sql_models) come back
 run_retries:
   enabled: true
   max_retries: 2

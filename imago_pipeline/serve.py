@@ -101,8 +101,8 @@ def serve(host: str = "127.0.0.1", api_port: int = 8000, dagster_port: int = 300
     settings.drop_root.mkdir(parents=True, exist_ok=True)
     failed = fail_runs_left_behind(settings)
     if failed:
-        print(f"failed {len(failed)} runs a previous stop or crash left unfinished; they will be retried",
-              flush=True)
+        print(f"failed {len(failed)} run{'s' if len(failed) != 1 else ''} a previous stop or crash left "
+              "unfinished; they will be retried", flush=True)
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
     children: dict[str, subprocess.Popen] = {}
     stopping = False

@@ -51,11 +51,19 @@ class ThrowawayCluster:
         data = self.dir / "data"
         subprocess.run([*self.prefix, _pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
                        check=True, capture_output=True)
-        subprocess.run([*self.prefix, _pg_bin("pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-w",
+        self.data = data
+        self.start()
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        subprocess.run([*self.prefix, _pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w",
                         "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start"],
                        check=True, capture_output=True)
-        self.data = data
-        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+
+    def halt(self, mode: str = "immediate") -> None:
+        """Stop the server and keep its data (`immediate`: as a crash would, without a clean shutdown)."""
+        subprocess.run([*self.prefix, _pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
+                       check=True, capture_output=True)
 
     def stop(self) -> None:
         subprocess.run([*self.prefix, _pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "stop"],
