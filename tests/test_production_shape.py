@@ -96,7 +96,7 @@ def production(tmp_path, postgres_admin_url, s3_endpoint):
         key = subprocess.run([str(BIN / "imago"), "admin", "create-client", "prod", "--plan", "enterprise"],
                              env=env, capture_output=True, text=True, check=True).stdout.strip()
         yield {"api": f"http://127.0.0.1:{api_port}", "key": key, "env": env, "home": home, "bucket": bucket,
-               "s3": s3_endpoint, "log": tmp_path / "services.log"}
+               "s3": s3_endpoint, "log": tmp_path / "services.log", "code_server": processes["code"]}
     finally:
         for process in processes.values():
             children = psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
@@ -137,7 +137,23 @@ def test_upload_sensor_batched_runs_every_enrichment_and_queries_on_postgres_and
         canon = client.get("/images", params={"camera_make": "canon"}).json()
         assert {i["original_name"] for i in canon["items"]} == {"Canon_40D.jpg", "canon_hdr_YES.jpg"}
         link = client.get(f"/images/{ids[0]}/download-url").json()["url"]
-        assert link.startswith(production["s3"]) and httpx.get(link).content == (SAMPLES / NAMES[0]).read_bytes()
+        assert httpx.get(link).headers["location"].startswith(production["s3"])  # S3 serves the bytes
+        assert httpx.get(link, follow_redirects=True).content == (SAMPLES / NAMES[0]).read_bytes()
+
+    # every run's processes (run worker, forkserver, pool workers) ended with it: the code server is alone
+    code_server = psutil.Process(production["code_server"].pid)
+
+    def runs_processes():
+        alive = []
+        for process in code_server.children(recursive=True):
+            try:  # an exited worker the code server has not reaped yet is a zombie: gone, holding nothing
+                if process.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(process.cmdline()):
+                    alive.append(process)
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
+    _wait(lambda: not runs_processes(), 60, "the runs' processes to end")
 
     # the blobs are in the bucket, none on the local disk
     objects = [o["Key"] for o in iter_s3_objects(

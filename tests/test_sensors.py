@@ -140,3 +140,19 @@ def test_drop_folder_sensor_registers_settled_files_and_rejects_bad_ones(catalog
     tenant = catalog.get_or_create_tenant(settings.default_tenant)
     ids = catalog.ids_with_status("pending")
     assert len(ids) == 1 and catalog.for_tenant(tenant.id).get_image(ids[0]).original_name == "canon.jpg"
+
+
+def test_while_runs_wait_for_a_slot_new_uploads_wait_to_form_fuller_batches(catalog, settings, dagster_instance):
+    from imago_pipeline.definitions import build_definitions
+
+    tenant, ids, resources = _uploads_in_batches_of_four(catalog, settings)
+    job = build_definitions(settings).resolve_job_def("process_images")
+    queued = dagster_instance.create_run_for_job(job_def=job)  # made, not started: waiting like a queued run
+    assert dagster_instance.get_run_by_id(queued.run_id).status == dg.DagsterRunStatus.NOT_STARTED
+
+    held = _tick(upload_sensor, dagster_instance, resources)
+
+    assert isinstance(held, dg.SkipReason) and "waiting to start" in held.skip_message
+    assert set(catalog.ids_with_status("pending")) == set(ids)  # nothing taken: they will batch together
+    dagster_instance.report_run_canceled(dagster_instance.get_run_by_id(queued.run_id))
+    assert isinstance(_tick(upload_sensor, dagster_instance, resources), dg.SensorResult)

@@ -32,6 +32,10 @@ def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
                   settings: SettingsResource) -> dg.SensorResult | dg.SkipReason:
     """New uploads (`pending`) and reprocessing requests (`requeued`) -> taken into work in one transaction
     -> `images` partitions -> one ranged run per batch of `batch_size` images, each with its claim token."""
+    waiting = context.instance.get_runs_count(dg.RunsFilter(
+        job_name=process_images_job.name, statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED]))
+    if waiting:  # back-pressure: while runs wait for a slot, new images gather into fuller batches
+        return dg.SkipReason(f"{waiting} process_images runs are waiting to start; new images wait for them")
     cat = catalog.get()
     taken_as = run_claim()
     taken = cat.take_work(settings.batch_size * MAX_RUNS_PER_TICK, taken_as)
