@@ -23,14 +23,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from imago_pipeline.imaging.decode import sniff_media_type  # noqa: E402
-from imago_pipeline.registration import check_upload  # noqa: E402
-from imago_pipeline.config import ImagoSettings  # noqa: E402
-from imago_pipeline.imaging.exif import extract_exif  # noqa: E402
-from imago_pipeline.imaging.ocr import ocr_image  # noqa: E402
-from imago_pipeline.imaging.thumbnail import make_thumbnail  # noqa: E402
-from imago_pipeline.vision.base import VisionContext  # noqa: E402
-from imago_pipeline.vision.local import LocalVisionProvider  # noqa: E402
+from imago_pipeline.core.enrichment.decode import sniff_media_type  # noqa: E402
+from imago_pipeline.core.ingest import check_upload  # noqa: E402
+from imago_pipeline.core.config import ImagoSettings  # noqa: E402
+from imago_pipeline.core.enrichment.exif import extract_exif  # noqa: E402
+from imago_pipeline.core.enrichment.ocr import ocr_image  # noqa: E402
+from imago_pipeline.core.enrichment.thumbnail import make_thumbnail  # noqa: E402
+from imago_pipeline.core.vision.base import VisionContext  # noqa: E402
+from imago_pipeline.core.vision.local import LocalVisionProvider  # noqa: E402
 
 
 def collect(data: Path, limit: int) -> list[Path]:

@@ -57,16 +57,16 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import insert, text  # noqa: E402
 
-from imago_pipeline.batching import Batch  # noqa: E402
-from imago_pipeline.catalog import Catalog  # noqa: E402
-from imago_pipeline.catalog.models import Image, utcnow  # noqa: E402
-from imago_pipeline.config import ImagoSettings  # noqa: E402
-from imago_pipeline.defs.images.assets import PER_IMAGE_ASSET_KEYS, image_partitions  # noqa: E402
-from imago_pipeline.defs.images.sensors import upload_sensor  # noqa: E402
+from imago_pipeline.defs.batching import Batch  # noqa: E402
+from imago_pipeline.core.catalog import Catalog  # noqa: E402
+from imago_pipeline.core.catalog.models import Image, utcnow  # noqa: E402
+from imago_pipeline.core.config import ImagoSettings  # noqa: E402
+from imago_pipeline.defs.enrichment.assets import PER_IMAGE_ASSET_KEYS, image_partitions  # noqa: E402
+from imago_pipeline.defs.enrichment.sensors import upload_sensor  # noqa: E402
 from imago_pipeline.defs.resources import build_resources  # noqa: E402
-from imago_pipeline.registration import register_image  # noqa: E402
-from imago_pipeline.runner import EMBEDDED_DAGSTER_YAML, QUIET_CONSOLE, use_batched_dagster_events  # noqa: E402
-from imago_pipeline.storage.blobs import build_blob_store  # noqa: E402
+from imago_pipeline.core.ingest import register_image  # noqa: E402
+from imago_pipeline.defs.in_process import EMBEDDED_DAGSTER_YAML, QUIET_CONSOLE, use_batched_dagster_events  # noqa: E402
+from imago_pipeline.core.stores.blobs import build_blob_store  # noqa: E402
 
 console = Console(width=160)
 POSTGRES_DAGSTER_YAML = """\

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from imago_pipeline.sql_models import build_model, load_project, open_analytics, run_query, run_tests  # noqa: E402
+from imago_pipeline.core.analytics import build_model, load_project, open_analytics, run_query, run_tests  # noqa: E402
 
 # The three example queries of the README's "Analytics" section.
 README_QUERIES = {

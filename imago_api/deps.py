@@ -13,10 +13,10 @@ from fastapi import Depends, Path, Request, Response, Security
 from fastapi.security import APIKeyHeader
 
 from imago_api.errors import MissingScope, NotAuthenticated, RateLimited
-from imago_pipeline.catalog import Catalog, Principal, TenantCatalog
-from imago_pipeline.config import ImagoSettings
-from imago_pipeline.storage.blobs import BlobStore
-from imago_pipeline.storage.lake import Lake
+from imago_pipeline.core.catalog import Catalog, Principal, TenantCatalog
+from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.stores.blobs import BlobStore
+from imago_pipeline.core.stores.lake import Lake
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your API key")
 

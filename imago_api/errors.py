@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from imago_pipeline.storage.blobs import StorageUnavailable
+from imago_pipeline.core.stores.blobs import StorageUnavailable
 
 log = logging.getLogger("imago.api")
 RETRY_AFTER_S = 5

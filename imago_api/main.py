@@ -11,11 +11,11 @@ from imago_api.metrics import ApiMetrics
 from imago_api.observability import configure_logging, install_request_middleware
 from imago_api.ratelimit import RateLimiter
 from imago_api.routes import ai, classifier, clients, files, health, images, web
-from imago_pipeline.catalog import Catalog
-from imago_pipeline.config import ImagoSettings
-from imago_pipeline.storage.blobs import build_blob_store
-from imago_pipeline.storage.lake import Lake
-from imago_pipeline.storage.signing import UrlSigner, load_or_create_secret
+from imago_pipeline.core.catalog import Catalog
+from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.stores.blobs import build_blob_store
+from imago_pipeline.core.stores.lake import Lake
+from imago_pipeline.core.stores.signing import UrlSigner, load_or_create_secret
 
 DESCRIPTION = """Upload images and query what the pipeline extracted.
 
@@ -58,7 +58,7 @@ def _lazy_dagster_instance(settings: ImagoSettings):
             if not holder:
                 import dagster as dg
 
-                from imago_pipeline.runner import prepare_dagster_home
+                from imago_pipeline.defs.in_process import prepare_dagster_home
 
                 holder.append(dg.DagsterInstance.from_config(str(prepare_dagster_home(settings))))
             return holder[0]

@@ -10,7 +10,7 @@ from limits import RateLimitItem, parse_many
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from imago_pipeline.config import Plan
+from imago_pipeline.core.config import Plan
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, Wor
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, GRPC_INFO_TAG, WILL_RETRY_TAG
 
-from imago_pipeline.claims import CLAIM_TAG, OWNER_TAG, process_alive
+from imago_pipeline.core.claims import CLAIM_TAG, OWNER_TAG, process_alive
 
 UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
               DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]

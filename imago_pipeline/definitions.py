@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from imago_pipeline.config import ImagoSettings
-from imago_pipeline.defs.images.assets import build_image_assets, process_images_job, uploads
-from imago_pipeline.defs.images.sensors import (
+from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.defs.enrichment.assets import build_image_assets, process_images_job, uploads
+from imago_pipeline.defs.enrichment.sensors import (
     drop_folder_sensor,
     reclassify_sensor,
     s3_drop_sensor,
@@ -12,7 +12,7 @@ from imago_pipeline.defs.images.sensors import (
     stranded_images_sensor,
     upload_sensor,
 )
-from imago_pipeline.defs.maintenance.jobs import (
+from imago_pipeline.defs.governance.jobs import (
     build_batch_reprocessing,
     retention_job,
     retention_purge,
@@ -20,7 +20,7 @@ from imago_pipeline.defs.maintenance.jobs import (
 )
 from imago_pipeline.defs.monitoring.assets import classifier_monitoring
 from imago_pipeline.defs.resources import build_resources
-from imago_pipeline.defs.sql_models.assets import build_sql_model_assets, sql_models_automation
+from imago_pipeline.defs.analytics.assets import build_sql_model_assets, sql_models_automation
 from imago_pipeline.defs.training.assets import (
     classifier_candidate,
     feedback_sensor,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from imago_pipeline.catalog import Catalog
-from imago_pipeline.config import ImagoSettings
+from imago_pipeline.core.catalog import Catalog
+from imago_pipeline.core.config import ImagoSettings
 from tests import postgres
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def dagster_instance(tmp_path, monkeypatch):
     """A real instance with the embedded default's storage (the dagster.yaml that `imago` writes)."""
     import dagster as dg
 
-    from imago_pipeline.runner import prepare_dagster_home
+    from imago_pipeline.defs.in_process import prepare_dagster_home
 
     for name in ("DAGSTER_HOME", "DAGSTER_EVENT_BATCH_SIZE", "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"):
         monkeypatch.delenv(name, raising=False)
@@ -84,7 +84,7 @@ def s3_settings(settings, s3_endpoint) -> ImagoSettings:
     """`settings` with blobs in a fresh bucket of the S3 server."""
     from pydantic import SecretStr
 
-    from imago_pipeline.storage.blobs import s3_client
+    from imago_pipeline.core.stores.blobs import s3_client
     from tests.s3_server import CREDENTIALS
 
     bucket = f"imago-{uuid.uuid4().hex[:12]}"

@@ -17,13 +17,13 @@ import httpx
 import pytest
 
 from imago_api.main import create_app
-from imago_pipeline.textai import fetch
-from imago_pipeline.textai.addresses import refusal
-from imago_pipeline.textai.extract import NoText, extract_text
-from imago_pipeline.textai.fetch import FetchLimits, UrlNotAllowed, fetch_page
-from imago_pipeline.vision.base import VisionError
-from imago_pipeline.vision.gemini import GeminiVisionProvider
-from imago_pipeline.vision.local import LocalVisionProvider
+from imago_api.ai import fetch
+from imago_api.ai.addresses import refusal
+from imago_api.ai.extract import NoText, extract_text
+from imago_api.ai.fetch import FetchLimits, UrlNotAllowed, fetch_page
+from imago_pipeline.core.vision.base import VisionError
+from imago_pipeline.core.vision.gemini import GeminiVisionProvider
+from imago_pipeline.core.vision.local import LocalVisionProvider
 from tests.gemini_server import GeminiProtocolServer, blocked_answer, json_answer
 from tests.http_server import serve
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from imago_api.main import create_app
-from imago_pipeline.runner import process_images
+from imago_pipeline.defs.in_process import process_images
 from tests.conftest import SAMPLES, shared
 from tests.http_server import serve
 

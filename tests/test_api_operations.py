@@ -16,8 +16,8 @@ from pydantic import SecretStr
 from sqlalchemy import text
 
 from imago_api.main import create_app
-from imago_pipeline.config import ImagoSettings, Plan
-from imago_pipeline.runner import get_instance, process_images
+from imago_pipeline.core.config import ImagoSettings, Plan
+from imago_pipeline.defs.in_process import get_instance, process_images
 from tests.conftest import REPO, SAMPLES
 from tests.http_server import serve
 

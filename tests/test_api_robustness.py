@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from imago_api.main import create_app
-from imago_pipeline.config import ImagoSettings, Plan
+from imago_pipeline.core.config import ImagoSettings, Plan
 from tests.conftest import SAMPLES
 from tests.http_server import serve
 

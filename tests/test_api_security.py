@@ -15,9 +15,9 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 
 from imago_api.main import create_app
-from imago_pipeline.catalog.repository import ALL_SCOPES
-from imago_pipeline.config import ImagoSettings, Plan
-from imago_pipeline.runner import get_instance, process_images
+from imago_pipeline.core.catalog.repository import ALL_SCOPES
+from imago_pipeline.core.config import ImagoSettings, Plan
+from imago_pipeline.defs.in_process import get_instance, process_images
 from tests.conftest import SAMPLES, shared
 from tests.http_server import serve
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 
-from imago_pipeline.catalog.db import alembic_config
+from imago_pipeline.core.catalog.db import alembic_config
 
-from imago_pipeline.catalog import Catalog, ImageFilters, StageOutcome
-from imago_pipeline.catalog.models import ApiKey, Exif
-from imago_pipeline.registration import clean_filename
+from imago_pipeline.core.catalog import Catalog, ImageFilters, StageOutcome
+from imago_pipeline.core.catalog.models import ApiKey, Exif
+from imago_pipeline.core.ingest import clean_filename
 
 
 def _register(catalog: Catalog, tenant_id: int, sha: str, name: str = "a.jpg"):
@@ -90,7 +90,7 @@ def test_filenames_lose_paths_and_control_characters():
 
 
 def test_full_text_search_is_tenant_scoped_and_matches_every_word(catalog):
-    from imago_pipeline.catalog.models import Ocr, Vision
+    from imago_pipeline.core.catalog.models import Ocr, Vision
 
     a = catalog.get_or_create_tenant("a")
     b = catalog.get_or_create_tenant("b")

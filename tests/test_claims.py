@@ -11,14 +11,14 @@ import sys
 
 import dagster as dg
 
-from imago_pipeline.claims import CLAIM_TAG, OWNER_TAG, process_claim, reconcile, run_claim, unfinished_stages
+from imago_pipeline.core.claims import CLAIM_TAG, OWNER_TAG, process_claim, reconcile, run_claim, unfinished_stages
 from imago_pipeline.dagster_internals import ImagoRunLauncher, claim_alive, fail_orphaned_runs
-from imago_pipeline.defs.images.sensors import stranded_images_sensor, upload_sensor
+from imago_pipeline.defs.enrichment.sensors import stranded_images_sensor, upload_sensor
 from imago_pipeline.defs.resources import build_resources
-from imago_pipeline.registration import register_image
-from imago_pipeline.runner import get_instance, process_images, reprocess_stale
-from imago_pipeline.catalog import StageOutcome
-from imago_pipeline.storage.blobs import LocalBlobStore
+from imago_pipeline.core.ingest import register_image
+from imago_pipeline.defs.in_process import get_instance, process_images, reprocess_stale
+from imago_pipeline.core.catalog import StageOutcome
+from imago_pipeline.core.stores.blobs import LocalBlobStore
 from tests.conftest import SAMPLES
 
 NAMES = ["Canon_40D.jpg", "Nikon_D70.jpg", "PaintTool_sample.jpg"]
@@ -170,7 +170,7 @@ def test_imago_reprocess_sees_stranded_images(catalog, settings, monkeypatch, tm
 
 
 def _no_filters():
-    from imago_pipeline.reprocessing import ReprocessFilters
+    from imago_pipeline.core.reprocessing import ReprocessFilters
 
     return ReprocessFilters()
 
@@ -178,7 +178,7 @@ def _no_filters():
 STUCK_RUN = """
 import sys, time
 import dagster as dg
-from imago_pipeline.claims import OWNER_TAG, process_claim
+from imago_pipeline.core.claims import OWNER_TAG, process_claim
 
 @dg.asset
 def slow(context):

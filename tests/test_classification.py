@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from imago_api.main import create_app
-from imago_pipeline.registration import register_image
-from imago_pipeline.runner import process_images
-from imago_pipeline.storage.blobs import LocalBlobStore
+from imago_pipeline.core.ingest import register_image
+from imago_pipeline.defs.in_process import process_images
+from imago_pipeline.core.stores.blobs import LocalBlobStore
 from tests.conftest import shared
 from tests.http_server import serve
 from training.data import load_folder
@@ -132,7 +132,7 @@ def test_classification_asset_feedback_prediction_and_metrics(catalog, settings,
 
     from sqlalchemy import select
 
-    from imago_pipeline.catalog.models import InferenceLog
+    from imago_pipeline.core.catalog.models import InferenceLog
 
     with catalog.session() as session:
         logs = session.scalars(select(InferenceLog).order_by(InferenceLog.id)).all()
@@ -160,7 +160,7 @@ def test_classification_asset_feedback_prediction_and_metrics(catalog, settings,
 def test_feedback_retrains_and_the_gate_promotes_better_and_refuses_worse(catalog, settings, dagster_instance,
                                                                           folders, tmp_path):
     from imago_pipeline.definitions import build_definitions
-    from imago_pipeline.defs.images.sensors import reclassify_sensor
+    from imago_pipeline.defs.enrichment.sensors import reclassify_sensor
     from imago_pipeline.defs.resources import build_resources
     from imago_pipeline.defs.training.assets import feedback_sensor
 
@@ -201,7 +201,7 @@ def test_feedback_retrains_and_the_gate_promotes_better_and_refuses_worse(catalo
     assert list(gate.values())[0].status.value == "SUCCEEDED" and result.success
     from sqlalchemy import select
 
-    from imago_pipeline.catalog.models import Feedback
+    from imago_pipeline.core.catalog.models import Feedback
 
     with catalog.session() as session:
         used = {f.used_in_version for f in session.scalars(select(Feedback))}

@@ -27,12 +27,12 @@ import pytest
 import yaml
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from imago_pipeline.catalog import Catalog
-from imago_pipeline.config import ImagoSettings
-from imago_pipeline.registration import register_image
-from imago_pipeline.runner import prepare_dagster_home, process_images
-from imago_pipeline.serve import commands
-from imago_pipeline.storage.blobs import build_blob_store
+from imago_pipeline.core.catalog import Catalog
+from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.ingest import register_image
+from imago_pipeline.defs.in_process import prepare_dagster_home, process_images
+from imago_pipeline.cli.serve import commands
+from imago_pipeline.core.stores.blobs import build_blob_store
 from tests.browser import browser_page, screenshot
 from tests.conftest import REPO, SAMPLES
 from tests.http_server import free_port

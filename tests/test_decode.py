@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from imago_pipeline.imaging.decode import InvalidImage, inspect_image, sniff_media_type
-from imago_pipeline.imaging.thumbnail import make_thumbnail
+from imago_pipeline.core.enrichment.decode import InvalidImage, inspect_image, sniff_media_type
+from imago_pipeline.core.enrichment.thumbnail import make_thumbnail
 from tests.conftest import shared
 
 LIMITS = dict(max_bytes=50 * 1024 * 1024, max_pixels=89_000_000)

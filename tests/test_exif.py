@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from imago_pipeline.imaging.decode import InvalidImage
-from imago_pipeline.imaging.exif import EXIF_FIELDS, extract_exif
+from imago_pipeline.core.enrichment.decode import InvalidImage
+from imago_pipeline.core.enrichment.exif import EXIF_FIELDS, extract_exif
 from tests.conftest import REPO, shared
 
 EXIFTOOL_TAG = {

@@ -16,11 +16,11 @@ import dagster as dg
 import httpx
 import pytest
 
-from imago_pipeline.catalog import Catalog
-from imago_pipeline.catalog.models import Image, ImageStage
-from imago_pipeline.config import ImagoSettings
-from imago_pipeline.registration import check_upload
-from imago_pipeline.storage.blobs import LocalBlobStore, original_key
+from imago_pipeline.core.catalog import Catalog
+from imago_pipeline.core.catalog.models import Image, ImageStage
+from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.ingest import check_upload
+from imago_pipeline.core.stores.blobs import LocalBlobStore, original_key
 from tests import postgres
 from tests.conftest import SAMPLES, shared
 from tests.http_server import serve

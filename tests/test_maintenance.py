@@ -12,17 +12,17 @@ import duckdb
 import pytest
 from sqlalchemy import select, update
 
-from imago_pipeline.catalog import StageOutcome
-from imago_pipeline.catalog.models import AuditEvent, Feedback, Image, ImageStage, InferenceLog
+from imago_pipeline.core.catalog import StageOutcome
+from imago_pipeline.core.catalog.models import AuditEvent, Feedback, Image, ImageStage, InferenceLog
 from imago_pipeline.definitions import build_definitions
-from imago_pipeline.defs.images.sensors import upload_sensor
+from imago_pipeline.defs.enrichment.sensors import upload_sensor
 from imago_pipeline.defs.resources import build_resources
-from imago_pipeline.registration import register_image
-from imago_pipeline.retention import purge_expired
-from imago_pipeline.runner import process_images
-from imago_pipeline.sql_models import open_analytics
-from imago_pipeline.storage.blobs import LocalBlobStore
-from imago_pipeline.storage.lake import Lake
+from imago_pipeline.core.ingest import register_image
+from imago_pipeline.core.retention import purge_expired
+from imago_pipeline.defs.in_process import process_images
+from imago_pipeline.core.analytics import open_analytics
+from imago_pipeline.core.stores.blobs import LocalBlobStore
+from imago_pipeline.core.stores.lake import Lake
 from tests.conftest import REPO, SAMPLES
 
 NOW = datetime.now(timezone.utc)
@@ -224,7 +224,7 @@ def test_nightly_batch_requeues_stale_and_failed_oldest_first_with_retries_then_
         session.commit()
     assert run()["dead_lettered"] == 1
     scoped = catalog.for_tenant(tenant.id)
-    from imago_pipeline.catalog import ImageFilters
+    from imago_pipeline.core.catalog import ImageFilters
 
     dead, total = scoped.list_images(ImageFilters(dead_letter=True), limit=10, offset=0)
     assert total == 2 and {i.id for i in dead} == {failed_id, dead_id}

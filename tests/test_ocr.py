@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from imago_pipeline.imaging.ocr import ocr_image
-from imago_pipeline.imaging.ocr_eval import evaluate, load_samples, summarise
+from imago_pipeline.core.enrichment.ocr import ocr_image
+from imago_pipeline.core.enrichment.ocr_eval import evaluate, load_samples, summarise
 from tests.conftest import REPO, SAMPLES, shared
 
 # Measured on this data (docs/ocr.md). CER: lower is better; word recall: higher is better.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from imago_pipeline.parallel import map_in_processes
+from imago_pipeline.core.parallel import map_in_processes
 
 
 def square_or_die(n: int) -> int:

@@ -8,11 +8,11 @@ import dagster as dg
 import duckdb
 from PIL import Image
 
-from imago_pipeline.catalog import Catalog
+from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.definitions import build_definitions
-from imago_pipeline.registration import register_image
-from imago_pipeline.runner import process_images
-from imago_pipeline.storage.blobs import LocalBlobStore, original_key
+from imago_pipeline.core.ingest import register_image
+from imago_pipeline.defs.in_process import process_images
+from imago_pipeline.core.stores.blobs import LocalBlobStore, original_key
 from tests.conftest import SAMPLES, shared
 
 

@@ -23,7 +23,7 @@ import psutil
 import pytest
 from sqlalchemy.engine import make_url
 
-from imago_pipeline.storage.blobs import iter_s3_objects, s3_client
+from imago_pipeline.core.stores.blobs import iter_s3_objects, s3_client
 from tests import postgres
 from tests.conftest import REPO, SAMPLES
 from tests.http_server import free_port

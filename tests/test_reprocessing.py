@@ -6,13 +6,13 @@ import dagster as dg
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from imago_pipeline.batching import contiguous_batches
+from imago_pipeline.defs.batching import contiguous_batches
 from imago_pipeline.definitions import build_definitions
-from imago_pipeline.defs.images.sensors import stale_reprocess_sensor
+from imago_pipeline.defs.enrichment.sensors import stale_reprocess_sensor
 from imago_pipeline.defs.resources import build_resources
-from imago_pipeline.registration import register_image
-from imago_pipeline.runner import process_images, reprocess_stale
-from imago_pipeline.storage.blobs import LocalBlobStore
+from imago_pipeline.core.ingest import register_image
+from imago_pipeline.defs.in_process import process_images, reprocess_stale
+from imago_pipeline.core.stores.blobs import LocalBlobStore
 from tests.conftest import SAMPLES
 
 NAMES = ("Canon_40D.jpg", "phototest.tif", "Nikon_D70.jpg")

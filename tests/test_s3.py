@@ -8,10 +8,10 @@ import httpx
 import pytest
 
 from imago_api.main import create_app
-from imago_pipeline.defs.images.sensors import s3_drop_sensor
+from imago_pipeline.defs.enrichment.sensors import s3_drop_sensor
 from imago_pipeline.defs.resources import build_resources
-from imago_pipeline.runner import get_instance, process_images
-from imago_pipeline.storage.blobs import BlobNotFound, S3BlobStore, build_blob_store, iter_s3_objects
+from imago_pipeline.defs.in_process import get_instance, process_images
+from imago_pipeline.core.stores.blobs import BlobNotFound, S3BlobStore, build_blob_store, iter_s3_objects
 from tests.conftest import SAMPLES, shared
 from tests.http_server import serve
 

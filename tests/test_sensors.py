@@ -10,11 +10,11 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from sqlalchemy import text
 
-from imago_pipeline.claims import CLAIM_TAG
-from imago_pipeline.defs.images.sensors import drop_folder_sensor, upload_sensor
+from imago_pipeline.core.claims import CLAIM_TAG
+from imago_pipeline.defs.enrichment.sensors import drop_folder_sensor, upload_sensor
 from imago_pipeline.defs.resources import build_resources
-from imago_pipeline.registration import register_image
-from imago_pipeline.storage.blobs import LocalBlobStore
+from imago_pipeline.core.ingest import register_image
+from imago_pipeline.core.stores.blobs import LocalBlobStore
 from tests.conftest import SAMPLES, shared
 
 

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from imago_pipeline.cli import app
-from imago_pipeline.defs.images.assets import EXIF_LAKE_SCHEMA, VISION_LAKE_SCHEMA
-from imago_pipeline.sql_models import build_all, load_project
-from imago_pipeline.storage.lake import Lake
+from imago_pipeline.defs.enrichment.assets import EXIF_LAKE_SCHEMA, VISION_LAKE_SCHEMA
+from imago_pipeline.core.analytics import build_all, load_project
+from imago_pipeline.core.stores.lake import Lake
 
 T0 = datetime(2025, 3, 1, 12, tzinfo=timezone.utc)
 

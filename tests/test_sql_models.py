@@ -12,20 +12,20 @@ import dagster as dg
 import duckdb
 import pytest
 
-from imago_pipeline.catalog import Catalog
-from imago_pipeline.catalog.models import utcnow
-from imago_pipeline.config import ImagoSettings
+from imago_pipeline.core.catalog import Catalog
+from imago_pipeline.core.catalog.models import utcnow
+from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.definitions import build_definitions
-from imago_pipeline.defs.images.assets import CLASSIFICATION_LAKE_SCHEMA, EXIF_LAKE_SCHEMA, IMAGES_LAKE_SCHEMA
+from imago_pipeline.defs.enrichment.assets import CLASSIFICATION_LAKE_SCHEMA, EXIF_LAKE_SCHEMA, IMAGES_LAKE_SCHEMA
 from imago_pipeline.defs.resources import LakeResource
-from imago_pipeline.defs.sql_models.assets import MODEL_AUTOMATION, build_sql_model_assets, model_key
-from imago_pipeline.imaging.exif import extract_exif
-from imago_pipeline.registration import register_image
-from imago_pipeline.runner import prepare_dagster_home, process_images
-from imago_pipeline.sql_models import ModelError, build_all, load_project, open_analytics, run_query
-from imago_pipeline.sql_models.project import default_project_dir
-from imago_pipeline.storage.blobs import LocalBlobStore
-from imago_pipeline.storage.lake import Lake
+from imago_pipeline.defs.analytics.assets import MODEL_AUTOMATION, build_sql_model_assets, model_key
+from imago_pipeline.core.enrichment.exif import extract_exif
+from imago_pipeline.core.ingest import register_image
+from imago_pipeline.defs.in_process import prepare_dagster_home, process_images
+from imago_pipeline.core.analytics import ModelError, build_all, load_project, open_analytics, run_query
+from imago_pipeline.core.analytics.project import default_project_dir
+from imago_pipeline.core.stores.blobs import LocalBlobStore
+from imago_pipeline.core.stores.lake import Lake
 from tests.conftest import SAMPLES
 
 IMAGE_SUFFIXES = (".jpg", ".png", ".webp", ".tif")

@@ -8,9 +8,9 @@ import io
 import pytest
 from PIL import Image
 
-from imago_pipeline.vision.base import VisionContext, VisionError
-from imago_pipeline.vision.gemini import GeminiVisionProvider
-from imago_pipeline.vision.local import LocalVisionProvider
+from imago_pipeline.core.vision.base import VisionContext, VisionError
+from imago_pipeline.core.vision.gemini import GeminiVisionProvider
+from imago_pipeline.core.vision.local import LocalVisionProvider
 from tests.conftest import SAMPLES
 from tests.gemini_server import GeminiProtocolServer, blocked_answer, error_answer, json_answer, text_answer
 
@@ -127,9 +127,9 @@ def _prompt(body: dict) -> str:
 
 def test_pipeline_with_gemini_records_blocks_per_image_and_uses_the_ocr_fallback(catalog, settings,
                                                                                 dagster_instance):
-    from imago_pipeline.registration import register_image
-    from imago_pipeline.runner import process_images
-    from imago_pipeline.storage.blobs import LocalBlobStore
+    from imago_pipeline.core.ingest import register_image
+    from imago_pipeline.defs.in_process import process_images
+    from imago_pipeline.core.stores.blobs import LocalBlobStore
 
     def respond(body):
         prompt = _prompt(body)

@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from imago_api.main import create_app
-from imago_pipeline.config import ImagoSettings
-from imago_pipeline.runner import get_instance, process_images
+from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.defs.in_process import get_instance, process_images
 from tests.browser import browser_page, screenshot
 from tests.conftest import SAMPLES, shared
 from tests.http_server import serve

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from imago_pipeline.catalog import Catalog
-from imago_pipeline.catalog.models import ModelVersion, utcnow
-from imago_pipeline.storage.blobs import BlobStore
+from imago_pipeline.core.catalog import Catalog
+from imago_pipeline.core.catalog.models import ModelVersion, utcnow
+from imago_pipeline.core.stores.blobs import BlobStore
 
 BASELINE_DIR = Path(__file__).parent / "baseline"
 BASELINE_MODEL = BASELINE_DIR / "model.keras"

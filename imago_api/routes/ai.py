@@ -1,5 +1,5 @@
 """AI utility endpoints: summarise a web page, draft a task from a request. The configured vision provider
-(`IMAGO_VISION_PROVIDER`) answers both; the fetching and its limits live in `imago_pipeline.textai`."""
+(`IMAGO_VISION_PROVIDER`) answers both; the fetching and its limits live in `imago_api.ai`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from imago_api.deps import SettingsDep, require_scope
 from imago_api.errors import AUTHENTICATED, ApiError, ErrorOut, responses
-from imago_pipeline.textai.extract import NoText, extract_text
-from imago_pipeline.textai.fetch import (
+from imago_api.ai.extract import NoText, extract_text
+from imago_api.ai.fetch import (
     FetchFailed,
     FetchLimits,
     FetchTimeout,
@@ -23,8 +23,8 @@ from imago_pipeline.textai.fetch import (
     UrlNotAllowed,
     fetch_page,
 )
-from imago_pipeline.vision.base import TaskDraft, VisionError, VisionProvider
-from imago_pipeline.vision.factory import provider_from_settings
+from imago_pipeline.core.vision.base import TaskDraft, VisionError, VisionProvider
+from imago_pipeline.core.vision.factory import provider_from_settings
 
 router = APIRouter(prefix="/ai", tags=["ai"], responses=responses(*AUTHENTICATED))
 

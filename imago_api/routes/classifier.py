@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from imago_api.deps import BlobStoreDep, CatalogDep, ImageId, PrincipalDep, SettingsDep, TenantDep, require_scope
 from imago_api.errors import AUTHENTICATED, UPLOAD_STATUS, ApiError, InvalidUpload, NotFound, responses
-from imago_pipeline.imaging.decode import InvalidImage, inspect_image
+from imago_pipeline.core.enrichment.decode import InvalidImage, inspect_image
 
 router = APIRouter(tags=["classification"])
 _model_lock = threading.Lock()

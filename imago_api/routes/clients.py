@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field, field_validator
 
 from imago_api.deps import ClientId, CatalogDep, SettingsDep, require_scope
 from imago_api.errors import AUTHENTICATED, ApiError, Conflict, NotFound, responses
-from imago_pipeline.catalog.models import Tenant
-from imago_pipeline.catalog.repository import ALL_SCOPES, DEFAULT_SCOPES, ClientExists
-from imago_pipeline.config import ImagoSettings
+from imago_pipeline.core.catalog.models import Tenant
+from imago_pipeline.core.catalog.repository import ALL_SCOPES, DEFAULT_SCOPES, ClientExists
+from imago_pipeline.core.config import ImagoSettings
 
 router = APIRouter(prefix="/auth/clients", tags=["clients"], dependencies=[require_scope("admin")],
                    responses=responses(*AUTHENTICATED, 404, 409))

@@ -22,9 +22,9 @@ from pydantic import BaseModel
 
 from imago_api.deps import BlobStoreDep, CatalogDep, ImageId, PrincipalDep, SettingsDep, TenantDep, require_scope
 from imago_api.errors import AUTHENTICATED, ApiError, NotFound, responses
-from imago_pipeline.catalog import TenantCatalog
-from imago_pipeline.storage.blobs import BlobNotFound
-from imago_pipeline.storage.signing import ExpiredToken, FileGrant, InvalidToken
+from imago_pipeline.core.catalog import TenantCatalog
+from imago_pipeline.core.stores.blobs import BlobNotFound
+from imago_pipeline.core.stores.signing import ExpiredToken, FileGrant, InvalidToken
 
 router = APIRouter(tags=["files"])
 READ = require_scope("images:read")

@@ -36,11 +36,11 @@ from imago_api.schemas import (
     UsageOut,
     VisionOut,
 )
-from imago_pipeline.catalog import ImageFilters, TenantCatalog
-from imago_pipeline.catalog.models import Image
-from imago_pipeline.imaging.decode import InvalidImage
-from imago_pipeline.erasure import erase_image
-from imago_pipeline.registration import QuotaExceeded, register_image
+from imago_pipeline.core.catalog import ImageFilters, TenantCatalog
+from imago_pipeline.core.catalog.models import Image
+from imago_pipeline.core.enrichment.decode import InvalidImage
+from imago_pipeline.core.erasure import erase_image
+from imago_pipeline.core.ingest import QuotaExceeded, register_image
 
 router = APIRouter(prefix="/images", tags=["images"], responses=responses(*AUTHENTICATED, 404))
 

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from imago_api.deps import SettingsDep
-from imago_pipeline.imaging.decode import ACCEPTED_MEDIA_TYPES
+from imago_pipeline.core.enrichment.decode import ACCEPTED_MEDIA_TYPES
 
 HERE = Path(__file__).resolve().parents[1]
 templates = Jinja2Templates(directory=HERE / "templates")

@@ -8,13 +8,13 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import dagster as dg
 from pydantic import PrivateAttr
 
-from imago_pipeline.catalog import Catalog
-from imago_pipeline.config import ImagoSettings
-from imago_pipeline.parallel import WorkerPool, worker_pool
-from imago_pipeline.storage.blobs import BlobStore, LocalBlobStore, S3BlobStore, s3_client
-from imago_pipeline.storage.lake import Lake
-from imago_pipeline.vision.base import VisionProvider
-from imago_pipeline.vision.factory import build_provider
+from imago_pipeline.core.catalog import Catalog
+from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.parallel import WorkerPool, worker_pool
+from imago_pipeline.core.stores.blobs import BlobStore, LocalBlobStore, S3BlobStore, s3_client
+from imago_pipeline.core.stores.lake import Lake
+from imago_pipeline.core.vision.base import VisionProvider
+from imago_pipeline.core.vision.factory import build_provider
 
 
 class CatalogResource(dg.ConfigurableResource):

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 from sqlalchemy import select
 
-from imago_pipeline.catalog.models import Feedback, InferenceLog
-from imago_pipeline.defs.maintenance.jobs import retention_purge
+from imago_pipeline.core.catalog.models import Feedback, InferenceLog
+from imago_pipeline.defs.governance.jobs import retention_purge
 from imago_pipeline.defs.resources import CatalogResource, LakeResource
 
 _TS = pa.timestamp("us", tz="UTC")

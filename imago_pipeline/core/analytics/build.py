@@ -1,0 +1,91 @@
+"""Materializing a model and running its data tests.
+
+A model is written with DuckDB's `COPY (<compiled SQL>) TO` into a file beside its final place, then
+swapped in with `os.replace`: a reader sees the previous build or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from imago_pipeline.core.analytics.analytics import open_analytics, register_model
+from imago_pipeline.core.analytics.project import DataTest, ModelError, SqlProject, model_file
+from imago_pipeline.core.analytics.sources import quote_literal
+
+
+# Columns that name a single image: a model holding them would keep an erased image after erasure.
+IDENTIFYING_COLUMNS = frozenset({"image_id", "sha256"})
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    name: str
+    path: Path
+    rows: int
+    columns: list[tuple[str, str]]  # (name, DuckDB type)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DataTestOutcome:
+    test: DataTest
+    failing_rows: int
+    error: str | None = None  # the test could not run (e.g. the column is not in the model)
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.failing_rows == 0
+
+
+def build_model(con: duckdb.DuckDBPyConnection, project: SqlProject, name: str, lake_root: Path) -> BuiltModel:
+    """Write the model's Parquet file and (re)register its view on `con` (from `open_analytics`)."""
+    model = project.models[name]
+    for ref in model.refs:
+        if not model_file(lake_root, ref).exists():
+            raise ModelError(f"{model.path}: ref('{ref}') has not been built yet; build it first")
+    started = time.perf_counter()
+    target = model_file(lake_root, name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    aside = target.with_name(f".tmp-{uuid.uuid4().hex}.parquet")
+    try:
+        rows = con.execute(f"COPY ({project.compile(name, lake_root)}) TO {quote_literal(str(aside))} "
+                           "(FORMAT parquet, COMPRESSION zstd)").fetchone()[0]
+        columns = [(row[0], row[1]) for row in con.execute(
+            f"DESCRIBE SELECT * FROM read_parquet({quote_literal(str(aside))})").fetchall()]
+        identifying = sorted(IDENTIFYING_COLUMNS & {column for column, _ in columns})
+        if identifying:
+            raise ModelError(f"{model.path}: outputs {', '.join(identifying)}; models hold aggregates only "
+                             "(an erased image must not survive in a model)")
+        os.replace(aside, target)
+    finally:
+        aside.unlink(missing_ok=True)
+    register_model(con, name, target)
+    return BuiltModel(name, target, int(rows), columns, time.perf_counter() - started)
+
+
+def run_tests(con: duckdb.DuckDBPyConnection, project: SqlProject, name: str, lake_root: Path) -> list[DataTestOutcome]:
+    relation = f"read_parquet({quote_literal(str(model_file(lake_root, name)))})"
+    outcomes = []
+    for test in project.models[name].tests:
+        try:
+            failing = con.execute(test.failing_rows_sql(relation)).fetchone()[0]
+            outcomes.append(DataTestOutcome(test, int(failing)))
+        except duckdb.Error as exc:
+            outcomes.append(DataTestOutcome(test, 0, str(exc).splitlines()[0]))
+    return outcomes
+
+
+def build_all(project: SqlProject, lake_root: Path) -> list[tuple[BuiltModel, list[DataTestOutcome]]]:
+    """Every model in dependency order, each followed by its tests (the CLI-less path: bench, tests)."""
+    con = open_analytics(lake_root)
+    try:
+        return [(build_model(con, project, name, lake_root), run_tests(con, project, name, lake_root))
+                for name in project.models]
+    finally:
+        con.close()

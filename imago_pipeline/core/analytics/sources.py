@@ -1,0 +1,94 @@
+"""The lake tables as SQL sources: one DuckDB view per table, holding the newest row per image.
+
+The per-image tables are append-only per batch, so an image processed twice has two rows in two files;
+the view keeps the newest one (its timestamp, then the file name, so equal timestamps still resolve the
+same way every time). `inference_log` and `feedback` are whole-table snapshots with unique ids and are
+read as they are. Each view reads `*/*/part-*.parquet`: the writers' files written aside (`.tmp-…`) never
+match, and DuckDB expands the pattern once per scan, so a query sees each file whole or not at all.
+A table nobody has written yet is an empty view with the writer's columns, so models still run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from imago_pipeline.defs.enrichment.assets import (
+    CLASSIFICATION_LAKE_SCHEMA,
+    EXIF_LAKE_SCHEMA,
+    IMAGES_LAKE_SCHEMA,
+    OCR_LAKE_SCHEMA,
+    THUMBNAIL_LAKE_SCHEMA,
+    VISION_LAKE_SCHEMA,
+)
+from imago_pipeline.defs.monitoring.assets import FEEDBACK_SCHEMA, INFERENCE_LOG_SCHEMA
+
+SOURCE_NAME = "lake"
+PARTITION_COLUMNS = (("tenant_id", "BIGINT"), ("date", "DATE"))
+
+
+@dataclass(frozen=True)
+class LakeTable:
+    name: str
+    schema: pa.Schema
+    newest_first: tuple[str, ...] = ()  # empty: a snapshot, read as it is
+
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        """(name, DuckDB type) in view order: the partition columns, then the file's own columns."""
+        return [*PARTITION_COLUMNS, *((f.name, duckdb_type(f.type)) for f in self.schema)]
+
+
+LAKE_TABLES: dict[str, LakeTable] = {t.name: t for t in (
+    LakeTable("exif", EXIF_LAKE_SCHEMA, ("extracted_at",)),
+    LakeTable("thumbnail", THUMBNAIL_LAKE_SCHEMA, ("created_at",)),
+    LakeTable("ocr", OCR_LAKE_SCHEMA, ("created_at",)),
+    LakeTable("classification", CLASSIFICATION_LAKE_SCHEMA, ("created_at",)),
+    LakeTable("vision", VISION_LAKE_SCHEMA, ("created_at",)),
+    LakeTable("images", IMAGES_LAKE_SCHEMA, ("processed_at", "created_at")),
+    LakeTable("inference_log", INFERENCE_LOG_SCHEMA),
+    LakeTable("feedback", FEEDBACK_SCHEMA),
+)}
+
+
+def duckdb_type(arrow: pa.DataType) -> str:
+    if pa.types.is_list(arrow):
+        return f"{duckdb_type(arrow.value_type)}[]"
+    if pa.types.is_timestamp(arrow):
+        return "TIMESTAMPTZ" if arrow.tz else "TIMESTAMP"
+    for test, name in ((pa.types.is_int64, "BIGINT"), (pa.types.is_float64, "DOUBLE"),
+                       (pa.types.is_string, "VARCHAR"), (pa.types.is_boolean, "BOOLEAN")):
+        if test(arrow):
+            return name
+    raise ValueError(f"no DuckDB type for lake column type {arrow}")
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def files_pattern(lake_root: Path, table: str) -> str:
+    return str(lake_root / table / "*" / "*" / "part-*.parquet")
+
+
+def view_sql(lake_root: Path, table: LakeTable) -> str:
+    """The SELECT behind a source view: deduplicated when the table is append-only, empty when absent."""
+    columns = table.columns
+    select = ", ".join(quote_identifier(name) for name, _ in columns)
+    if not any((lake_root / table.name).glob("*/*/part-*.parquet")):
+        typed = ", ".join(f"CAST(NULL AS {kind}) AS {quote_identifier(name)}" for name, kind in columns)
+        return f"SELECT {typed} WHERE false"
+    scan = (f"read_parquet({quote_literal(files_pattern(lake_root, table.name))}, hive_partitioning = true, "
+            "hive_types = {'tenant_id': BIGINT, 'date': DATE}"
+            + (", filename = true)" if table.newest_first else ")"))
+    if not table.newest_first:
+        return f"SELECT {select} FROM {scan}"
+    order = ", ".join(f"{quote_identifier(c)} DESC NULLS LAST" for c in table.newest_first)
+    return (f"SELECT {select} FROM {scan} "
+            f"QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY {order}, filename DESC) = 1")

@@ -1,0 +1,105 @@
+"""Registering an upload: the one path shared by the API, the drop-folder sensor and `imago ingest`.
+
+Content is validated before anything is stored, the bytes are deduplicated per tenant by SHA-256, the
+blob is written before the catalog row (so a row never points at a missing blob), and the image starts
+`pending` for the upload sensor to pick up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from dataclasses import dataclass
+from typing import Sequence
+from pathlib import PurePosixPath, PureWindowsPath
+
+from imago_pipeline.core.catalog import Catalog
+from imago_pipeline.core.catalog.models import Image, utcnow
+from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.enrichment.decode import ImageInfo, inspect_image
+from imago_pipeline.core.stores.blobs import BlobStore, original_key
+
+
+class QuotaExceeded(Exception):
+    def __init__(self, used: int, quota: int, size: int):
+        super().__init__(f"storage quota exceeded: {used} of {quota} bytes used, this upload needs {size} more")
+        self.used, self.quota, self.size = used, quota, size
+
+
+@dataclass(frozen=True)
+class Registration:
+    image: Image
+    created: bool
+
+
+@dataclass(frozen=True)
+class CheckedUpload:
+    """An upload that passed validation: what the catalog records, computed before anything is stored."""
+
+    sha256: str
+    info: ImageInfo
+
+
+def clean_filename(name: str | None) -> str:
+    """Keep a display name only: no directories, no control characters, bounded length."""
+    name = PureWindowsPath(PurePosixPath(name or "").name).name  # drop both kinds of directory part
+    name = "".join(ch for ch in unicodedata.normalize("NFC", name) if unicodedata.category(ch)[0] != "C")
+    name = name.strip().lstrip(".")
+    return name[:200] or "upload"
+
+
+def check_upload(data: bytes, settings: ImagoSettings) -> CheckedUpload:
+    """The CPU-heavy, side-effect-free half of registration (it can run in a worker process)."""
+    info = inspect_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    return CheckedUpload(sha256=hashlib.sha256(data).hexdigest(), info=info)
+
+
+def _store_blob(store: BlobStore, checked: CheckedUpload, *, tenant_id: int, filename: str | None, data: bytes,
+                status: str, claim: str | None = None) -> dict:
+    """Write the bytes (once per tenant and content) and return the catalog row to insert for them."""
+    key = original_key(tenant_id, checked.sha256)
+    if not store.exists(key):
+        store.put(key, data)
+    row = dict(sha256=checked.sha256, original_name=clean_filename(filename), media_type=checked.info.media_type,
+               byte_size=len(data), width=checked.info.width, height=checked.info.height, blob_key=key, status=status)
+    if claim is not None:  # registered straight into work (an in-process ingest): held by its process
+        row.update(claim=claim, claimed_at=utcnow())
+    return row
+
+
+def store_upload(catalog: Catalog, store: BlobStore, checked: CheckedUpload, *, tenant_id: int,
+                 filename: str | None, data: bytes, status: str = "pending") -> Registration:
+    row = _store_blob(store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
+    image, created = catalog.for_tenant(tenant_id).register_image(**row)
+    return Registration(image=image, created=created)
+
+
+def store_uploads(catalog: Catalog, store: BlobStore, uploads: Sequence[tuple[CheckedUpload, str | None, bytes]],
+                  *, tenant_id: int, status: str = "pending", claim: str | None = None) -> list[Registration]:
+    """`store_upload` for a batch of (checked, filename, data): one catalog transaction for all of them.
+    With `claim` (status `queued`), the images are held by that in-process worker, not the upload sensor."""
+    items = [_store_blob(store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status,
+                         claim=claim)
+             for checked, filename, data in uploads]
+    return [Registration(image, created) for image, created in catalog.for_tenant(tenant_id).register_images(items)]
+
+
+def register_image(catalog: Catalog, store: BlobStore, settings: ImagoSettings, *, tenant_id: int,
+                   filename: str | None, data: bytes, status: str = "pending",
+                   quota_bytes: int | None = None) -> Registration:
+    """Validate and store one upload; raises `InvalidImage` with a reason the uploader can read, or
+    `QuotaExceeded` when a new image would take the tenant past `quota_bytes` (a duplicate costs nothing).
+
+    The quota check and the insert are not one transaction: concurrent uploads can pass it together and
+    overshoot by at most their own size.
+    """
+    checked = check_upload(data, settings)
+    if quota_bytes is not None:
+        tenant = catalog.for_tenant(tenant_id)
+        existing = tenant.find_by_sha256(checked.sha256)
+        if existing is not None:
+            return Registration(image=existing, created=False)
+        used, _ = tenant.storage_used()
+        if used + len(data) > quota_bytes:
+            raise QuotaExceeded(used, quota_bytes, len(data))
+    return store_upload(catalog, store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status)

@@ -1,0 +1,134 @@
+"""Run per-image work on every core, survive a worker that crashes, and leave no process behind.
+
+Dagster runs one step at a time in a process; the images of a batch are spread over a pool of worker
+processes so a 2-core machine does twice the work. Workers come from a forkserver (not a plain fork of a
+process that holds Dagster's threads and locks), preloaded with the imaging code so they start warm.
+
+A pool lives exactly as long as the `worker_pool()` block that opened it: a Dagster run opens one for the
+whole run (the `worker_pool` resource), `imago ingest` one for all its batches, and a call outside any block
+gets a pool of its own for that call. The pool is shut down in a `finally`, because a run's process is a
+multiprocessing child: it never runs `atexit` handlers, and at exit it joins every non-daemonic child, so a
+pool left open keeps the whole run process (and TensorFlow's memory) alive forever. Each worker also asks
+the kernel to kill it when its parent dies (`PR_SET_PDEATHSIG`), so a `kill -9` of a run leaves no worker.
+
+Hostile files can crash a C decoder and take the worker with it. Then the pool is replaced, the unfinished
+items are tried again, and an item that kills a worker on its own gets `on_crash(item)` as its result: one
+bad image never costs the rest of its batch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import signal
+import sys
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_PRELOAD = ["imago_pipeline.core.enrichment.stages", "imago_pipeline.core.ingest", "imago_pipeline.core.enrichment.ocr"]
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to send `sig` to this process when its parent exits (a no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+class WorkerPool:
+    """A process pool that is replaced when a worker dies and closed by its owner."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _get(self, workers: int | None = None) -> ProcessPoolExecutor:
+        with self._lock:
+            wanted = workers or self.workers
+            if self._executor is not None and self._executor._max_workers != wanted:  # noqa: SLF001
+                self._executor.shutdown(cancel_futures=True)
+                self._executor = None
+            if self._executor is None:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(_PRELOAD)
+                self._executor = ProcessPoolExecutor(max_workers=wanted, mp_context=context,
+                                                     initializer=die_with_parent)
+            return self._executor
+
+    def _discard(self) -> None:
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+
+    def close(self) -> None:
+        """Stop every worker and wait for them (idempotent)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], on_crash: Callable[[T], R] | None = None) -> list[R]:
+        """`[fn(item) for item in items]`, computed on the pool's workers."""
+        results: dict[int, R] = {}
+        remaining = list(range(len(items)))
+        for _attempt in range(2):  # the whole batch once more after a crash
+            if not remaining:
+                break
+            executor = self._get()
+            futures = {index: executor.submit(fn, items[index]) for index in remaining}
+            broken = []
+            for index, future in futures.items():
+                try:
+                    results[index] = future.result()
+                except BrokenProcessPool:
+                    broken.append(index)
+            if broken:
+                self._discard()
+            remaining = broken
+        for index in remaining:  # crashed twice along with others: isolate each to find the culprit
+            try:
+                results[index] = self._get(1).submit(fn, items[index]).result()
+            except BrokenProcessPool:
+                self._discard()
+                if on_crash is None:
+                    raise
+                results[index] = on_crash(items[index])
+        return [results[index] for index in range(len(items))]
+
+
+_current: WorkerPool | None = None
+_current_lock = threading.Lock()
+
+
+@contextmanager
+def worker_pool(workers: int) -> Iterator[WorkerPool]:
+    """The pool for everything inside the block (an enclosing block's pool is reused); closed at the end."""
+    global _current
+    with _current_lock:
+        outer = _current
+        if outer is None:
+            _current = WorkerPool(workers)
+        pool = _current
+    try:
+        yield pool
+    finally:
+        if outer is None:
+            with _current_lock:
+                _current = None
+            pool.close()
+
+
+def map_in_processes(fn: Callable[[T], R], items: Sequence[T], workers: int,
+                     on_crash: Callable[[T], R] | None = None) -> list[R]:
+    """`[fn(item) for item in items]` on `workers` processes: the enclosing `worker_pool()`'s, else a pool
+    opened and closed for this call."""
+    with worker_pool(workers) as pool:
+        return pool.map(fn, items, on_crash)
