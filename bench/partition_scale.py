@@ -65,7 +65,8 @@ from imago_pipeline.defs.enrichment.assets import PER_IMAGE_ASSET_KEYS, image_pa
 from imago_pipeline.defs.enrichment.sensors import upload_sensor  # noqa: E402
 from imago_pipeline.defs.resources import build_resources  # noqa: E402
 from imago_pipeline.core.ingest import register_image  # noqa: E402
-from imago_pipeline.defs.in_process import EMBEDDED_DAGSTER_YAML, QUIET_CONSOLE, use_batched_dagster_events  # noqa: E402
+from imago_pipeline.dagster_instance import embedded_instance_yaml, use_batched_dagster_events  # noqa: E402
+from imago_pipeline.defs.in_process import QUIET_CONSOLE  # noqa: E402
 from imago_pipeline.core.stores.blobs import build_blob_store  # noqa: E402
 
 console = Console(width=160)
@@ -109,7 +110,7 @@ def scratch_home(backend: str, n: int, postgres_admin: str | None) -> Iterator[I
     if backend == "sqlite":
         settings = ImagoSettings(home=root / "imago", database_url=None, workers=2)
         (dagster_home / "dagster.yaml").write_text(
-            EMBEDDED_DAGSTER_YAML.format(home=dagster_home) + "nux:\n  enabled: false\n")
+            embedded_instance_yaml(dagster_home))
     else:
         tag = f"imago_scale_{n}_{uuid.uuid4().hex[:8]}"
         names = [f"{tag}_dagster", f"{tag}_catalog"]

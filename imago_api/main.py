@@ -58,7 +58,7 @@ def _lazy_dagster_instance(settings: ImagoSettings):
             if not holder:
                 import dagster as dg
 
-                from imago_pipeline.defs.in_process import prepare_dagster_home
+                from imago_pipeline.dagster_instance import prepare_dagster_home
 
                 holder.append(dg.DagsterInstance.from_config(str(prepare_dagster_home(settings))))
             return holder[0]

@@ -1,10 +1,16 @@
-"""Where Imago relies on Dagster beyond its public API: run-worker health and claims of runs.
+"""The one module that relies on Dagster beyond its public API (`dagster._…`). Each use is here, with why,
+and `tests/test_dagster_internals.py` fails when a Dagster upgrade breaks one of them.
 
-Dagster's `DefaultRunLauncher` cannot tell whether a run's worker process is still alive, so its run
-monitoring never notices a `kill -9` of a run worker whose code server died with it: the run stays STARTED
-forever, holds a `max_concurrent_runs` slot, and its images wait. `ImagoRunLauncher` adds that check, so
-the daemon's run monitoring fails such runs (and run retries re-execute them). `imago serve` uses the same
-check at start for runs a previous crash left behind.
+- **Run-worker health.** Dagster's `DefaultRunLauncher` cannot tell whether a run's worker process is still
+  alive, so its run monitoring never notices a `kill -9` of a run worker whose code server died with it:
+  the run stays STARTED forever, holds a run slot, and its images wait. `ImagoRunLauncher` adds that check,
+  so the daemon's run monitoring fails such runs (and run retries re-execute them); `imago serve` uses the
+  same check at start for runs a previous crash left behind (`fail_orphaned_runs`), and the claims of the
+  catalog ask it whether a run will still finish its images (`claim_alive`).
+- **Erasure.** Dagster's `wipe_asset_partitions` is not implemented by its SQL event logs, so erasing an
+  image deletes its partition's rows from the event log tables directly (`erase_dagster_partition`).
+- **A fast SQLite event log** for the embedded default (`FastSqliteEventLogStorage`).
+- **Partition-range tags**, with which one run materializes a range of image partitions.
 """
 
 from __future__ import annotations
@@ -12,15 +18,29 @@ from __future__ import annotations
 import json
 import socket
 import time
+from contextlib import contextmanager
+from typing import Sequence
 
 import psutil
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
-from dagster._core.events import DagsterEventType
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, EventLogEntry, RunsFilter
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun
-from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, GRPC_INFO_TAG, WILL_RETRY_TAG
+from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage, SqlEventLogStorageTable
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, AssetEventTagsTable, AssetKeyTable
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    AUTO_RETRY_RUN_ID_TAG,
+    GRPC_INFO_TAG,
+    WILL_RETRY_TAG,
+)
+from dagster._serdes import deserialize_value
+from sqlalchemy import create_engine, delete, event, select, update
 
 from imago_pipeline.core.claims import CLAIM_TAG, OWNER_TAG, process_alive
+
+__all__ = ["ASSET_PARTITION_RANGE_END_TAG", "ASSET_PARTITION_RANGE_START_TAG", "FastSqliteEventLogStorage",
+           "ImagoRunLauncher", "claim_alive", "erase_dagster_partition", "fail_orphaned_runs"]
 
 UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
               DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
@@ -134,3 +154,104 @@ def claim_alive(instance: DagsterInstance, claim: str) -> bool:
         ended = instance.get_run_record_by_id(newest.run_id).end_time or time.time()
         return time.time() - ended < RETRY_PATIENCE_S
     return False
+
+
+# --- erasure -------------------------------------------------------------------------------------------
+
+def erase_dagster_partition(instance: DagsterInstance, partitions_def_name: str, partition_key: str) -> int:
+    """Delete a dynamic partition and every event recorded for it; returns the events deleted.
+
+    Dagster's own `wipe_asset_partitions` is not implemented by its SQL event logs (SQLite, Postgres), so
+    this deletes the partition's rows from the event log tables directly, then drops the cached asset
+    status (Dagster recomputes it from what is left).
+    """
+    events = SqlEventLogStorageTable
+    with instance.event_log_storage.index_connection() as connection:
+        ids = [row[0] for row in connection.execute(select(events.c.id).where(events.c.partition == partition_key))]
+        asset_keys = {row[0] for row in connection.execute(
+            select(events.c.asset_key).where(events.c.partition == partition_key).distinct())}
+        if ids:
+            connection.execute(delete(AssetEventTagsTable).where(AssetEventTagsTable.c.event_id.in_(ids)))
+            connection.execute(delete(events).where(events.c.id.in_(ids)))
+        connection.execute(delete(AssetCheckExecutionsTable)
+                           .where(AssetCheckExecutionsTable.c.partition == partition_key))
+        # The asset row caches its latest materialization: forget it when it was this partition's.
+        for row in connection.execute(select(AssetKeyTable.c.id, AssetKeyTable.c.last_materialization)
+                                      .where(AssetKeyTable.c.asset_key.in_(asset_keys))):
+            if row.last_materialization and _partition_of(row.last_materialization) == partition_key:
+                connection.execute(update(AssetKeyTable).where(AssetKeyTable.c.id == row.id)
+                                   .values(last_materialization=None, cached_status_data=None))
+    if partition_key in instance.get_dynamic_partitions(partitions_def_name):
+        instance.delete_dynamic_partition(partitions_def_name, partition_key)
+    instance.wipe_asset_cached_status([AssetKey.from_db_string(key) for key in asset_keys if key])
+    return len(ids)
+
+
+def _partition_of(serialized: str) -> str | None:
+    try:
+        entry = deserialize_value(serialized)
+        dagster_event = getattr(entry, "dagster_event", None)
+        return dagster_event.partition if dagster_event is not None else None
+    except Exception:  # an older or unknown record shape: leave it
+        return None
+
+
+# --- a faster SQLite event log for the embedded default ----------------------------------------------------
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+
+
+def _event_log_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class FastSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
+    """Dagster's consolidated SQLite event log, with one engine per process and WAL commits.
+
+    Dagster's SQLite storages open a new engine for every event and commit with a full fsync. A ranged run
+    writes two events per image and per asset (planned, then materialized), so on a 2-core machine that
+    cost dominated a batch of small images (measured: 73 s of a 74 s run for 500 images; 8 s with this).
+    WAL with `synchronous=NORMAL`: a crash of the process loses nothing, a power cut may lose the last
+    events. Production runs Dagster on Postgres (dagster.yaml) and does not use this.
+    """
+
+    _engine = None
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            self._engine = create_engine(self._conn_string, pool_size=4, max_overflow=8,
+                                         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+                                                       "check_same_thread": False})
+            event.listen(self._engine, "connect", _event_log_pragmas)
+        return self._engine
+
+    @contextmanager
+    def _connect(self):
+        with self.engine.connect() as connection:
+            with connection.begin():
+                yield connection
+
+    @property
+    def supports_partition_subset_in_asset_materialization_planned_events(self) -> bool:
+        # One planned event per asset for a ranged run instead of one per image. Dagster's caveat: a
+        # failed run does not mark its partitions failed; per-image failures live in our catalog anyway.
+        return True
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """The materializations of a ranged run in one transaction (Dagster's Postgres storage does the same)."""
+        kinds = {e.get_dagster_event().event_type for e in events}
+        if kinds != {DagsterEventType.ASSET_MATERIALIZATION}:
+            return super().store_event_batch(events)
+        events = [e for e in events if not e.get_dagster_event().is_asset_failed_to_materialize]
+        if not events:
+            return None
+        with self._connect() as connection:
+            ids = [row[0] for row in connection.execute(
+                self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id))]
+            self._store_asset_event_tags(connection, events, ids)
+            self._store_asset_event(connection, events[-1], ids[-1])
+        return None

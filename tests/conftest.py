@@ -61,7 +61,7 @@ def dagster_instance(tmp_path, monkeypatch):
     """A real instance with the embedded default's storage (the dagster.yaml that `imago` writes)."""
     import dagster as dg
 
-    from imago_pipeline.defs.in_process import prepare_dagster_home
+    from imago_pipeline.dagster_instance import prepare_dagster_home
 
     for name in ("DAGSTER_HOME", "DAGSTER_EVENT_BATCH_SIZE", "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"):
         monkeypatch.delenv(name, raising=False)

@@ -30,7 +30,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.ingest import register_image
-from imago_pipeline.defs.in_process import prepare_dagster_home, process_images
+from imago_pipeline.dagster_instance import prepare_dagster_home
+from imago_pipeline.defs.in_process import process_images
 from imago_pipeline.cli.serve import commands
 from imago_pipeline.core.stores.blobs import build_blob_store
 from tests.browser import browser_page, screenshot

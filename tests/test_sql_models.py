@@ -21,7 +21,8 @@ from imago_pipeline.defs.resources import LakeResource
 from imago_pipeline.defs.analytics.assets import MODEL_AUTOMATION, build_sql_model_assets, model_key
 from imago_pipeline.core.enrichment.exif import extract_exif
 from imago_pipeline.core.ingest import register_image
-from imago_pipeline.defs.in_process import prepare_dagster_home, process_images
+from imago_pipeline.dagster_instance import prepare_dagster_home
+from imago_pipeline.defs.in_process import process_images
 from imago_pipeline.core.analytics import ModelError, build_all, load_project, open_analytics, run_query
 from imago_pipeline.core.analytics.project import default_project_dir
 from imago_pipeline.core.stores.blobs import LocalBlobStore

@@ -40,6 +40,7 @@ from imago_pipeline.core.catalog import ImageFilters, TenantCatalog
 from imago_pipeline.core.catalog.models import Image
 from imago_pipeline.core.enrichment.decode import InvalidImage
 from imago_pipeline.core.erasure import erase_image
+from imago_pipeline.core.enrichment.stages import IMAGE_PARTITIONS
 from imago_pipeline.core.ingest import QuotaExceeded, register_image
 
 router = APIRouter(prefix="/images", tags=["images"], responses=responses(*AUTHENTICATED, 404))
@@ -188,8 +189,11 @@ def reprocess_image(image_id: ImageId, tenant: TenantDep) -> ImageOut:
 def delete_image(image_id: ImageId, request: Request, principal: PrincipalDep, catalog: CatalogDep,
                  blobs: BlobStoreDep, lake: LakeDep) -> Response:
     """Irreversible. Its feedback goes too; signed links to it stop working. An audit row keeps only counts."""
+    from imago_pipeline.dagster_internals import erase_dagster_partition  # Dagster loads on first erasure
+
+    instance = request.app.state.dagster_instance()
     report = erase_image(catalog, blobs, lake, tenant_id=principal.tenant_id, image_id=image_id,
-                         dagster_instance=request.app.state.dagster_instance())
+                         forget_runs=lambda erased: erase_dagster_partition(instance, IMAGE_PARTITIONS, str(erased)))
     if report is None:
         raise NotFound(f"image {image_id} not found")
     request.app.state.metrics.erasures.inc()

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from imago_pipeline.core.config import ImagoSettings
-from imago_pipeline.defs.in_process import prepare_dagster_home
+from imago_pipeline.dagster_instance import prepare_dagster_home
 
 GRACE_SECONDS = 20
 

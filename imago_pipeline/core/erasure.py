@@ -8,12 +8,11 @@ audit row with counts per store, never the erased content. Used by `DELETE /imag
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.core.stores.blobs import BlobStore, thumbnail_key
 from imago_pipeline.core.stores.lake import Lake
-
-IMAGE_PARTITIONS = "images"
 
 
 @dataclass
@@ -31,8 +30,11 @@ class ErasureReport:
 
 
 def erase_image(catalog: Catalog, blobs: BlobStore, lake: Lake, *, tenant_id: int, image_id: int,
-                dagster_instance=None) -> ErasureReport | None:
-    """Erase the tenant's image; None when the tenant has no such image (nothing is touched)."""
+                forget_runs: Callable[[int], int] | None = None) -> ErasureReport | None:
+    """Erase the tenant's image; None when the tenant has no such image (nothing is touched).
+
+    `forget_runs(image_id)` removes what the orchestrator recorded about the image (its Dagster partition
+    and that partition's events) and returns how many events went."""
     tenant = catalog.for_tenant(tenant_id)
     image = tenant.get_image(image_id)
     if image is None:
@@ -48,57 +50,7 @@ def erase_image(catalog: Catalog, blobs: BlobStore, lake: Lake, *, tenant_id: in
         removed = lake.delete_rows(table, "image_id", [image_id], tenant_id=tenant_id)
         if removed:
             report.lake_rows[table] = removed
-    if dagster_instance is not None:
-        report.dagster_events = erase_dagster_partition(dagster_instance, IMAGE_PARTITIONS, str(image_id))
+    if forget_runs is not None:
+        report.dagster_events = forget_runs(image_id)
     catalog.audit("erase_image", tenant_id=tenant_id, detail=report.as_audit())
     return report
-
-
-def erase_dagster_partition(instance, partitions_def_name: str, partition_key: str) -> int:
-    """Delete a dynamic partition and every event recorded for it; returns the events deleted.
-
-    Dagster's own `wipe_asset_partitions` is not implemented by its SQL event logs (SQLite, Postgres), so
-    this deletes the partition's rows from the event log tables directly, then drops the cached asset
-    status (Dagster recomputes it from what is left).
-    """
-    from dagster._core.storage.event_log.schema import (
-        AssetCheckExecutionsTable,
-        AssetEventTagsTable,
-        AssetKeyTable,
-        SqlEventLogStorageTable,
-    )
-    from dagster._serdes import deserialize_value
-    from sqlalchemy import delete, select, update
-
-    storage = instance.event_log_storage
-    events = SqlEventLogStorageTable
-    with storage.index_connection() as connection:
-        ids = [row[0] for row in connection.execute(select(events.c.id).where(events.c.partition == partition_key))]
-        asset_keys = {row[0] for row in connection.execute(
-            select(events.c.asset_key).where(events.c.partition == partition_key).distinct())}
-        if ids:
-            connection.execute(delete(AssetEventTagsTable).where(AssetEventTagsTable.c.event_id.in_(ids)))
-            connection.execute(delete(events).where(events.c.id.in_(ids)))
-        connection.execute(delete(AssetCheckExecutionsTable)
-                           .where(AssetCheckExecutionsTable.c.partition == partition_key))
-        # The asset row caches its latest materialization: forget it when it was this partition's.
-        for row in connection.execute(select(AssetKeyTable.c.id, AssetKeyTable.c.last_materialization)
-                                      .where(AssetKeyTable.c.asset_key.in_(asset_keys))):
-            if row.last_materialization and _partition_of(deserialize_value, row.last_materialization) == partition_key:
-                connection.execute(update(AssetKeyTable).where(AssetKeyTable.c.id == row.id)
-                                   .values(last_materialization=None, cached_status_data=None))
-    if partition_key in instance.get_dynamic_partitions(partitions_def_name):
-        instance.delete_dynamic_partition(partitions_def_name, partition_key)
-    from dagster import AssetKey
-
-    instance.wipe_asset_cached_status([AssetKey.from_db_string(key) for key in asset_keys if key])
-    return len(ids)
-
-
-def _partition_of(deserialize_value, serialized: str) -> str | None:
-    try:
-        entry = deserialize_value(serialized)
-        event = getattr(entry, "dagster_event", None)
-        return event.partition if event is not None else None
-    except Exception:  # an older or unknown record shape: leave it
-        return None

@@ -18,6 +18,9 @@ from imago_pipeline.core.enrichment.thumbnail import make_thumbnail
 from imago_pipeline.core.stores.blobs import BlobStore, thumbnail_key
 
 
+IMAGE_PARTITIONS = "images"  # the orchestrator's name for the set of image ids (Dagster's dynamic partitions)
+
+
 @dataclass(frozen=True)
 class StageInput:
     image_id: int

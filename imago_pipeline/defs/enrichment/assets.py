@@ -37,13 +37,13 @@ from imago_pipeline.defs.resources import (
 )
 from imago_pipeline.core.enrichment.exif import EXIF_FIELDS
 from imago_pipeline.core.enrichment.ocr import OCR_LOGIC_VERSION, tesseract_version
-from imago_pipeline.core.enrichment.stages import StageInput, StageResult, exif_stage, ocr_stage, thumbnail_stage, worker_crashed
+from imago_pipeline.core.enrichment.stages import IMAGE_PARTITIONS, StageInput, StageResult, exif_stage, ocr_stage, thumbnail_stage, worker_crashed
 from imago_pipeline.core.vision.base import PROMPT_VERSION, VisionContext, VisionError, VisionOutput
 
 # BackfillPolicy on assets is marked beta; it is what makes one run cover a range of images.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-image_partitions = dg.DynamicPartitionsDefinition(name="images")
+image_partitions = dg.DynamicPartitionsDefinition(name=IMAGE_PARTITIONS)
 
 uploads = dg.AssetSpec(
     "uploads",
