@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Tesseract is 2.7x faster on small machines with one thread per process (we run one process per core).
 export OMP_THREAD_LIMIT ?= 1
 
-.PHONY: setup system-packages demo test test-fast serve bench clean
+.PHONY: setup system-packages demo test test-fast lint serve bench clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -22,11 +22,17 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/imago demo samples
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest
 
-test-fast: setup
+test-fast: setup lint
 	$(BIN)/python -m pytest -m "not slow"
+
+# The import rules (the core imports no framework, nothing imports upward), style and likely bugs, the core's types.
+lint: setup
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Retraining needs a base training set and a fixed validation set; use the shared data when it is there.
 CATSDOGS := $(abspath ../shared/data/catsdogs)

@@ -2,7 +2,8 @@
 
 Pipeline: `imago ingest` (validation on every core, catalog, blob store, Dagster partitions, ranged runs,
 lake files), in a fresh IMAGO_HOME. Plain loop: the same per-image functions (validate, EXIF, thumbnail,
-OCR, local vision) over a process pool with one process per core and nothing else. The target is a ratio of 90% or better
+OCR, local vision) over a process pool with one process per core and nothing else. The target is a ratio of
+90% or better
 on 500+ images. Prints figures; asserts nothing.
 
     .venv/bin/python bench/ingest.py [--data ../shared/data] [--limit 1500] [--batch-size 250]
@@ -23,14 +24,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from imago_pipeline.core.enrichment.decode import sniff_media_type  # noqa: E402
-from imago_pipeline.core.ingest import check_upload  # noqa: E402
-from imago_pipeline.core.config import ImagoSettings  # noqa: E402
-from imago_pipeline.core.enrichment.exif import extract_exif  # noqa: E402
-from imago_pipeline.core.enrichment.ocr import ocr_image  # noqa: E402
-from imago_pipeline.core.enrichment.thumbnail import make_thumbnail  # noqa: E402
-from imago_pipeline.core.vision.base import VisionContext  # noqa: E402
-from imago_pipeline.core.vision.local import LocalVisionProvider  # noqa: E402
+from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.enrichment.decode import sniff_media_type
+from imago_pipeline.core.enrichment.exif import extract_exif
+from imago_pipeline.core.enrichment.ocr import ocr_image
+from imago_pipeline.core.enrichment.thumbnail import make_thumbnail
+from imago_pipeline.core.ingest import check_upload
+from imago_pipeline.core.vision.base import VisionContext
+from imago_pipeline.core.vision.local import LocalVisionProvider
 
 
 def collect(data: Path, limit: int) -> list[Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from imago_pipeline.core.enrichment.ocr_eval import evaluate, load_samples, summarise  # noqa: E402
+from imago_pipeline.core.enrichment.ocr_eval import evaluate, load_samples, summarise
 
 
 def main() -> None:

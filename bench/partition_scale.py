@@ -40,34 +40,34 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import dagster as dg  # noqa: E402
-import httpx  # noqa: E402
-import psutil  # noqa: E402
-import psycopg2  # noqa: E402
-from PIL import Image as PILImage  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-from sqlalchemy import insert, text  # noqa: E402
+import dagster as dg
+import httpx
+import psutil
+import psycopg2
+from PIL import Image as PILImage
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import insert, text
 
-from imago_pipeline.defs.batching import Batch  # noqa: E402
-from imago_pipeline.core.catalog import Catalog  # noqa: E402
-from imago_pipeline.core.catalog.models import Image, utcnow  # noqa: E402
-from imago_pipeline.core.config import ImagoSettings  # noqa: E402
-from imago_pipeline.defs.enrichment.assets import PER_IMAGE_ASSET_KEYS, image_partitions  # noqa: E402
-from imago_pipeline.defs.enrichment.sensors import upload_sensor  # noqa: E402
-from imago_pipeline.defs.resources import build_resources  # noqa: E402
-from imago_pipeline.core.ingest import register_image  # noqa: E402
-from imago_pipeline.dagster_instance import embedded_instance_yaml, use_batched_dagster_events  # noqa: E402
-from imago_pipeline.defs.in_process import QUIET_CONSOLE  # noqa: E402
-from imago_pipeline.core.stores.blobs import build_blob_store  # noqa: E402
+from imago_pipeline.core.catalog import Catalog
+from imago_pipeline.core.catalog.models import Image, utcnow
+from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.ingest import register_image
+from imago_pipeline.core.stores.blobs import build_blob_store
+from imago_pipeline.dagster_instance import embedded_instance_yaml, use_batched_dagster_events
+from imago_pipeline.defs.batching import Batch
+from imago_pipeline.defs.enrichment.assets import PER_IMAGE_ASSET_KEYS, image_partitions
+from imago_pipeline.defs.intake.sensors import upload_sensor
+from imago_pipeline.defs.resources import build_resources
+from imago_pipeline.in_process import QUIET_CONSOLE
 
 console = Console(width=160)
 POSTGRES_DAGSTER_YAML = """\
@@ -140,7 +140,7 @@ def _postgres_admin(url: str, statement: str) -> None:
 
 def insert_processed_images(catalog: Catalog, n: int) -> tuple[int, list[int]]:
     """N `done` images for one tenant, inserted in bulk (their partitions and materializations come next)."""
-    tenant = catalog.get_or_create_tenant("bench")
+    tenant = catalog.clients.get_or_create("bench")
     now = utcnow()
     with catalog.session() as session:
         for start in range(0, n, 10_000):
@@ -241,7 +241,7 @@ def sensor_tick(instance: dg.DagsterInstance, settings: ImagoSettings, catalog: 
     """The median evaluation of the real `upload_sensor` taking the `waiting` images into work (put back to
     their status between ticks, untimed, so every tick sees the same state), and the last result."""
     resources = build_resources(settings)
-    before = {i: (image.status, image.requeue_stages) for i, image in catalog.images_by_id(waiting).items()}
+    before = {i: (image.status, image.requeue_stages) for i, image in catalog.work.images_by_id(waiting).items()}
 
     def put_back():
         with catalog.session() as session:
@@ -271,7 +271,7 @@ def webserver(settings: ImagoSettings) -> Iterator[str]:
         port = s.getsockname()[1]
     env = {**os.environ, "IMAGO_HOME": str(settings.home), "IMAGO_DATABASE_URL": settings.catalog_url,
            "IMAGO_WORKERS": "2"}
-    log = tempfile.NamedTemporaryFile("w", prefix="dagster-webserver-", suffix=".log", delete=False)
+    log = tempfile.NamedTemporaryFile("w", prefix="dagster-webserver-", suffix=".log", delete=False)  # noqa: SIM115  (closed when the server stops)
     command = [str(Path(sys.executable).with_name("dagster-webserver")), "-m", "imago_pipeline.definitions",
                "-h", "127.0.0.1", "-p", str(port)]
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -338,7 +338,8 @@ def browser_loads(base: str, n: int, loads: int) -> dict:
                 context = browser.new_context(viewport={"width": 1440, "height": 1000})
                 page = context.new_page()
                 health = []
-                page.on("requestfinished", lambda r: health.append(r) if f"op={HEALTH_QUERY_NAME}" in r.url else None)
+                page.on("requestfinished", lambda r, found=health: found.append(r)
+                        if f"op={HEALTH_QUERY_NAME}" in r.url else None)
                 started = time.perf_counter()
                 page.goto(f"{base}/assets/exif?view=partitions")
                 page.wait_for_function("n => document.body.innerText.includes(`Materialized (${n})`)",
@@ -401,7 +402,7 @@ def run_one(backend: str, n: int, args) -> dict:
             requeued = ids[:: max(1, n // args.requeued)][:args.requeued]
             for image_id in requeued:
                 scoped.request_reprocess(image_id)
-            catalog.finish_images(pending, [])  # the new uploads processed: only the requests are waiting
+            catalog.work.finish(pending, [])  # the new uploads processed: only the requests are waiting
             figures["requeue_tick_s"], result = sensor_tick(instance, settings, catalog, requeued, args.ticks)
             assert sorted(r.partition_key for r in result.run_requests) == sorted(map(str, requeued))
             figures["get_dynamic_partitions_s"], found = median_time(

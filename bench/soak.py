@@ -27,9 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import dagster as dg  # noqa: E402
+import dagster as dg
 
-from tests.serve_harness import FINISHED, Serve  # noqa: E402
+from tests.serve_harness import FINISHED, Serve
 
 SHARED = REPO.parent / "shared" / "data"
 SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".gif"}

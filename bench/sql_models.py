@@ -20,10 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.console import Console
+from rich.table import Table
 
-from imago_pipeline.core.analytics import build_model, load_project, open_analytics, run_query, run_tests  # noqa: E402
+from imago_pipeline.core.analytics import build_model, load_project, open_analytics, run_query, run_tests
 
 # The three example queries of the README's "Analytics" section.
 README_QUERIES = {

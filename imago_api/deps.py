@@ -58,7 +58,7 @@ def get_principal(request: Request, response: Response, catalog: CatalogDep, set
     if api_key and admin_key and secrets.compare_digest(api_key.encode(), admin_key.encode()):
         principal = ENV_ADMIN
     else:
-        principal = catalog.authenticate(api_key)
+        principal = catalog.clients.authenticate(api_key)
         if principal is None:
             raise NotAuthenticated("missing or invalid X-API-Key header")
         decision = request.app.state.rate_limiter.hit(str(principal.tenant_id), principal.plan)

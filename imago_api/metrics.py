@@ -27,7 +27,7 @@ class PipelineCollector(Collector):
         outcomes = CounterMetricFamily("imago_pipeline_stage_results", "Images per stage and outcome (latest run)",
                                        labels=["stage", "status"])
         per_stage: dict[str, list[float]] = {}
-        for stage, status, count, total_ms in self.catalog.stage_statistics():
+        for stage, status, count, total_ms in self.catalog.results.stage_statistics():
             outcomes.add_metric([stage, status], count)
             entry = per_stage.setdefault(stage, [0, 0.0])
             entry[0] += count
@@ -60,5 +60,5 @@ class ApiMetrics:
         r.register(PipelineCollector(catalog))
 
     def refresh_gauges(self) -> None:
-        for version, (total, agreed) in self.catalog.agreement_by_model().items():
+        for version, (total, agreed) in self.catalog.feedback.agreement_by_model().items():
             self.agreement.labels(version).set(agreed / total if total else 0.0)

@@ -66,7 +66,8 @@ def install_request_middleware(app: FastAPI) -> None:
             metrics = request.app.state.metrics
             metrics.requests.labels(request.method, route, str(status)).inc()
             metrics.latency.labels(request.method, route).observe(elapsed)
-            log.info(f"{request.method} {route} {status} {elapsed * 1000:.0f} ms", extra={"method": request.method, "route": route, "status": status,
-                                       "duration_ms": round(elapsed * 1000, 1),
-                                       "client_id": getattr(request.state, "client_id", None)})
+            log.info(f"{request.method} {route} {status} {elapsed * 1000:.0f} ms",
+                     extra={"method": request.method, "route": route, "status": status,
+                            "duration_ms": round(elapsed * 1000, 1),
+                            "client_id": getattr(request.state, "client_id", None)})
             request_id_var.reset(token)

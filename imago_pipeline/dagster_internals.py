@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Sequence
 
 import psutil
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, EventLogEntry, RunsFilter
@@ -231,9 +231,8 @@ class FastSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
 
     @contextmanager
     def _connect(self):
-        with self.engine.connect() as connection:
-            with connection.begin():
-                yield connection
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
 
     @property
     def supports_partition_subset_in_asset_materialization_planned_events(self) -> bool:

@@ -1,26 +1,25 @@
-"""The Dagster code location: assembles what the domain modules define."""
+"""The Dagster code location: each domain folder of `defs/` defines its part; this module only assembles.
+
+    intake/       uploads and bulk drops become runs (upload_sensor, drop sensors)
+    enrichment/   the per-image assets over the core's stages, and the process_images job
+    reprocessing/ stranded and stale images redone (sensors), the nightly batch job
+    training/     retraining from feedback behind a promotion gate
+    monitoring/   the classifier's monitoring snapshot in the lake
+    governance/   the GDPR retention purge
+    analytics/    the SQL models of dbt_like_sql/ and their automation
+"""
 
 import dagster as dg
 
 from imago_pipeline.core.config import ImagoSettings
-from imago_pipeline.defs.enrichment.assets import build_image_assets, process_images_job, uploads
-from imago_pipeline.defs.enrichment.sensors import (
-    drop_folder_sensor,
-    reclassify_sensor,
-    s3_drop_sensor,
-    stale_reprocess_sensor,
-    stranded_images_sensor,
-    upload_sensor,
-)
-from imago_pipeline.defs.governance.jobs import (
-    build_batch_reprocessing,
-    retention_job,
-    retention_purge,
-    retention_schedule,
-)
-from imago_pipeline.defs.monitoring.assets import classifier_monitoring
-from imago_pipeline.defs.resources import build_resources
 from imago_pipeline.defs.analytics.assets import build_sql_model_assets, sql_models_automation
+from imago_pipeline.defs.enrichment.assets import build_image_assets, process_images_job, uploads
+from imago_pipeline.defs.governance.assets import retention_job, retention_purge, retention_schedule
+from imago_pipeline.defs.intake.sensors import drop_folder_sensor, s3_drop_sensor, upload_sensor
+from imago_pipeline.defs.monitoring.assets import classifier_monitoring
+from imago_pipeline.defs.reprocessing.jobs import batch_reprocess_job, nightly_reprocess_schedule
+from imago_pipeline.defs.reprocessing.sensors import reclassify_sensor, stale_reprocess_sensor, stranded_images_sensor
+from imago_pipeline.defs.resources import build_resources
 from imago_pipeline.defs.training.assets import (
     classifier_candidate,
     feedback_sensor,
@@ -32,8 +31,6 @@ from imago_pipeline.defs.training.assets import (
 def build_definitions(settings: ImagoSettings | None = None) -> dg.Definitions:
     """The whole code location, with resources for `settings` (the environment's by default)."""
     settings = settings or ImagoSettings()
-    batch_reprocess_job, nightly_reprocess_schedule = build_batch_reprocessing(
-        lambda: build_definitions(settings).resolve_asset_graph())
     return dg.Definitions(
         assets=[uploads, *build_image_assets(settings), classifier_candidate, production_classifier,
                 classifier_monitoring, retention_purge, *build_sql_model_assets(settings)],
@@ -45,4 +42,6 @@ def build_definitions(settings: ImagoSettings | None = None) -> dg.Definitions:
     )
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

@@ -38,7 +38,7 @@ class GeminiProtocolServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server naming)
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                 if server.responder is not None:
@@ -60,7 +60,7 @@ class GeminiProtocolServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "GeminiProtocolServer":
+    def __enter__(self) -> GeminiProtocolServer:
         self.thread.start()
         return self
 

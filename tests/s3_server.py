@@ -36,7 +36,7 @@ def moto_server():
                 break
             except httpx.HTTPError:
                 if process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("moto_server did not start")
+                    raise RuntimeError("moto_server did not start") from None
                 time.sleep(0.1)
         yield endpoint
     finally:

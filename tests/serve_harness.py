@@ -57,7 +57,7 @@ class Serve:
     def api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def start(self, timeout: float = 180) -> "Serve":
+    def start(self, timeout: float = 180) -> Serve:
         self.starts += 1
         self.log = (self.home / f"serve-{self.starts}.log").open("w")
         self.process = subprocess.Popen(

@@ -16,14 +16,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from imago_api.main import create_app
 from imago_api.ai import fetch
 from imago_api.ai.addresses import refusal
 from imago_api.ai.extract import NoText, extract_text
 from imago_api.ai.fetch import FetchLimits, UrlNotAllowed, fetch_page
+from imago_api.ai.providers import GeminiTextProvider, LocalTextProvider
+from imago_api.main import create_app
 from imago_pipeline.core.vision.base import VisionError
-from imago_pipeline.core.vision.gemini import GeminiVisionProvider
-from imago_pipeline.core.vision.local import LocalVisionProvider
+from imago_pipeline.core.vision.gemini import GeminiClient
 from tests.gemini_server import GeminiProtocolServer, blocked_answer, json_answer
 from tests.http_server import serve
 
@@ -49,8 +49,8 @@ ARTICLE = f"""<!doctype html><html><head><title>{TITLE} | Garden Notes</title>
 <script>console.log("{SCRIPT_TEXT}. The honeybees make honey with nectar from honey flowers.")</script>
 </article><aside>Related: honey recipes and honeybees nectar tips.</aside><footer>Copyright Garden Notes</footer>
 </body></html>""".encode()
-PLAIN = ("Solar panels turn sunlight into electricity. Panels on a roof feed the house first. "
-         "Extra electricity from the panels goes to the grid. Clouds lower the output of solar panels.").encode()
+PLAIN = (b"Solar panels turn sunlight into electricity. Panels on a roof feed the house first. "
+         b"Extra electricity from the panels goes to the grid. Clouds lower the output of solar panels.")
 
 CAP = 50_000  # the byte cap the API runs with in these tests
 
@@ -124,7 +124,7 @@ class PageServer:
         pages = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server naming)
+            def do_GET(self):
                 pages.requests.append((self.path, self.headers.get("Host", "")))
                 ROUTES.get(self.path, _page(b"<p>Not here.</p>", status=404))(self)
 
@@ -162,9 +162,9 @@ def api(settings):
     app = create_app(settings.model_copy(update={"ai_fetch_allow_private": True, "ai_fetch_max_bytes": CAP}))
     with serve(app) as base_url:
         catalog = app.state.catalog
-        tenant = catalog.get_or_create_tenant("alice")
-        keys = {"ai": catalog.issue_api_key(tenant.id, ["ai:use"]),
-                "reader": catalog.issue_api_key(tenant.id, ["images:read"])}
+        tenant = catalog.clients.get_or_create("alice")
+        keys = {"ai": catalog.clients.issue_key(tenant.id, ["ai:use"]),
+                "reader": catalog.clients.issue_key(tenant.id, ["images:read"])}
         with httpx.Client(base_url=base_url, timeout=30) as client:
             yield client, keys, app
 
@@ -338,7 +338,7 @@ WEDNESDAY = date(2025, 3, 12)
     ("Clean the garage.", WEDNESDAY, None),
 ])
 def test_local_draft_due_dates(text, today, due):
-    assert LocalVisionProvider().draft_task(text, today).due_date == due
+    assert LocalTextProvider().draft_task(text, today).due_date == due
 
 
 @pytest.mark.parametrize("text,priority", [
@@ -349,11 +349,11 @@ def test_local_draft_due_dates(text, today, due):
     ("C'est urgent, appelle le client.", "high"),
 ])
 def test_local_draft_priority(text, priority):
-    assert LocalVisionProvider().draft_task(text, WEDNESDAY).priority == priority
+    assert LocalTextProvider().draft_task(text, WEDNESDAY).priority == priority
 
 
 def test_local_draft_title_checklist_and_tags():
-    provider = LocalVisionProvider()
+    provider = LocalTextProvider()
     numbered = provider.draft_task("Prepare the quarterly review\n1. collect the sales figures\n"
                                    "2) draft the slides\n3. book the meeting room", WEDNESDAY)
     assert numbered.title == "Prepare the quarterly review"
@@ -371,16 +371,16 @@ def test_local_draft_title_checklist_and_tags():
 def test_local_summary_keeps_page_order_and_the_requested_count():
     text = "\n".join([TITLE] + [" ".join(p) for p in PARAGRAPHS])  # the text extracted from ARTICLE
     for n in (1, 2, 4):
-        summary = LocalVisionProvider().summarize(text, n)
+        summary = LocalTextProvider().summarize(text, n)
         positions = [SENTENCES.index(s) for s in summary.sentences]
         assert len(positions) == n and positions == sorted(positions)
-    assert LocalVisionProvider().summarize(text, 1).sentences == [TOP_SENTENCE]
-    assert LocalVisionProvider().summarize("Only one sentence here.", 5).sentences == ["Only one sentence here."]
+    assert LocalTextProvider().summarize(text, 1).sentences == [TOP_SENTENCE]
+    assert LocalTextProvider().summarize("Only one sentence here.", 5).sentences == ["Only one sentence here."]
 
 
-def _gemini(server) -> GeminiVisionProvider:
-    return GeminiVisionProvider(api_key="test-key", model="gemini-2.5-flash", base_url=server.url, attempts=2,
-                                initial_delay=0.01, max_delay=0.05, timeout_s=10)
+def _gemini(server) -> GeminiTextProvider:
+    return GeminiTextProvider(GeminiClient(api_key="test-key", model="gemini-2.5-flash", base_url=server.url,
+                                           attempts=2, initial_delay=0.01, max_delay=0.05, timeout_s=10))
 
 
 def _sent_text(request: dict) -> str:
@@ -399,9 +399,9 @@ def test_gemini_summary_is_validated_and_trimmed():
     schema = config.get("responseSchema") or config.get("responseJsonSchema")
     assert set(schema["properties"]) == {"sentences"}
 
-    with GeminiProtocolServer([json_answer({"sentences": []})]) as server:
-        with pytest.raises(VisionError, match="does not match the schema"):
-            _gemini(server).summarize("Some text.", 2)
+    with GeminiProtocolServer([json_answer({"sentences": []})]) as server, \
+            pytest.raises(VisionError, match="does not match the schema"):
+        _gemini(server).summarize("Some text.", 2)
 
 
 def test_gemini_task_draft_is_validated():
@@ -411,9 +411,9 @@ def test_gemini_task_draft_is_validated():
         draft = _gemini(server).draft_task("Fix the export by Friday, urgent.", WEDNESDAY)
     assert draft.due_date == date(2025, 3, 14) and draft.priority == "high" and draft.tags == ["export", "billing"]
     assert "Wednesday 2025-03-12" in _sent_text(server.requests[0])
-    with GeminiProtocolServer([json_answer({**answer, "priority": "whenever"})]) as server:
-        with pytest.raises(VisionError, match="does not match the schema"):
-            _gemini(server).draft_task("Fix the export.", WEDNESDAY)
+    with GeminiProtocolServer([json_answer({**answer, "priority": "whenever"})]) as server, \
+            pytest.raises(VisionError, match="does not match the schema"):
+        _gemini(server).draft_task("Fix the export.", WEDNESDAY)
 
 
 def test_api_with_gemini_summarises_through_the_provider_and_reports_its_failures(api, pages):
@@ -440,7 +440,7 @@ def test_api_with_gemini_summarises_through_the_provider_and_reports_its_failure
     ("192.168.1.1", "private", None), ("fd00::1", "private", None), ("::ffff:10.0.0.1", "private", None),
     ("169.254.169.254", "link-local", "link-local"), ("fe80::1%eth0", "link-local", "link-local"),
     ("224.0.0.1", "multicast", "multicast"), ("ff02::1", "multicast", "multicast"),
-    ("0.0.0.0", "unspecified", "unspecified"), ("::", "unspecified", "unspecified"),
+    ("0.0.0.0", "unspecified", "unspecified"), ("::", "unspecified", "unspecified"),  # noqa: S104  (an address the fetcher must refuse, never bound)
     ("240.0.0.1", "reserved", "reserved"),
 ])
 def test_address_rules(address, default, with_private):
@@ -469,7 +469,7 @@ def _fake_dns(monkeypatch, names: dict[str, list[list[str]]]) -> list[str]:
 
 def test_every_address_of_a_name_is_checked(monkeypatch):
     _fake_dns(monkeypatch, {"mixed.test": [["93.184.216.34", "10.1.2.3"]]})
-    with pytest.raises(UrlNotAllowed, match="mixed.test resolves to 10.1.2.3, which is a private address"):
+    with pytest.raises(UrlNotAllowed, match=r"mixed\.test resolves to 10\.1\.2\.3, which is a private address"):
         asyncio.run(fetch_page("http://mixed.test/", FetchLimits()))
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import httpx
 import pytest
 
 from imago_api.main import create_app
-from imago_pipeline.defs.in_process import process_images
+from imago_pipeline.in_process import process_images
 from tests.conftest import SAMPLES, shared
 from tests.http_server import serve
 
@@ -19,9 +18,9 @@ def api(settings):
         catalog = app.state.catalog
         keys = {}
         for name in ("alice", "bob"):
-            tenant = catalog.get_or_create_tenant(name)
-            keys[name] = catalog.issue_api_key(tenant.id, ["images:read", "images:write"])
-        keys["reader"] = catalog.issue_api_key(catalog.get_or_create_tenant("alice").id, ["images:read"])
+            tenant = catalog.clients.get_or_create(name)
+            keys[name] = catalog.clients.issue_key(tenant.id, ["images:read", "images:write"])
+        keys["reader"] = catalog.clients.issue_key(catalog.clients.get_or_create("alice").id, ["images:read"])
         with httpx.Client(base_url=base_url, timeout=30) as client:
             yield client, keys, app
 
@@ -91,7 +90,7 @@ def test_keys_and_scopes_are_checked(api):
 
 
 def test_query_after_processing_returns_exif_stages_and_filters(api, settings, dagster_instance):
-    client, keys, app = api
+    client, keys, _app = api
     headers = {"X-API-Key": keys["alice"]}
     ids = {}
     for name in ("Canon_40D.jpg", "Nikon_D70.jpg", "iphone_hdr_YES.jpg", "phototest.tif"):

@@ -11,13 +11,13 @@ import sys
 import duckdb
 import httpx
 import pytest
-from sqlalchemy import inspect as sa_inspect
 from pydantic import SecretStr
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 
 from imago_api.main import create_app
 from imago_pipeline.core.config import ImagoSettings, Plan
-from imago_pipeline.defs.in_process import get_instance, process_images
+from imago_pipeline.in_process import get_instance, process_images
 from tests.conftest import REPO, SAMPLES
 from tests.http_server import serve
 
@@ -104,8 +104,8 @@ def test_bootstrap_cli_prints_the_first_key_once(tmp_path, database_url):
 def test_rate_limit_per_client_answers_429_with_retry_after(api):
     client, app, _ = api
     catalog = app.state.catalog
-    limited = catalog.issue_api_key(catalog.create_client("small", plan="tiny").id)
-    other = catalog.issue_api_key(catalog.create_client("big").id)
+    limited = catalog.clients.issue_key(catalog.clients.create("small", plan="tiny").id)
+    other = catalog.clients.issue_key(catalog.clients.create("big").id)
     answers = [client.get("/images", headers={"X-API-Key": limited}) for _ in range(4)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert answers[0].headers["X-RateLimit-Limit"] == "3 per 1 minute"
@@ -121,7 +121,7 @@ def test_storage_quota_is_enforced_at_upload_and_shown_with_usage(api):
     first, second = SAMPLES / "Canon_40D.jpg", SAMPLES / "Nikon_D70.jpg"
     quota = first.stat().st_size + second.stat().st_size // 2
     catalog = app.state.catalog
-    key = catalog.issue_api_key(catalog.create_client("quoted", quota_bytes=quota).id)
+    key = catalog.clients.issue_key(catalog.clients.create("quoted", quota_bytes=quota).id)
     assert _upload(client, key, first).status_code == 201
     refused = _upload(client, key, second)
     assert refused.status_code == 413
@@ -136,21 +136,21 @@ def test_storage_quota_is_enforced_at_upload_and_shown_with_usage(api):
 def test_reprocess_requeues_for_the_sensor(api):
     client, app, _ = api
     catalog = app.state.catalog
-    key = catalog.issue_api_key(catalog.create_client("re").id)
+    key = catalog.clients.issue_key(catalog.clients.create("re").id)
     image = _upload(client, key, SAMPLES / "Canon_40D.jpg").json()
-    catalog.finish_images([image["id"]], [])  # as if processed
+    catalog.work.finish([image["id"]], [])  # as if processed
     queued = client.post(f"/images/{image['id']}/reprocess", headers={"X-API-Key": key})
     assert queued.status_code == 202 and queued.json()["status"] == "requeued"
     listed = client.get("/images", params={"status": "requeued"}, headers={"X-API-Key": key}).json()
     assert [i["id"] for i in listed["items"]] == [image["id"]]
-    assert catalog.ids_with_status("requeued") == [image["id"]]
+    assert catalog.work.ids_with_status("requeued") == [image["id"]]
 
 
 @pytest.mark.slow
 def test_erasure_leaves_nothing_of_the_image_in_any_store(api):
     client, app, settings = api
     catalog = app.state.catalog
-    key = catalog.issue_api_key(catalog.create_client("gdpr", scopes=["images:read", "images:write",
+    key = catalog.clients.issue_key(catalog.clients.create("gdpr", scopes=["images:read", "images:write",
                                                                       "images:delete"]).id)
     headers = {"X-API-Key": key}
     doomed_path, kept_path = SAMPLES / "Canon_40D.jpg", SAMPLES / "Nikon_D70.jpg"
@@ -162,8 +162,9 @@ def test_erasure_leaves_nothing_of_the_image_in_any_store(api):
     assert "jumped" in client.get(f"/images/{page['id']}/ocr", headers=headers).json()["text"]
     assert client.post(f"/images/{doomed['id']}/feedback", json={"correct": True}, headers=headers).status_code == 201
     link = client.get(f"/images/{doomed['id']}/download-url", headers=headers).json()["url"]
-    from imago_pipeline.definitions import build_definitions  # the monitoring snapshot puts feedback in the lake
     import dagster as dg
+
+    from imago_pipeline.definitions import build_definitions  # the monitoring snapshot puts feedback in the lake
     defs = build_definitions(settings)
     assert dg.materialize([defs.get_assets_def("classifier_monitoring")], instance=instance,
                           resources=defs.resources).success
@@ -265,7 +266,7 @@ def test_health_detailed_checks_every_dependency(api):
 def test_metrics_count_requests_uploads_and_pipeline_stages(api):
     client, app, settings = api
     catalog = app.state.catalog
-    key = catalog.issue_api_key(catalog.create_client("m").id)
+    key = catalog.clients.issue_key(catalog.clients.create("m").id)
     image = _upload(client, key, SAMPLES / "Canon_40D.jpg").json()
     _upload(client, key, SAMPLES / "Canon_40D.jpg")
     client.post("/images", headers={"X-API-Key": key}, files={"file": ("x.jpg", b"nope", "image/jpeg")})
@@ -288,7 +289,7 @@ def test_metrics_count_requests_uploads_and_pipeline_stages(api):
 def test_logs_are_json_with_a_request_id_and_no_secrets(api):
     client, app, _ = api
     catalog = app.state.catalog
-    key = catalog.issue_api_key(catalog.create_client("logs").id)
+    key = catalog.clients.issue_key(catalog.clients.create("logs").id)
     handler = next(h for h in logging.getLogger("imago").handlers if getattr(h, "_imago", False))
     stream = io.StringIO()
     previous = handler.setStream(stream)

@@ -29,8 +29,8 @@ def api(tmp_path_factory):
                              plans={"free": Plan(rate_limit="100000/minute", quota_bytes=None)})
     app = create_app(settings)
     catalog = app.state.catalog
-    client = catalog.create_client("robust", scopes=["images:read", "images:write", "images:delete", "ai:use"])
-    key = catalog.issue_api_key(client.id)
+    client = catalog.clients.create("robust", scopes=["images:read", "images:write", "images:delete", "ai:use"])
+    key = catalog.clients.issue_key(client.id)
     with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=60, headers={"X-API-Key": key}) as http:
         image = http.post("/images", files={"file": ("a.jpg", PHOTO.read_bytes(), "image/jpeg")}).json()
         yield http, app, settings, key, image, base_url
@@ -38,7 +38,7 @@ def api(tmp_path_factory):
 
 @pytest.mark.parametrize("path", ["/images/{n}", "/images/{n}/status", "/images/{n}/exif", "/images/{n}/ocr",
                                   "/images/{n}/ai", "/images/{n}/download-url", "/images/{n}/thumbnail-url"])
-@pytest.mark.parametrize("number", TOO_BIG + [0, -1])
+@pytest.mark.parametrize("number", [*TOO_BIG, 0, -1])
 def test_ids_out_of_range_are_refused_in_the_error_shape(api, path, number):
     http = api[0]
     answer = http.get(path.format(n=number))
@@ -102,7 +102,7 @@ def fuzzed_api(tmp_path_factory):
                              plans={"free": Plan(rate_limit="100000/minute", quota_bytes=None)})
     app = create_app(settings)
     catalog = app.state.catalog
-    key = catalog.issue_api_key(catalog.create_client("fuzzed", scopes=["images:read", "images:write",
+    key = catalog.clients.issue_key(catalog.clients.create("fuzzed", scopes=["images:read", "images:write",
                                                                          "images:delete", "ai:use"]).id)
     with serve(app) as base_url:
         yield key, base_url
@@ -167,10 +167,10 @@ def test_with_the_blob_folder_unwritable_uploads_answer_503_then_recover(api):
 # --- signed links: bound to the image's content, the key that asked, and the public URL ----------------
 
 def test_signed_links_die_with_their_key_or_client_and_never_serve_another_image(api, tmp_path):
-    http, app, settings, key, image, _ = api
+    http, app, _settings, _key, _image, _ = api
     catalog = app.state.catalog
-    other = catalog.create_client("linker", scopes=["images:read", "images:write", "images:delete"])
-    other_key = catalog.issue_api_key(other.id)
+    other = catalog.clients.create("linker", scopes=["images:read", "images:write", "images:delete"])
+    other_key = catalog.clients.issue_key(other.id)
     headers = {"X-API-Key": other_key}
     uploaded = http.post("/images", headers=headers,
                          files={"file": ("p.jpg", (SAMPLES / "PaintTool_sample.jpg").read_bytes(), "image/jpeg")})
@@ -197,7 +197,7 @@ def test_signed_links_die_with_their_key_or_client_and_never_serve_another_image
 
 
 def test_links_are_built_from_the_public_url_not_the_host_header(api, tmp_path):
-    http, app, settings, key, image, base_url = api
+    http, app, settings, _key, image, _base_url = api
     forged = http.get(f"/images/{image['id']}/download-url", headers={"Host": "evil.example"}).json()["url"]
     assert forged.startswith("http://evil.example/")  # unset: the request's own address (documented)
     app.state.settings = settings.model_copy(update={"public_url": "https://images.example.com/"})

@@ -15,9 +15,9 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 
 from imago_api.main import create_app
-from imago_pipeline.core.catalog.repository import ALL_SCOPES
+from imago_pipeline.core.catalog import ALL_SCOPES
 from imago_pipeline.core.config import ImagoSettings, Plan
-from imago_pipeline.defs.in_process import get_instance, process_images
+from imago_pipeline.in_process import get_instance, process_images
 from tests.conftest import SAMPLES, shared
 from tests.http_server import serve
 
@@ -72,13 +72,13 @@ class World:
     def __init__(self, client: httpx.Client, app, settings: ImagoSettings):
         self.http, self.app, self.settings = client, app, settings
         catalog = app.state.catalog
-        self.alice = catalog.create_client("alice", scopes=ALL_SCOPES[:-1])  # everything but admin
-        self.bob = catalog.create_client("bob", scopes=ALL_SCOPES[:-1])
-        self.alice_key = catalog.issue_api_key(self.alice.id)
-        self.bob_key = catalog.issue_api_key(self.bob.id)
-        self.admin = catalog.create_client("ops", scopes=["admin"])
-        self.admin_key = catalog.issue_api_key(self.admin.id)
-        self.scope_keys = {s: catalog.issue_api_key(self.alice.id, [s]) for s in ALL_SCOPES[:-1]}
+        self.alice = catalog.clients.create("alice", scopes=ALL_SCOPES[:-1])  # everything but admin
+        self.bob = catalog.clients.create("bob", scopes=ALL_SCOPES[:-1])
+        self.alice_key = catalog.clients.issue_key(self.alice.id)
+        self.bob_key = catalog.clients.issue_key(self.bob.id)
+        self.admin = catalog.clients.create("ops", scopes=["admin"])
+        self.admin_key = catalog.clients.issue_key(self.admin.id)
+        self.scope_keys = {s: catalog.clients.issue_key(self.alice.id, [s]) for s in ALL_SCOPES[:-1]}
         self.scope_keys["admin"] = self.admin_key
         self.alice_image = self.upload(self.alice_key, PHOTO.read_bytes(), "alice.jpg").json()["id"]
         self.bob_image = self.upload(self.bob_key, (SAMPLES / "Nikon_D70.jpg").read_bytes(), "bob.jpg").json()["id"]

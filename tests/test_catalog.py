@@ -5,9 +5,8 @@ from __future__ import annotations
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 
-from imago_pipeline.core.catalog.db import alembic_config
-
 from imago_pipeline.core.catalog import Catalog, ImageFilters, StageOutcome
+from imago_pipeline.core.catalog.db import alembic_config
 from imago_pipeline.core.catalog.models import ApiKey, Exif
 from imago_pipeline.core.ingest import clean_filename
 
@@ -29,12 +28,12 @@ def test_migrations_create_every_table_and_are_idempotent(catalog, settings):
 
 
 def test_api_key_is_shown_once_and_only_its_hash_is_stored(catalog):
-    tenant = catalog.get_or_create_tenant("acme")
-    key = catalog.issue_api_key(tenant.id, ["images:read"])
-    principal = catalog.authenticate(key)
+    tenant = catalog.clients.get_or_create("acme")
+    key = catalog.clients.issue_key(tenant.id, ["images:read"])
+    principal = catalog.clients.authenticate(key)
     assert principal and principal.tenant_id == tenant.id and principal.scopes == ("images:read",)
-    assert catalog.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
-    assert catalog.authenticate(None) is None and catalog.authenticate("") is None
+    assert catalog.clients.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    assert catalog.clients.authenticate(None) is None and catalog.clients.authenticate("") is None
     with catalog.session() as session:
         stored = session.scalars(select(ApiKey)).one()
         dump = " ".join(str(getattr(stored, c.key)) for c in ApiKey.__table__.columns)
@@ -42,8 +41,8 @@ def test_api_key_is_shown_once_and_only_its_hash_is_stored(catalog):
 
 
 def test_same_bytes_dedupe_per_tenant_only(catalog):
-    a = catalog.get_or_create_tenant("a")
-    b = catalog.get_or_create_tenant("b")
+    a = catalog.clients.get_or_create("a")
+    b = catalog.clients.get_or_create("b")
     first, created = _register(catalog, a.id, "f" * 64)
     again, created_again = _register(catalog, a.id, "f" * 64, name="other-name.jpg")
     other, created_other = _register(catalog, b.id, "f" * 64)
@@ -52,10 +51,10 @@ def test_same_bytes_dedupe_per_tenant_only(catalog):
 
 
 def test_every_read_is_scoped_to_its_tenant(catalog):
-    a = catalog.get_or_create_tenant("a")
-    b = catalog.get_or_create_tenant("b")
+    a = catalog.clients.get_or_create("a")
+    b = catalog.clients.get_or_create("b")
     image, _ = _register(catalog, a.id, "1" * 64)
-    catalog.save_stage("exif", [StageOutcome(image.id, a.id, "done")], Exif,
+    catalog.results.save_stage("exif", [StageOutcome(image.id, a.id, "done")], Exif,
                        [dict(image_id=image.id, tenant_id=a.id, make="Canon")])
     mine, theirs = catalog.for_tenant(a.id), catalog.for_tenant(b.id)
     assert mine.get_image(image.id).id == image.id
@@ -67,15 +66,15 @@ def test_every_read_is_scoped_to_its_tenant(catalog):
 
 
 def test_overall_status_follows_the_stages(catalog):
-    tenant = catalog.get_or_create_tenant("a")
+    tenant = catalog.clients.get_or_create("a")
     ok, _ = _register(catalog, tenant.id, "2" * 64)
     bad, _ = _register(catalog, tenant.id, "3" * 64)
     half, _ = _register(catalog, tenant.id, "4" * 64)
-    catalog.save_stage("exif", [StageOutcome(ok.id, tenant.id, "done"), StageOutcome(bad.id, tenant.id, "done"),
+    catalog.results.save_stage("exif", [StageOutcome(ok.id, tenant.id, "done"), StageOutcome(bad.id, tenant.id, "done"),
                                 StageOutcome(half.id, tenant.id, "done")])
-    catalog.save_stage("thumbnail", [StageOutcome(ok.id, tenant.id, "done"),
+    catalog.results.save_stage("thumbnail", [StageOutcome(ok.id, tenant.id, "done"),
                                      StageOutcome(bad.id, tenant.id, "failed", "corrupt image data")])
-    images = catalog.finish_images([ok.id, bad.id, half.id], ["exif", "thumbnail"])
+    images = catalog.work.finish([ok.id, bad.id, half.id], ["exif", "thumbnail"])
     assert images[ok.id].status == "done" and images[ok.id].error is None
     assert images[bad.id].status == "failed" and images[bad.id].error == "thumbnail: corrupt image data"
     assert images[half.id].status == "processing"
@@ -92,20 +91,21 @@ def test_filenames_lose_paths_and_control_characters():
 def test_full_text_search_is_tenant_scoped_and_matches_every_word(catalog):
     from imago_pipeline.core.catalog.models import Ocr, Vision
 
-    a = catalog.get_or_create_tenant("a")
-    b = catalog.get_or_create_tenant("b")
+    a = catalog.clients.get_or_create("a")
+    b = catalog.clients.get_or_create("b")
     page, _ = _register(catalog, a.id, "5" * 64)
     photo, _ = _register(catalog, a.id, "6" * 64)
     other, _ = _register(catalog, b.id, "7" * 64)
-    catalog.save_stage("ocr", [StageOutcome(page.id, a.id, "done"), StageOutcome(other.id, b.id, "done")], Ocr, [
+    catalog.results.save_stage("ocr", [StageOutcome(page.id, a.id, "done"), StageOutcome(other.id, b.id, "done")],
+                               Ocr, [
         dict(image_id=page.id, tenant_id=a.id, text="Le renard brun saute par-dessus le chien", has_text=True,
              mode="page", engine="tesseract", words=[], rotation=0),
         dict(image_id=other.id, tenant_id=b.id, text="renard brun", has_text=True, mode="page",
              engine="tesseract", words=[], rotation=0)])
-    catalog.save_stage("vision", [StageOutcome(photo.id, a.id, "done")], Vision, [
+    catalog.results.save_stage("vision", [StageOutcome(photo.id, a.id, "done")], Vision, [
         dict(image_id=photo.id, tenant_id=a.id, description="A brown dog on grass", tags=["dog", "outdoor"],
              model_used="local")])
-    catalog.refresh_search([page.id, photo.id, other.id])
+    catalog.results.refresh_search([page.id, photo.id, other.id])
     mine = catalog.for_tenant(a.id)
 
     def found(q):

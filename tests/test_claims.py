@@ -11,21 +11,22 @@ import sys
 
 import dagster as dg
 
-from imago_pipeline.core.claims import CLAIM_TAG, OWNER_TAG, process_claim, reconcile, run_claim, unfinished_stages
-from imago_pipeline.dagster_internals import ImagoRunLauncher, claim_alive, fail_orphaned_runs
-from imago_pipeline.defs.enrichment.sensors import stranded_images_sensor, upload_sensor
-from imago_pipeline.defs.resources import build_resources
-from imago_pipeline.core.ingest import register_image
-from imago_pipeline.defs.in_process import get_instance, process_images, reprocess_stale
 from imago_pipeline.core.catalog import StageOutcome
+from imago_pipeline.core.claims import CLAIM_TAG, OWNER_TAG, process_claim, reconcile, unfinished_stages
+from imago_pipeline.core.ingest import register_image
 from imago_pipeline.core.stores.blobs import LocalBlobStore
+from imago_pipeline.dagster_internals import ImagoRunLauncher, claim_alive, fail_orphaned_runs
+from imago_pipeline.defs.intake.sensors import upload_sensor
+from imago_pipeline.defs.reprocessing.sensors import stranded_images_sensor
+from imago_pipeline.defs.resources import build_resources
+from imago_pipeline.in_process import get_instance, process_images, reprocess_stale
 from tests.conftest import SAMPLES
 
 NAMES = ["Canon_40D.jpg", "Nikon_D70.jpg", "PaintTool_sample.jpg"]
 
 
 def _upload(catalog, settings, names=NAMES):
-    tenant = catalog.get_or_create_tenant("t")
+    tenant = catalog.clients.get_or_create("t")
     store = LocalBlobStore(settings.blob_root)
     return tenant, [register_image(catalog, store, settings, tenant_id=tenant.id, filename=n,
                                    data=(SAMPLES / n).read_bytes()).image.id for n in names]
@@ -65,8 +66,8 @@ def test_images_of_a_run_that_ended_without_finishing_them_are_requeued_with_wha
     tick = _take(dagster_instance, settings)
     claim = tick.run_requests[0].tags[CLAIM_TAG]
     # the run got through EXIF and the thumbnail for the first image, then its worker died
-    catalog.save_stage("exif", [StageOutcome(ids[0], tenant.id, "done")])
-    catalog.save_stage("thumbnail", [StageOutcome(ids[0], tenant.id, "done")])
+    catalog.results.save_stage("exif", [StageOutcome(ids[0], tenant.id, "done")])
+    catalog.results.save_stage("thumbnail", [StageOutcome(ids[0], tenant.id, "done")])
     failed = _run_with_tags(dagster_instance, {CLAIM_TAG: claim}, fail=True)
     assert not failed.success
 
@@ -81,7 +82,7 @@ def test_images_of_a_run_that_ended_without_finishing_them_are_requeued_with_wha
     assert plan.requeued == {ids[0]: ("ocr", "classification", "vision", "image_summary"),
                              ids[1]: ("exif", "thumbnail", "ocr", "classification", "vision", "image_summary"),
                              ids[2]: ("exif", "thumbnail", "ocr", "classification", "vision", "image_summary")}
-    images = catalog.images_by_id(ids)
+    images = catalog.work.images_by_id(ids)
     assert {(i.status, i.claim, i.attempts) for i in images.values()} == {("requeued", None, 1)}
     # the upload sensor takes them again, each with only its unfinished stages
     again = _take(dagster_instance, settings)
@@ -90,7 +91,7 @@ def test_images_of_a_run_that_ended_without_finishing_them_are_requeued_with_wha
 
 
 def test_a_claim_whose_run_is_still_working_is_left_alone(catalog, settings, dagster_instance):
-    _, ids = _upload(catalog, settings)
+    _, _ids = _upload(catalog, settings)
     claim = _take(dagster_instance, settings).run_requests[0].tags[CLAIM_TAG]
     seen = {}
 
@@ -119,7 +120,7 @@ def test_a_run_request_that_never_became_a_run_and_a_dead_ingest_are_reconciled(
     store = LocalBlobStore(settings.blob_root)
     ingested = register_image(catalog, store, settings, tenant_id=tenant.id, filename=NAMES[1],
                               data=(SAMPLES / NAMES[1]).read_bytes(), status="queued").image.id
-    catalog.claim_images([ingested], dead_owner)
+    catalog.work.claim([ingested], dead_owner)
 
     plan = reconcile(catalog, lambda c: claim_alive(dagster_instance, c), max_retries=3, grace_s=0)
 
@@ -132,10 +133,10 @@ def test_retries_of_a_stranded_image_are_bounded_then_it_is_dead_lettered(catalo
     for attempt in range(1, 3):
         _take(dagster_instance, settings)
         assert reconcile(catalog, alive, max_retries=2, grace_s=0).requeued
-        assert catalog.images_by_id(ids)[ids[0]].attempts == attempt
+        assert catalog.work.images_by_id(ids)[ids[0]].attempts == attempt
     _take(dagster_instance, settings)
     plan = reconcile(catalog, alive, max_retries=2, grace_s=0)
-    image = catalog.images_by_id(ids)[ids[0]]
+    image = catalog.work.images_by_id(ids)[ids[0]]
     assert plan.dead_lettered == ids and image.status == "failed" and image.gave_up_at is not None
     assert "stranded" in image.error and image.claim is None
 
@@ -148,8 +149,8 @@ def test_the_stranded_images_sensor_requeues_and_the_pipeline_finishes_them(cata
         skip = stranded_images_sensor(context)
     assert "2 stranded images requeued" in skip.skip_message
     # the requeued images are processed like any reprocessing request, and finished
-    process_images(catalog.ids_with_status("requeued"), settings=settings, instance=dagster_instance)
-    images = catalog.images_by_id(ids)
+    process_images(catalog.work.ids_with_status("requeued"), settings=settings, instance=dagster_instance)
+    images = catalog.work.images_by_id(ids)
     assert {(i.status, i.claim) for i in images.values()} == {("done", None)}
 
 
@@ -163,10 +164,10 @@ def test_imago_reprocess_sees_stranded_images(catalog, settings, monkeypatch, tm
                                               "include_failed": True})
     assert [(g.stages, g.image_ids) for g in groups] == [
         (("exif", "thumbnail", "ocr", "classification", "vision", "image_summary"), ids)]
-    assert catalog.images_by_id(ids)[ids[0]].status == "queued"  # a dry run changes nothing
+    assert catalog.work.images_by_id(ids)[ids[0]].status == "queued"  # a dry run changes nothing
     groups, runs = reprocess_stale(settings=settings, instance=instance)
     assert runs and all(r.success for r in runs)
-    assert catalog.images_by_id(ids)[ids[0]].status == "done"
+    assert catalog.work.images_by_id(ids)[ids[0]].status == "done"
 
 
 def _no_filters():

@@ -14,13 +14,13 @@ import pytest
 
 from imago_api.main import create_app
 from imago_pipeline.core.ingest import register_image
-from imago_pipeline.defs.in_process import process_images
 from imago_pipeline.core.stores.blobs import LocalBlobStore
+from imago_pipeline.in_process import process_images
 from tests.conftest import shared
 from tests.http_server import serve
 from training.data import load_folder
 from training.model import ModelConfig
-from training.registry import BASELINE_MODEL, ModelRegistry
+from training.registry import BASELINE, open_model_store
 from training.train import TrainConfig, train
 
 TINY = TrainConfig(model=ModelConfig(image_size=32, widths=(8, 16)), epochs=3, batch_size=16, seed=7)
@@ -60,7 +60,7 @@ def test_a_tiny_model_trains_and_writes_its_card_and_curve(tiny_model, folders):
 
 
 def test_registry_keeps_exactly_one_production_version(catalog, settings, tiny_model):
-    registry = ModelRegistry(catalog, LocalBlobStore(settings.blob_root), settings.resolved_home / "models")
+    registry = open_model_store(catalog, LocalBlobStore(settings.blob_root), settings.models_dir)
     first = registry.register(tiny_model.model_path, tiny_model.card, status="production")
     second = registry.register(tiny_model.model_path, {**tiny_model.card}, status="candidate")
     assert registry.production().version == first.version and second.status == "candidate"
@@ -71,14 +71,14 @@ def test_registry_keeps_exactly_one_production_version(catalog, settings, tiny_m
 
 
 def test_fresh_install_uses_the_shipped_baseline(catalog, settings):
-    registry = ModelRegistry(catalog, LocalBlobStore(settings.blob_root), settings.resolved_home / "models")
+    registry = open_model_store(catalog, LocalBlobStore(settings.blob_root), settings.models_dir)
     production = registry.production()
     assert production.status == "production" and production.metrics["accuracy"] >= 0.80
-    assert BASELINE_MODEL.stat().st_size <= 10 * 1024 * 1024
+    assert BASELINE.model.stat().st_size <= 10 * 1024 * 1024
 
 
 def _register(catalog, settings, paths):
-    tenant = catalog.get_or_create_tenant("t")
+    tenant = catalog.clients.get_or_create("t")
     store = LocalBlobStore(settings.blob_root)
     ids = [register_image(catalog, store, settings, tenant_id=tenant.id, filename=p.name, data=p.read_bytes(),
                           status="queued").image.id for p in paths]
@@ -91,7 +91,7 @@ def _photos(split: str, per_class: int, skip: int = 0) -> list[Path]:
 
 
 def test_classification_asset_feedback_prediction_and_metrics(catalog, settings, dagster_instance, tiny_model):
-    registry = ModelRegistry(catalog, LocalBlobStore(settings.blob_root), settings.resolved_home / "models")
+    registry = open_model_store(catalog, LocalBlobStore(settings.blob_root), settings.models_dir)
     model = registry.register(tiny_model.model_path, tiny_model.card, status="production")
     tenant, ids = _register(catalog, settings, _photos("val", 3, skip=100))
 
@@ -106,8 +106,8 @@ def test_classification_asset_feedback_prediction_and_metrics(catalog, settings,
     assert dagster_instance.get_materialized_partitions(dg.AssetKey("classification")) == {str(i) for i in ids}
 
     app = create_app(settings)
-    key = catalog.issue_api_key(tenant.id)
-    reader = catalog.issue_api_key(tenant.id, ["images:read"])
+    key = catalog.clients.issue_key(tenant.id)
+    reader = catalog.clients.issue_key(tenant.id, ["images:read"])
     with serve(app) as url, httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as client:
         verdict = client.post(f"/images/{ids[0]}/feedback", json={"correct": False})
         assert verdict.status_code == 201, verdict.text
@@ -152,7 +152,8 @@ def test_classification_asset_feedback_prediction_and_metrics(catalog, settings,
     lake = settings.lake_root
     assert duckdb.sql(f"SELECT count(*), count(*) FILTER (WHERE success) FROM "
                       f"read_parquet('{lake}/inference_log/**/*.parquet', hive_partitioning=true)").fetchone() == (2, 1)
-    assert duckdb.sql(f"SELECT avg(correct::int) FROM read_parquet('{lake}/feedback/**/*.parquet')").fetchone()[0] == 0.5
+    agreement = duckdb.sql(f"SELECT avg(correct::int) FROM read_parquet('{lake}/feedback/**/*.parquet')")
+    assert agreement.fetchone()[0] == 0.5
 
 
 @pytest.mark.slow
@@ -160,7 +161,7 @@ def test_classification_asset_feedback_prediction_and_metrics(catalog, settings,
 def test_feedback_retrains_and_the_gate_promotes_better_and_refuses_worse(catalog, settings, dagster_instance,
                                                                           folders, tmp_path):
     from imago_pipeline.definitions import build_definitions
-    from imago_pipeline.defs.enrichment.sensors import reclassify_sensor
+    from imago_pipeline.defs.reprocessing.sensors import reclassify_sensor
     from imago_pipeline.defs.resources import build_resources
     from imago_pipeline.defs.training.assets import feedback_sensor
 
@@ -168,7 +169,7 @@ def test_feedback_retrains_and_the_gate_promotes_better_and_refuses_worse(catalo
         "training_data": folders["train"], "validation_data": folders["val"], "retrain_min_feedback": 6,
         "promotion_margin": 0.02, "train_epochs": 10, "train_image_size": 64, "train_widths": "16,32",
         "train_augment": False, "train_batch_size": 16})  # measured: 0.625 on the 80 validation photos
-    registry = ModelRegistry(catalog, LocalBlobStore(settings.blob_root), settings.resolved_home / "models")
+    registry = open_model_store(catalog, LocalBlobStore(settings.blob_root), settings.models_dir)
     always_cat = train(load_folder(folders["cats_only"]), load_folder(folders["val"]), tmp_path / "cat",
                        replace(TINY, epochs=1), name="always_cat", verbose=0)
     worst = registry.register(always_cat.model_path, always_cat.card, status="production")
@@ -198,7 +199,7 @@ def test_feedback_retrains_and_the_gate_promotes_better_and_refuses_worse(catalo
     assert candidate.version != worst.version, "a better candidate must be promoted"
     gate = dagster_instance.event_log_storage.get_latest_asset_check_execution_by_key(
         [dg.AssetCheckKey(dg.AssetKey("classifier_candidate"), "beats_production")])
-    assert list(gate.values())[0].status.value == "SUCCEEDED" and result.success
+    assert next(iter(gate.values())).status.value == "SUCCEEDED" and result.success
     from sqlalchemy import select
 
     from imago_pipeline.core.catalog.models import Feedback
@@ -211,7 +212,7 @@ def test_feedback_retrains_and_the_gate_promotes_better_and_refuses_worse(catalo
     assert dg.AssetKey("classification") in stale.run_requests[0].asset_selection
 
     # a strong production model (the shipped baseline) must not be replaced by a tiny candidate
-    baseline = registry.register(BASELINE_MODEL, json.loads(BASELINE_MODEL.with_name("model.card.json").read_text()),
+    baseline = registry.register(BASELINE.model, json.loads(BASELINE.card.read_text()),
                                  status="production")
     for image_id in ids:
         scoped.add_feedback(image_id, correct=True, label=truth[image_id])
@@ -219,6 +220,6 @@ def test_feedback_retrains_and_the_gate_promotes_better_and_refuses_worse(catalo
     assert registry.production().version == baseline.version
     gate = dagster_instance.event_log_storage.get_latest_asset_check_execution_by_key(
         [dg.AssetCheckKey(dg.AssetKey("classifier_candidate"), "beats_production")])
-    assert list(gate.values())[0].status.value == "FAILED"
+    assert next(iter(gate.values())).status.value == "FAILED"
     statuses = {m.version: m.status for m in registry.versions()}
     assert list(statuses.values()).count("production") == 1 and statuses[baseline.version] == "production"

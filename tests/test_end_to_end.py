@@ -7,12 +7,11 @@ stops every process that was started.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-
-import shutil
 
 import httpx
 import psutil
@@ -61,11 +60,13 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
            "IMAGO_TRAINING_DATA": str(_subset(tmp_path / "train", "train", 20)),
            "IMAGO_VALIDATION_DATA": str(_subset(tmp_path / "val", "val", 10)),
            "IMAGO_RETRAIN_MIN_FEEDBACK": "4", "IMAGO_TRAIN_EPOCHS": "2", "IMAGO_TRAIN_IMAGE_SIZE": "32",
-           "IMAGO_TRAIN_WIDTHS": "8,16", "IMAGO_TRAIN_AUGMENT": "false", "IMAGO_TRAIN_BATCH_SIZE": "16", "IMAGO_PROMOTION_MARGIN": "-1"}
+           "IMAGO_TRAIN_WIDTHS": "8,16", "IMAGO_TRAIN_AUGMENT": "false", "IMAGO_TRAIN_BATCH_SIZE": "16",
+           "IMAGO_PROMOTION_MARGIN": "-1"}
     env.pop("DAGSTER_HOME", None)
     env.pop("IMAGO_DATABASE_URL", None)
     imago = [sys.executable, "-m", "imago_pipeline"]
-    key = subprocess.run([*imago, "admin", "create-client", "e2e", "--plan", "enterprise"], env=env, cwd=REPO, capture_output=True,
+    key = subprocess.run([*imago, "admin", "create-client", "e2e", "--plan", "enterprise"], env=env, cwd=REPO,
+                         capture_output=True,
                          text=True, check=True).stdout.strip()
     api_port, dagster_port = free_port(), free_port()
     # Output goes to a file: an unread pipe fills up and then blocks every process that logs (API included).
@@ -93,14 +94,17 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
             assert exif["make"] == "Canon" and exif["model"] == "Canon EOS 40D"
 
             # the feedback loop: pets uploaded, users correct them, the daemon retrains, promotes, reclassifies
-            pets = [p for label in ("cat", "dog") for p in sorted(shared("catsdogs", "val", label).glob("*.jpg"))[50:52]]
+            pets = [p for label in ("cat", "dog")
+                    for p in sorted(shared("catsdogs", "val", label).glob("*.jpg"))[50:52]]
             ids = [client.post("/images", files={"file": (p.name, p.read_bytes())}).json()["id"] for p in pets]
             for pet_id in ids:
-                _wait_until(lambda: client.get(f"/images/{pet_id}").json()["status"] == "done", 120, "pets processed")
+                _wait_until(lambda pet_id=pet_id: client.get(f"/images/{pet_id}").json()["status"] == "done", 120,
+                            "pets processed")
             first_model = client.get(f"/images/{ids[0]}").json()["classification"]["model_version"]
             for pet_id, path in zip(ids, pets):
                 truth = path.parent.name
-                assert client.post(f"/images/{pet_id}/feedback", json={"correct": False, "label": truth}).status_code == 201
+                answer = client.post(f"/images/{pet_id}/feedback", json={"correct": False, "label": truth})
+                assert answer.status_code == 201
             started = time.time()
             new_model = _wait_until(
                 lambda: (v := client.get(f"/images/{ids[0]}").json()["classification"]["model_version"]) != first_model
@@ -127,5 +131,5 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
             if failed:
                 print("imago serve output (tail):\n" + output[-6000:])
     assert serve.returncode == 0, output[-3000:]
-    gone, alive = psutil.wait_procs(children, timeout=10)
+    _gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"left running: {[p.cmdline() for p in alive]}"

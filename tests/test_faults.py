@@ -123,7 +123,7 @@ def test_an_upload_that_commits_after_a_newer_one_is_processed(tmp_path, postgre
     try:
         service.start()
         catalog = Catalog.connect(url)
-        tenant = catalog.client_by_name("harness")
+        tenant = catalog.clients.by_name("harness")
         settings = ImagoSettings(home=service.home)
         slow = (SAMPLES / "Canon_40D.jpg").read_bytes()
         sha = hashlib.sha256(slow).hexdigest()
@@ -153,9 +153,9 @@ def test_erasing_the_newest_image_never_gives_its_id_to_the_next_upload(tmp_path
 
     app = create_app(ImagoSettings(home=tmp_path / "imago", log_format="text"))
     catalog = app.state.catalog
-    first = catalog.issue_api_key(catalog.create_client("first", scopes=["images:read", "images:write",
+    first = catalog.clients.issue_key(catalog.clients.create("first", scopes=["images:read", "images:write",
                                                                          "images:delete"]).id)
-    second = catalog.issue_api_key(catalog.create_client("second").id)
+    second = catalog.clients.issue_key(catalog.clients.create("second").id)
     with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=60) as http:
         newest = http.post("/images", headers={"X-API-Key": first},
                            files={"file": ("a.jpg", (SAMPLES / "Canon_40D.jpg").read_bytes())}).json()["id"]
@@ -165,9 +165,9 @@ def test_erasing_the_newest_image_never_gives_its_id_to_the_next_upload(tmp_path
                           files={"file": ("b.jpg", (SAMPLES / "Nikon_D70.jpg").read_bytes())}).json()["id"]
         assert after > newest
         assert http.get(httpx.URL(link).path).status_code == 404
-        removed_client = catalog.create_client("gone")
-        catalog.disable_client(removed_client.id)
-        assert catalog.create_client("next").id > removed_client.id
+        removed_client = catalog.clients.create("gone")
+        catalog.clients.disable(removed_client.id)
+        assert catalog.clients.create("next").id > removed_client.id
 
 
 def test_the_catalog_database_going_away_answers_503_then_recovers(tmp_path, capsys):
@@ -179,7 +179,7 @@ def test_the_catalog_database_going_away_answers_503_then_recovers(tmp_path, cap
         url = postgres.create_database(cluster.url, "imago_outage")
         app = create_app(ImagoSettings(home=tmp_path / "imago", database_url=url, log_format="text"))
         catalog = app.state.catalog
-        key = catalog.issue_api_key(catalog.create_client("outage").id)
+        key = catalog.clients.issue_key(catalog.clients.create("outage").id)
         with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=60,
                                                    headers={"X-API-Key": key}) as http:
             assert http.get("/images").status_code == 200

@@ -5,34 +5,34 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
 import pytest
 from sqlalchemy import select, update
 
+from imago_pipeline.core.analytics import open_analytics
 from imago_pipeline.core.catalog import StageOutcome
 from imago_pipeline.core.catalog.models import AuditEvent, Feedback, Image, ImageStage, InferenceLog
-from imago_pipeline.definitions import build_definitions
-from imago_pipeline.defs.enrichment.sensors import upload_sensor
-from imago_pipeline.defs.resources import build_resources
 from imago_pipeline.core.ingest import register_image
 from imago_pipeline.core.retention import purge_expired
-from imago_pipeline.defs.in_process import process_images
-from imago_pipeline.core.analytics import open_analytics
 from imago_pipeline.core.stores.blobs import LocalBlobStore
 from imago_pipeline.core.stores.lake import Lake
+from imago_pipeline.definitions import build_definitions
+from imago_pipeline.defs.intake.sensors import upload_sensor
+from imago_pipeline.defs.resources import build_resources
+from imago_pipeline.in_process import process_images
 from tests.conftest import REPO, SAMPLES
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 # age in days -> expired? (inference logs are kept 180 days, feedback 365)
 LOG_AGES = {200: True, 181: True, 179: False, 0: False}
 FEEDBACK_AGES = {400: True, 366: True, 364: False, 1: False}
 
 
 def _register(catalog, settings, names, tenant="t"):
-    tenant_row = catalog.get_or_create_tenant(tenant)
+    tenant_row = catalog.clients.get_or_create(tenant)
     store = LocalBlobStore(settings.blob_root)
     return tenant_row, [register_image(catalog, store, settings, tenant_id=tenant_row.id, filename=n,
                                        data=(SAMPLES / n).read_bytes(), status="queued").image.id for n in names]
@@ -109,7 +109,8 @@ def test_retention_purges_exactly_the_expired_rows_everywhere_and_is_idempotent(
     assert again.success
     assert _ages(catalog, InferenceLog) == kept_logs and _lake_ages(settings, "feedback") == kept_feedback
     with catalog.session() as session:
-        audit = [(a.action, a.detail["catalog_rows"]) for a in session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id))
+        audit = [(a.action, a.detail["catalog_rows"]) for a in events]
     assert audit[2:] == [("purge_inference_log", 0), ("purge_feedback", 0)]
 
 
@@ -150,14 +151,15 @@ def _run_requested(settings, instance, result):
 
 
 def _fail(catalog, image_id, tenant_id, stage="ocr", error="TesseractError: boom"):
-    catalog.save_stage(stage, [StageOutcome(image_id, tenant_id, "failed", error)])
-    catalog.finish_images([image_id], ["exif", "thumbnail", "ocr", "classification", "vision"])
+    catalog.results.save_stage(stage, [StageOutcome(image_id, tenant_id, "failed", error)])
+    catalog.work.finish([image_id], ["exif", "thumbnail", "ocr", "classification", "vision"])
 
 
 @pytest.mark.slow
 def test_nightly_batch_requeues_stale_and_failed_oldest_first_with_retries_then_dead_letters(
         catalog, settings, dagster_instance):
-    tenant, ids = _register(catalog, settings, ["Canon_40D.jpg", "Nikon_D70.jpg", "phototest.tif", "PaintTool_sample.jpg"])
+    tenant, ids = _register(catalog, settings,
+                            ["Canon_40D.jpg", "Nikon_D70.jpg", "phototest.tif", "PaintTool_sample.jpg"])
     process_images(ids, settings=settings, instance=dagster_instance)
     failed_id, stale_id, other_id, dead_id = ids
     _fail(catalog, failed_id, tenant.id)
@@ -181,7 +183,7 @@ def test_nightly_batch_requeues_stale_and_failed_oldest_first_with_retries_then_
     assert (only_classification["stale_requeued"], only_classification["failed_retried"]) == (0, 0)
     only_ocr = run(stages=["ocr"], dry_run=True)
     assert (only_ocr["stale_requeued"], only_ocr["failed_retried"]) == (0, 1)
-    catalog.get_or_create_tenant("other")
+    catalog.clients.get_or_create("other")
     other = run(tenant="other", dry_run=True)
     assert (other["stale_requeued"], other["failed_retried"], other["dead_lettered"]) == (0, 0, 0)
     unknown = job.execute_in_process(instance=dagster_instance, raise_on_error=False, run_config={
@@ -195,10 +197,10 @@ def test_nightly_batch_requeues_stale_and_failed_oldest_first_with_retries_then_
                                           "dead_lettered": 1,
                                           "retry_not_due": 0, "deferred_past_budget": 0, "budget": None,
                                           "dry_run": False}
-    images = catalog.images_by_id(ids)
+    images = catalog.work.images_by_id(ids)
     assert images[failed_id].status == "requeued" and images[failed_id].attempts == 1
     assert images[failed_id].requeue_stages == ["image_summary", "ocr", "vision"]
-    backoff = images[failed_id].next_attempt_at - datetime.now(timezone.utc)
+    backoff = images[failed_id].next_attempt_at - datetime.now(UTC)
     assert timedelta(hours=5.9) < backoff <= timedelta(hours=6)
     assert images[stale_id].status == "requeued" and "exif" in images[stale_id].requeue_stages
     assert images[other_id].status == "done"
@@ -212,7 +214,7 @@ def test_nightly_batch_requeues_stale_and_failed_oldest_first_with_retries_then_
     assert selections == {("image_summary", "ocr", "vision"), tuple(images[stale_id].requeue_stages)}
     assert images[stale_id].requeue_stages == ["exif", "image_summary", "vision"]
     _run_requested(settings, dagster_instance, tick)
-    images = catalog.images_by_id(ids)
+    images = catalog.work.images_by_id(ids)
     assert images[failed_id].status == "done" and images[stale_id].status == "done"
     assert run()["stale_requeued"] == 0  # nothing stale any more
 

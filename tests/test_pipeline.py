@@ -9,10 +9,10 @@ import duckdb
 from PIL import Image
 
 from imago_pipeline.core.catalog import Catalog
-from imago_pipeline.definitions import build_definitions
 from imago_pipeline.core.ingest import register_image
-from imago_pipeline.defs.in_process import process_images
 from imago_pipeline.core.stores.blobs import LocalBlobStore, original_key
+from imago_pipeline.definitions import build_definitions
+from imago_pipeline.in_process import process_images
 from tests.conftest import SAMPLES, shared
 
 
@@ -56,11 +56,11 @@ def test_definitions_load_and_describe_every_asset():
 
 
 def test_batch_enriches_images_and_one_bad_image_does_not_fail_it(catalog, settings, dagster_instance):
-    tenant = catalog.get_or_create_tenant("t")
+    tenant = catalog.clients.get_or_create("t")
     good = _register_samples(catalog, settings, tenant.id)
     bad = _register_without_validation(catalog, settings, tenant.id,
                                        shared("bad", "pillow__truncated_jpeg.jpg").read_bytes())
-    ids = sorted(good + [bad])
+    ids = sorted([*good, bad])
 
     runs = process_images(ids, settings=settings, instance=dagster_instance, batch_size=100)
 
@@ -68,7 +68,7 @@ def test_batch_enriches_images_and_one_bad_image_does_not_fail_it(catalog, setti
     for asset in ("exif", "thumbnail", "ocr", "vision", "image_summary"):
         assert dagster_instance.get_materialized_partitions(dg.AssetKey(asset)) == {str(i) for i in ids}
 
-    images = catalog.images_by_id(ids)
+    images = catalog.work.images_by_id(ids)
     assert {images[i].status for i in good} == {"done"}
     assert images[bad].status == "failed" and "thumbnail" in images[bad].error
     scoped = catalog.for_tenant(tenant.id)
@@ -113,7 +113,7 @@ def test_batch_enriches_images_and_one_bad_image_does_not_fail_it(catalog, setti
 
 
 def test_reprocessing_an_image_runs_it_alone(catalog, settings, dagster_instance):
-    tenant = catalog.get_or_create_tenant("t")
+    tenant = catalog.clients.get_or_create("t")
     ids = _register_samples(catalog, settings, tenant.id)[:3]
     process_images(ids, settings=settings, instance=dagster_instance, batch_size=2)
     again = process_images([ids[1]], settings=settings, instance=dagster_instance, batch_size=2)
@@ -137,7 +137,7 @@ def _jpeg_with_exif(date: str, gps_zero: bool) -> bytes:
 
 
 def test_a_failed_check_is_recorded_in_dagster_and_on_the_image(catalog, settings, dagster_instance):
-    tenant = catalog.get_or_create_tenant("t")
+    tenant = catalog.clients.get_or_create("t")
     store = LocalBlobStore(settings.blob_root)
     future = register_image(catalog, store, settings, tenant_id=tenant.id, filename="future.jpg",
                             data=_jpeg_with_exif("2199:01:01 10:00:00", False), status="queued").image.id
@@ -157,4 +157,4 @@ def test_a_failed_check_is_recorded_in_dagster_and_on_the_image(catalog, setting
     assert not verdicts[future].passed and "2199" in verdicts[future].detail
     assert not verdicts[null_island].passed and "0,0" in verdicts[null_island].detail
     assert verdicts[fine].passed
-    assert catalog.images_by_id([future])[future].status == "done"  # a warning, not a failure
+    assert catalog.work.images_by_id([future])[future].status == "done"  # a warning, not a failure

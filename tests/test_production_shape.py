@@ -9,7 +9,6 @@ launched through the run queue, every enrichment runs, and the API answers queri
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys

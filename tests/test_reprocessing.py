@@ -6,13 +6,13 @@ import dagster as dg
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from imago_pipeline.defs.batching import contiguous_batches
-from imago_pipeline.definitions import build_definitions
-from imago_pipeline.defs.enrichment.sensors import stale_reprocess_sensor
-from imago_pipeline.defs.resources import build_resources
 from imago_pipeline.core.ingest import register_image
-from imago_pipeline.defs.in_process import process_images, reprocess_stale
 from imago_pipeline.core.stores.blobs import LocalBlobStore
+from imago_pipeline.definitions import build_definitions
+from imago_pipeline.defs.batching import contiguous_ranges
+from imago_pipeline.defs.reprocessing.sensors import stale_reprocess_sensor
+from imago_pipeline.defs.resources import build_resources
+from imago_pipeline.in_process import process_images, reprocess_stale
 from tests.conftest import SAMPLES
 
 NAMES = ("Canon_40D.jpg", "phototest.tif", "Nikon_D70.jpg")
@@ -25,13 +25,13 @@ def _status(instance, settings, asset: str, key: str) -> StaleStatus:
 
 def test_contiguous_batches_never_span_an_image_that_is_not_a_target():
     order = [str(i) for i in range(1, 11)]
-    batches = contiguous_batches(order, {"1", "2", "3", "5", "7", "8", "9", "10"}, batch_size=3)
+    batches = contiguous_ranges(order, {"1", "2", "3", "5", "7", "8", "9", "10"}, batch_size=3)
     assert [b.keys for b in batches] == [["1", "2", "3"], ["5"], ["7", "8", "9"], ["10"]]
     assert [b.partition_key for b in batches] == [None, "5", None, "10"]
 
 
 def test_a_version_bump_makes_only_the_affected_partitions_stale(catalog, settings, dagster_instance):
-    tenant = catalog.get_or_create_tenant("t")
+    tenant = catalog.clients.get_or_create("t")
     store = LocalBlobStore(settings.blob_root)
     ids = [register_image(catalog, store, settings, tenant_id=tenant.id, filename=n, data=(SAMPLES / n).read_bytes(),
                           status="queued").image.id for n in NAMES]
@@ -71,7 +71,7 @@ def _count(instance, asset: str, key: str) -> int:
 
 
 def test_stale_sensor_asks_for_ranged_runs_of_the_stale_stages(catalog, settings, dagster_instance):
-    tenant = catalog.get_or_create_tenant("t")
+    tenant = catalog.clients.get_or_create("t")
     store = LocalBlobStore(settings.blob_root)
     ids = [register_image(catalog, store, settings, tenant_id=tenant.id, filename=n, data=(SAMPLES / n).read_bytes(),
                           status="queued").image.id for n in NAMES[:2]]

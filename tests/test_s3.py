@@ -8,10 +8,10 @@ import httpx
 import pytest
 
 from imago_api.main import create_app
-from imago_pipeline.defs.enrichment.sensors import s3_drop_sensor
-from imago_pipeline.defs.resources import build_resources
-from imago_pipeline.defs.in_process import get_instance, process_images
 from imago_pipeline.core.stores.blobs import BlobNotFound, S3BlobStore, build_blob_store, iter_s3_objects
+from imago_pipeline.defs.intake.sensors import s3_drop_sensor
+from imago_pipeline.defs.resources import build_resources
+from imago_pipeline.in_process import get_instance, process_images
 from tests.conftest import SAMPLES, shared
 from tests.http_server import serve
 
@@ -47,7 +47,7 @@ def test_s3_store_round_trip_and_presigned_urls(s3_settings):
 def test_pipeline_and_api_on_s3_blobs(s3_settings):
     app = create_app(s3_settings)
     catalog = app.state.catalog
-    key = catalog.issue_api_key(catalog.create_client("s3", scopes=["images:read", "images:write",
+    key = catalog.clients.issue_key(catalog.clients.create("s3", scopes=["images:read", "images:write",
                                                                    "images:delete"]).id)
     with serve(app) as base_url, httpx.Client(base_url=base_url, headers={"X-API-Key": key}, timeout=60) as client:
         data = (SAMPLES / "Canon_40D.jpg").read_bytes()
@@ -103,9 +103,9 @@ def test_s3_drop_sensor_registers_objects_and_rejects_bad_ones(s3_settings, cata
     reason = client.get_object(Bucket=bucket, Key=next(k for k in rejected if k.endswith("huge.jpg.reason.txt")))
     assert b"over the limit" in reason["Body"].read()
     assert "drop/.hidden/skip.jpg" in keys and not [k for k in keys if k.count("/") == 1]
-    pending = catalog.ids_with_status("pending")
+    pending = catalog.work.ids_with_status("pending")
     assert len(pending) == 2
-    names = {catalog.images_by_id(pending)[i].original_name for i in pending}
+    names = {catalog.work.images_by_id(pending)[i].original_name for i in pending}
     assert names == {"canon.jpg", "nikon.jpg"}
     with dg.build_sensor_context(instance=dagster_instance, resources=resources) as context:
         again = s3_drop_sensor(context)

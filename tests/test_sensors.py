@@ -6,20 +6,20 @@ import os
 import time
 
 import dagster as dg
-from imago_pipeline.dagster_internals import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-
 from sqlalchemy import text
 
 from imago_pipeline.core.claims import CLAIM_TAG
-from imago_pipeline.defs.enrichment.sensors import drop_folder_sensor, upload_sensor
-from imago_pipeline.defs.resources import build_resources
 from imago_pipeline.core.ingest import register_image
 from imago_pipeline.core.stores.blobs import LocalBlobStore
+from imago_pipeline.dagster_internals import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from imago_pipeline.defs.intake.sensors import drop_folder_sensor, upload_sensor
+from imago_pipeline.defs.resources import build_resources
 from tests.conftest import SAMPLES, shared
 
 
 def _sample_bytes() -> list[tuple[str, bytes]]:
-    return [(p.name, p.read_bytes()) for p in sorted(SAMPLES.iterdir()) if p.suffix in (".jpg", ".png", ".webp", ".tif")]
+    return [(p.name, p.read_bytes()) for p in sorted(SAMPLES.iterdir())
+            if p.suffix in (".jpg", ".png", ".webp", ".tif")]
 
 
 def _tick(sensor, instance, resources, cursor=None):
@@ -34,7 +34,7 @@ def _tick(sensor, instance, resources, cursor=None):
 def _uploads_in_batches_of_four(catalog, settings):
     """The samples uploaded (pending) by tenant `t`, and resources with batches of 4 images."""
     settings = settings.model_copy(update={"batch_size": 4})
-    tenant = catalog.get_or_create_tenant("t")
+    tenant = catalog.clients.get_or_create("t")
     store = LocalBlobStore(settings.blob_root)
     ids = [register_image(catalog, store, settings, tenant_id=tenant.id, filename=n, data=d).image.id
            for n, d in _sample_bytes()]
@@ -42,7 +42,7 @@ def _uploads_in_batches_of_four(catalog, settings):
 
 
 def _claims(catalog, ids):
-    images = catalog.images_by_id(ids)
+    images = catalog.work.images_by_id(ids)
     return {i: (images[i].status, images[i].claim) for i in ids}
 
 
@@ -61,7 +61,8 @@ def test_upload_sensor_claims_uploads_and_asks_for_ranged_batches(catalog, setti
     # every image is taken into work under the claim its run carries, and only that run's
     claims = _claims(catalog, ids)
     for request in result.run_requests:
-        start, end = int(request.tags[ASSET_PARTITION_RANGE_START_TAG]), int(request.tags[ASSET_PARTITION_RANGE_END_TAG])
+        start = int(request.tags[ASSET_PARTITION_RANGE_START_TAG])
+        end = int(request.tags[ASSET_PARTITION_RANGE_END_TAG])
         assert {claims[i] for i in ids if start <= i <= end} == {("queued", request.tags[CLAIM_TAG])}
 
     idle = _tick(upload_sensor, dagster_instance, resources)
@@ -71,7 +72,7 @@ def test_upload_sensor_claims_uploads_and_asks_for_ranged_batches(catalog, setti
 def test_an_upload_that_commits_after_a_newer_one_is_still_taken(catalog, settings, dagster_instance):
     """Work is found by status, not by "ids after the last one seen": a row that commits late (Postgres
     hands out ids before commit) or with a lower id is taken at the next tick."""
-    tenant, ids, resources = _uploads_in_batches_of_four(catalog, settings)
+    _tenant, ids, resources = _uploads_in_batches_of_four(catalog, settings)
     _tick(upload_sensor, dagster_instance, resources)
     with catalog.session() as session:  # what a transaction that committed late looks like afterwards
         session.execute(text("UPDATE images SET status = 'pending', claim = NULL WHERE id = :id"), {"id": ids[1]})
@@ -86,7 +87,7 @@ def test_an_upload_that_commits_after_a_newer_one_is_still_taken(catalog, settin
 def test_reprocess_requests_become_ranged_runs_once_each(catalog, settings, dagster_instance):
     tenant, ids, resources = _uploads_in_batches_of_four(catalog, settings)
     _tick(upload_sensor, dagster_instance, resources)
-    catalog.finish_images(ids, [])  # as if processed (no stage required)
+    catalog.work.finish(ids, [])  # as if processed (no stage required)
     scoped = catalog.for_tenant(tenant.id)
     for image_id in ids[1:4] + ids[6:7]:  # ids[1..3] are consecutive partitions, ids[6] stands alone
         assert scoped.request_reprocess(image_id).status == "requeued"
@@ -109,7 +110,7 @@ def test_reprocess_requests_become_ranged_runs_once_each(catalog, settings, dags
 
 
 def test_upload_sensor_ignores_images_registered_for_in_process_runs(catalog, settings, dagster_instance):
-    tenant = catalog.get_or_create_tenant("t")
+    tenant = catalog.clients.get_or_create("t")
     name, data = _sample_bytes()[0]
     register_image(catalog, LocalBlobStore(settings.blob_root), settings, tenant_id=tenant.id, filename=name,
                    data=data, status="queued")
@@ -137,15 +138,15 @@ def test_drop_folder_sensor_registers_settled_files_and_rejects_bad_ones(catalog
     assert list(drop.glob(".imported/*/album/canon.jpg"))
     reasons = list(drop.glob(".rejected/*/notes.jpg.reason.txt"))
     assert reasons and "truncated" in reasons[0].read_text()
-    tenant = catalog.get_or_create_tenant(settings.default_tenant)
-    ids = catalog.ids_with_status("pending")
+    tenant = catalog.clients.get_or_create(settings.default_tenant)
+    ids = catalog.work.ids_with_status("pending")
     assert len(ids) == 1 and catalog.for_tenant(tenant.id).get_image(ids[0]).original_name == "canon.jpg"
 
 
 def test_while_runs_wait_for_a_slot_new_uploads_wait_to_form_fuller_batches(catalog, settings, dagster_instance):
     from imago_pipeline.definitions import build_definitions
 
-    tenant, ids, resources = _uploads_in_batches_of_four(catalog, settings)
+    _tenant, ids, resources = _uploads_in_batches_of_four(catalog, settings)
     job = build_definitions(settings).resolve_job_def("process_images")
     queued = dagster_instance.create_run_for_job(job_def=job)  # made, not started: waiting like a queued run
     assert dagster_instance.get_run_by_id(queued.run_id).status == dg.DagsterRunStatus.NOT_STARTED
@@ -153,6 +154,6 @@ def test_while_runs_wait_for_a_slot_new_uploads_wait_to_form_fuller_batches(cata
     held = _tick(upload_sensor, dagster_instance, resources)
 
     assert isinstance(held, dg.SkipReason) and "waiting to start" in held.skip_message
-    assert set(catalog.ids_with_status("pending")) == set(ids)  # nothing taken: they will batch together
+    assert set(catalog.work.ids_with_status("pending")) == set(ids)  # nothing taken: they will batch together
     dagster_instance.report_run_canceled(dagster_instance.get_run_by_id(queued.run_id))
     assert isinstance(_tick(upload_sensor, dagster_instance, resources), dg.SensorResult)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from typer.testing import CliRunner
 
 from imago_pipeline.cli import app
-from imago_pipeline.defs.enrichment.assets import EXIF_LAKE_SCHEMA, VISION_LAKE_SCHEMA
 from imago_pipeline.core.analytics import build_all, load_project
 from imago_pipeline.core.stores.lake import Lake
+from imago_pipeline.core.stores.lake_tables import EXIF, VISION
 
-T0 = datetime(2025, 3, 1, 12, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 1, 12, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -26,12 +26,12 @@ def lake(tmp_path, monkeypatch):
     cameras = {1: ("Canon", "Canon EOS 40D"), 2: ("Canon", "Canon EOS 40D"), 3: ("Apple", "iPhone 6"), 4: (None, None)}
     rows = [{"image_id": i, "make": make, "model": model, "extracted_at": T0, "tenant_id": 1 + (i > 2),
              "date": "2025-03-01"} for i, (make, model) in cameras.items()]
-    store.write_batch("exif", rows, batch_id="run1", schema=EXIF_LAKE_SCHEMA)
+    store.write_batch("exif", rows, batch_id="run1", schema=EXIF.schema)
     store.write_batch("exif", [{**rows[1], "extracted_at": T0 + timedelta(days=1)}], batch_id="run2",
-                      schema=EXIF_LAKE_SCHEMA)
+                      schema=EXIF.schema)
     store.write_batch("vision", [{"image_id": 1, "tags": ["landscape", "canon"], "confidence": 0.5,
                                   "created_at": T0, "tenant_id": 1, "date": "2025-03-01"}],
-                      batch_id="run1", schema=VISION_LAKE_SCHEMA)
+                      batch_id="run1", schema=VISION.schema)
     build_all(load_project(min_group_size=1), root)
     monkeypatch.setenv("IMAGO_HOME", str(tmp_path / "imago"))
     monkeypatch.setenv("IMAGO_ANALYTICS_MIN_GROUP_SIZE", "1")  # a lake of four images

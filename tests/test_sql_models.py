@@ -12,21 +12,21 @@ import dagster as dg
 import duckdb
 import pytest
 
+from imago_pipeline.core.analytics import ModelError, build_all, load_project, open_analytics, run_query
+from imago_pipeline.core.analytics.project import default_project_dir
 from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.core.catalog.models import utcnow
 from imago_pipeline.core.config import ImagoSettings
-from imago_pipeline.definitions import build_definitions
-from imago_pipeline.defs.enrichment.assets import CLASSIFICATION_LAKE_SCHEMA, EXIF_LAKE_SCHEMA, IMAGES_LAKE_SCHEMA
-from imago_pipeline.defs.resources import LakeResource
-from imago_pipeline.defs.analytics.assets import MODEL_AUTOMATION, build_sql_model_assets, model_key
 from imago_pipeline.core.enrichment.exif import extract_exif
 from imago_pipeline.core.ingest import register_image
-from imago_pipeline.dagster_instance import prepare_dagster_home
-from imago_pipeline.defs.in_process import process_images
-from imago_pipeline.core.analytics import ModelError, build_all, load_project, open_analytics, run_query
-from imago_pipeline.core.analytics.project import default_project_dir
 from imago_pipeline.core.stores.blobs import LocalBlobStore
 from imago_pipeline.core.stores.lake import Lake
+from imago_pipeline.core.stores.lake_tables import CLASSIFICATION, EXIF, IMAGES
+from imago_pipeline.dagster_instance import prepare_dagster_home
+from imago_pipeline.definitions import build_definitions
+from imago_pipeline.defs.analytics.assets import MODEL_AUTOMATION, build_sql_model_assets, model_key
+from imago_pipeline.defs.resources import LakeResource
+from imago_pipeline.in_process import process_images
 from tests.conftest import SAMPLES
 
 IMAGE_SUFFIXES = (".jpg", ".png", ".webp", ".tif")
@@ -145,7 +145,7 @@ def processed(tmp_path_factory):
     settings = ImagoSettings(home=home, database_url=f"sqlite:///{home / 'catalog.db'}", workers=2, batch_size=50,
                              drop_dir=home / "drop", analytics_min_group_size=1)
     catalog = Catalog.connect(settings.catalog_url)
-    tenant = catalog.get_or_create_tenant("t")
+    tenant = catalog.clients.get_or_create("t")
     store = LocalBlobStore(settings.blob_root)
     ids = {path.name: register_image(catalog, store, settings, tenant_id=tenant.id, filename=path.name,
                                      data=path.read_bytes(), status="queued").image.id
@@ -211,12 +211,12 @@ def test_sources_keep_the_newest_row_per_image(processed, lake_copy):
     assert run_query(con, "SELECT count(*), count(DISTINCT image_id) FROM exif").fetchone() == (len(ids), len(ids))
 
     # a newer row with other values wins, in the view and in the model built on it
-    row = dict(zip(EXIF_LAKE_SCHEMA.names, run_query(con, f"SELECT {', '.join(EXIF_LAKE_SCHEMA.names)} FROM exif "
+    row = dict(zip(EXIF.schema.names, run_query(con, f"SELECT {', '.join(EXIF.schema.names)} FROM exif "
                                                             f"WHERE image_id = {canon}").fetchone()))
     tenant_id, day = run_query(con, f"SELECT tenant_id, date FROM exif WHERE image_id = {canon}").fetchone()
     Lake(lake_copy).write_batch("exif", [{**row, "make": "Leica", "model": "M11", "tenant_id": tenant_id, "date": day,
                                           "extracted_at": row["extracted_at"] + timedelta(hours=1)}],
-                                batch_id="later", schema=EXIF_LAKE_SCHEMA)
+                                batch_id="later", schema=EXIF.schema)
     build_all(load_project(min_group_size=1), lake_copy)
     cameras = {(make, model): images for make, model, images, _, _ in _model(lake_copy, "camera_counts")}
     assert cameras[("Leica", "M11")] == 1 and ("Canon", "Canon EOS 40D") not in cameras
@@ -262,7 +262,7 @@ def test_a_data_test_fails_on_bad_data_in_the_model_input(processed, lake_copy):
     Lake(lake_copy).write_batch("classification", [
         {"image_id": nikon, "label": "horse", "probability": 0.9, "model_version": "v9-bad",
          "created_at": utcnow(), "run_id": "bad", "tenant_id": tenant_id, "date": day}],
-        batch_id="bad", schema=CLASSIFICATION_LAKE_SCHEMA)
+        batch_id="bad", schema=CLASSIFICATION.schema)
     label_distribution = [a for a in build_sql_model_assets(settings) if a.key == model_key("label_distribution")]
     result = dg.materialize(label_distribution, resources={"lake": LakeResource(root=str(lake_copy))},
                             instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
@@ -293,7 +293,7 @@ def test_models_of_image_content_leave_out_groups_too_small_to_be_anonymous(proc
 def test_a_failing_blocking_test_stops_the_models_built_on_it(tmp_path):
     lake = tmp_path / "lake"
     Lake(lake).write_batch("images", [{"image_id": i, "status": "done", "tenant_id": 1, "date": "2025-01-01"}
-                                      for i in (1, 2)], batch_id="r1", schema=IMAGES_LAKE_SCHEMA)
+                                      for i in (1, 2)], batch_id="r1", schema=IMAGES.schema)
     root = _project(tmp_path, {
         "per_tenant": "SELECT tenant_id FROM {{ source('lake', 'images') }}",  # one row per image: not unique
         "summary": "SELECT count(*) AS tenants FROM {{ ref('per_tenant') }}",

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from imago_pipeline.core.vision.base import VisionContext, VisionError
-from imago_pipeline.core.vision.gemini import GeminiVisionProvider
+from imago_pipeline.core.vision.gemini import GeminiClient, GeminiVisionProvider
 from imago_pipeline.core.vision.local import LocalVisionProvider
 from tests.conftest import SAMPLES
 from tests.gemini_server import GeminiProtocolServer, blocked_answer, error_answer, json_answer, text_answer
@@ -31,8 +31,8 @@ def _context(**extra) -> VisionContext:
 
 
 def _provider(server, attempts=3) -> GeminiVisionProvider:
-    return GeminiVisionProvider(api_key="test-key", model="gemini-2.5-flash", base_url=server.url,
-                                attempts=attempts, initial_delay=0.01, max_delay=0.05, timeout_s=10)
+    return GeminiVisionProvider(GeminiClient(api_key="test-key", model="gemini-2.5-flash", base_url=server.url,
+                                             attempts=attempts, initial_delay=0.01, max_delay=0.05, timeout_s=10))
 
 
 def test_success_sends_the_image_and_the_schema_and_validates_the_answer():
@@ -62,37 +62,33 @@ def test_rate_limit_is_retried_then_succeeds():
 
 
 def test_server_errors_are_retried_until_attempts_run_out():
-    with GeminiProtocolServer([error_answer(500, "INTERNAL")]) as server:
-        with pytest.raises(VisionError, match="HTTP 500"):
-            _provider(server, attempts=3).describe(_context())
+    with GeminiProtocolServer([error_answer(500, "INTERNAL")]) as server, pytest.raises(VisionError, match="HTTP 500"):
+        _provider(server, attempts=3).describe(_context())
     assert len(server.requests) == 3
 
 
 def test_a_client_error_is_not_retried():
-    with GeminiProtocolServer([error_answer(400, "INVALID_ARGUMENT")]) as server:
-        with pytest.raises(VisionError, match="HTTP 400"):
-            _provider(server).describe(_context())
+    with GeminiProtocolServer([error_answer(400, "INVALID_ARGUMENT")]) as server, \
+            pytest.raises(VisionError, match="HTTP 400"):
+        _provider(server).describe(_context())
     assert len(server.requests) == 1
 
 
 @pytest.mark.parametrize("answer", [text_answer("{not json"), json_answer({"description": "x", "tags": "no"}),
                                     json_answer({"description": "", "tags": [], "confidence": 3})])
 def test_output_that_does_not_match_the_schema_is_an_error(answer):
-    with GeminiProtocolServer([answer]) as server:
-        with pytest.raises(VisionError, match="does not match the schema"):
-            _provider(server).describe(_context())
+    with GeminiProtocolServer([answer]) as server, pytest.raises(VisionError, match="does not match the schema"):
+        _provider(server).describe(_context())
 
 
 def test_a_blocked_answer_is_an_error_with_the_reason():
-    with GeminiProtocolServer([blocked_answer()]) as server:
-        with pytest.raises(VisionError, match="blocked.*SAFETY"):
-            _provider(server).describe(_context())
+    with GeminiProtocolServer([blocked_answer()]) as server, pytest.raises(VisionError, match=r"blocked.*SAFETY"):
+        _provider(server).describe(_context())
 
 
 def test_a_safety_stop_without_content_is_an_error():
-    with GeminiProtocolServer([text_answer("", finish="SAFETY")]) as server:
-        with pytest.raises(VisionError, match="SAFETY"):
-            _provider(server).describe(_context())
+    with GeminiProtocolServer([text_answer("", finish="SAFETY")]) as server, pytest.raises(VisionError, match="SAFETY"):
+        _provider(server).describe(_context())
 
 
 def test_read_text_returns_the_transcription():
@@ -103,7 +99,7 @@ def test_read_text_returns_the_transcription():
 
 def test_missing_api_key_is_a_clear_error():
     with pytest.raises(VisionError, match="API key"):
-        GeminiVisionProvider(api_key="", model="gemini-2.5-flash")
+        GeminiVisionProvider(GeminiClient(api_key="", model="gemini-2.5-flash"))
 
 
 def test_local_provider_describes_only_what_it_measured():
@@ -128,8 +124,8 @@ def _prompt(body: dict) -> str:
 def test_pipeline_with_gemini_records_blocks_per_image_and_uses_the_ocr_fallback(catalog, settings,
                                                                                 dagster_instance):
     from imago_pipeline.core.ingest import register_image
-    from imago_pipeline.defs.in_process import process_images
     from imago_pipeline.core.stores.blobs import LocalBlobStore
+    from imago_pipeline.in_process import process_images
 
     def respond(body):
         prompt = _prompt(body)
@@ -143,7 +139,7 @@ def test_pipeline_with_gemini_records_blocks_per_image_and_uses_the_ocr_fallback
         gemini = settings.model_copy(update={
             "vision_provider": "gemini", "gemini_api_key": "k", "gemini_base_url": server.url,
             "vision_attempts": 2, "vision_initial_delay_s": 0.01, "ocr_fallback_confidence": 101.0})
-        tenant = catalog.get_or_create_tenant("t")
+        tenant = catalog.clients.get_or_create("t")
         store = LocalBlobStore(gemini.blob_root)
         ids = {name: register_image(catalog, store, gemini, tenant_id=tenant.id, filename=name,
                                     data=(SAMPLES / name).read_bytes(), status="queued").image.id
@@ -158,6 +154,6 @@ def test_pipeline_with_gemini_records_blocks_per_image_and_uses_the_ocr_fallback
     assert photo.model_used == "gemini:gemini-2.5-flash" and photo.tags == ["iguana", "reptile", "green"]
     stages = {s.stage: s for s in scoped.get_stages(ids["phototest.tif"])}
     assert stages["vision"].status == "failed" and "blocked" in stages["vision"].error
-    images = catalog.images_by_id(ids.values())
+    images = catalog.work.images_by_id(ids.values())
     assert images[ids["phototest.tif"]].status == "failed" and images[ids["Canon_40D.jpg"]].status == "done"
     assert stages["vision"].code_version == "vision-v1|gemini:gemini-2.5-flash|prompt-v1"

@@ -7,7 +7,7 @@ import pytest
 
 from imago_api.main import create_app
 from imago_pipeline.core.config import ImagoSettings
-from imago_pipeline.defs.in_process import get_instance, process_images
+from imago_pipeline.in_process import get_instance, process_images
 from tests.browser import browser_page, screenshot
 from tests.conftest import SAMPLES, shared
 from tests.http_server import serve
@@ -18,14 +18,15 @@ def site(tmp_path):
     settings = ImagoSettings(home=tmp_path / "imago", workers=2, batch_size=50, log_format="text")
     app = create_app(settings)
     catalog = app.state.catalog
-    key = catalog.issue_api_key(catalog.create_client("web").id)
+    key = catalog.clients.issue_key(catalog.clients.create("web").id)
     with serve(app) as base_url:
         yield base_url, key, app, settings
 
 
 def _process_pending(app, settings) -> None:
     """What the upload sensor does under `imago serve`, done here in-process (no daemon in this test)."""
-    process_images(app.state.catalog.ids_with_status("pending"), settings=settings, instance=get_instance(settings))
+    process_images(app.state.catalog.work.ids_with_status("pending"), settings=settings,
+                   instance=get_instance(settings))
 
 
 def _upload_through_the_page(page, path, name=None):
@@ -73,7 +74,7 @@ def test_upload_watch_results_and_feedback_in_a_real_browser(site):
 
         page.click("#thumbs-up")
         page.wait_for_selector("#feedback-message:has-text('Thanks')")
-        feedback = app.state.catalog.feedback_for_training()
+        feedback = app.state.catalog.feedback.for_training()
         assert [(f.image_id, f.correct, f.label) for f, _ in feedback] == [
             (image_id, True, truth["classification"]["label"])]
 

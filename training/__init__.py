@@ -5,9 +5,8 @@ TensorFlow is only ever imported inside functions (a top-level import costs ever
 
 # TensorFlow's shared library carries its own SQLite without FTS5. Whichever loads first wins the symbols,
 # so the system SQLite (with FTS5, which the catalog's search needs) is loaded here, before any TensorFlow.
-import sqlite3  # noqa: F401
-
 import os
+import sqlite3  # noqa: F401
 
 # oneDNN's custom TensorFlow ops abort the process ("double free or corruption") during `fit` on this
 # project's AMD EPYC CI machines (TensorFlow 2.21, measured 2026-11-21); TensorFlow reads this on import.

@@ -32,7 +32,7 @@ def metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.
     fp = int(((predicted == 1) & (labels == 0)).sum())
     fn = int(((predicted == 0) & (labels == 1)).sum())
     return {
-        "images": int(len(labels)),
+        "images": len(labels),
         "accuracy": (tp + tn) / max(1, len(labels)),
         "precision": tp / max(1, tp + fp),
         "recall": tp / max(1, tp + fn),

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from datetime import date, timedelta
 
+from imago_api.ai.models import TaskDraft
 from imago_api.ai.words import frequent_words, split_sentences, words
-from imago_pipeline.core.vision.base import TaskDraft
 
 TITLE_CHARS = 80
 MAX_TAGS = 5
@@ -45,7 +45,8 @@ _PREAMBLE = re.compile(r"^(?:\[?(?:urgent|asap|important|todo|to do|fyi)\]?\s*[:
                        re.IGNORECASE)
 
 # Words that say when or how urgent, not what the task is about.
-_NOT_TAGS = frozenset(words(" ".join([*_WEEKDAYS, *_NUMBERS, _LOW.pattern, _HIGH.pattern] + [
+_NOT_TAGS = frozenset(words(" ".join([
+    *_WEEKDAYS, *_NUMBERS, _LOW.pattern, _HIGH.pattern,
     "today tonight tomorrow evening day days week weeks next end aujourd hui soir demain jour jours semaine "
     "semaines prochain prochaine priority asap urgent important todo fyi thanks thank merci"])))
 

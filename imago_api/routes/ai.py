@@ -1,17 +1,16 @@
-"""AI utility endpoints: summarise a web page, draft a task from a request. The configured vision provider
-(`IMAGO_VISION_PROVIDER`) answers both; the fetching and its limits live in `imago_api.ai`."""
+"""AI utility endpoints: summarise a web page, draft a task from a request. The configured provider
+(`IMAGO_VISION_PROVIDER`) answers both; the fetching, its limits and the providers live in `imago_api.ai`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, StringConstraints
 
-from imago_api.deps import SettingsDep, require_scope
-from imago_api.errors import AUTHENTICATED, ApiError, ErrorOut, responses
 from imago_api.ai.extract import NoText, extract_text
 from imago_api.ai.fetch import (
     FetchFailed,
@@ -23,8 +22,11 @@ from imago_api.ai.fetch import (
     UrlNotAllowed,
     fetch_page,
 )
-from imago_pipeline.core.vision.base import TaskDraft, VisionError, VisionProvider
-from imago_pipeline.core.vision.factory import provider_from_settings
+from imago_api.ai.models import TaskDraft
+from imago_api.ai.providers import TextProvider, text_provider
+from imago_api.deps import SettingsDep, require_scope
+from imago_api.errors import AUTHENTICATED, ApiError, ErrorOut, responses
+from imago_pipeline.core.vision.base import VisionError
 
 router = APIRouter(prefix="/ai", tags=["ai"], responses=responses(*AUTHENTICATED))
 
@@ -67,14 +69,14 @@ class TaskDraftOut(TaskDraft):
     provider: str
 
 
-def get_provider(settings: SettingsDep) -> VisionProvider:
+def get_provider(settings: SettingsDep) -> TextProvider:
     try:
-        return provider_from_settings(settings)
+        return text_provider(settings)
     except VisionError as exc:  # misconfigured (e.g. gemini without a key): ours to fix, not the caller's
         raise ApiError(str(exc), code="provider_unavailable", status_code=503) from exc
 
 
-ProviderDep = Annotated[VisionProvider, Depends(get_provider)]
+ProviderDep = Annotated[TextProvider, Depends(get_provider)]
 
 
 async def _ask(call: Callable[..., Any], *args: Any) -> Any:
@@ -88,7 +90,8 @@ async def _ask(call: Callable[..., Any], *args: Any) -> Any:
 @router.post("/summarize", response_model=SummaryOut, dependencies=[USE],
              summary="Summarise a web page in a few sentences (scope ai:use)",
              responses={**responses(502, 504),
-                        400: {"model": ErrorOut, "description": "URL refused: scheme, or a private or internal address"},
+                        400: {"model": ErrorOut,
+                              "description": "URL refused: scheme, or a private or internal address"},
                         422: {"model": ErrorOut, "description": "Not HTML or plain text, too large, or no text"}})
 async def summarize(body: SummarizeIn, settings: SettingsDep, provider: ProviderDep) -> SummaryOut:
     """Fetch the page (http/https, at most `ai_fetch_max_bytes`, `ai_fetch_timeout_s` and

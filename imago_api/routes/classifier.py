@@ -61,12 +61,12 @@ def give_feedback(image_id: ImageId, body: FeedbackIn, tenant: TenantDep, reques
 def predict(request: Request, principal: PrincipalDep, catalog: CatalogDep, blobs: BlobStoreDep, settings: SettingsDep,
             file: Annotated[UploadFile, File(description="The image")]) -> PredictionOut:
     """Only inference metadata is logged (time, outcome, latency, model version); never the image."""
-    from training.registry import ModelRegistry, load_classifier
+    from training.registry import load_classifier, open_model_store
 
     metrics = request.app.state.metrics
     started = time.perf_counter()
     data = file.file.read(settings.max_upload_bytes + 1)
-    registry = ModelRegistry(catalog, blobs, settings.resolved_home / "models")
+    registry = open_model_store(catalog, blobs, settings.models_dir)
     model = registry.production()
     try:
         inspect_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
@@ -74,12 +74,12 @@ def predict(request: Request, principal: PrincipalDep, catalog: CatalogDep, blob
             prediction = load_classifier(registry, model).predict([data])[0]
     except InvalidImage as exc:
         latency = (time.perf_counter() - started) * 1000
-        catalog.log_inference(tenant_id=principal.tenant_id, success=False, latency_ms=latency,
+        catalog.feedback.log_inference(tenant_id=principal.tenant_id, success=False, latency_ms=latency,
                               model_version=model.version, error=exc.kind)
         metrics.inferences.labels(model.version, "rejected").inc()
         raise InvalidUpload(str(exc), code=exc.kind, status_code=UPLOAD_STATUS.get(exc.kind, 422)) from exc
     latency = (time.perf_counter() - started) * 1000
-    catalog.log_inference(tenant_id=principal.tenant_id, success=True, latency_ms=latency,
+    catalog.feedback.log_inference(tenant_id=principal.tenant_id, success=True, latency_ms=latency,
                           model_version=model.version, label=prediction.label)
     metrics.inferences.labels(model.version, "ok").inc()
     metrics.inference_latency.labels(model.version).observe(latency / 1000)

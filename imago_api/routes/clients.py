@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field, field_validator
 
-from imago_api.deps import ClientId, CatalogDep, SettingsDep, require_scope
+from imago_api.deps import CatalogDep, ClientId, SettingsDep, require_scope
 from imago_api.errors import AUTHENTICATED, ApiError, Conflict, NotFound, responses
+from imago_pipeline.core.catalog import ALL_SCOPES, DEFAULT_SCOPES, ClientExists
 from imago_pipeline.core.catalog.models import Tenant
-from imago_pipeline.core.catalog.repository import ALL_SCOPES, DEFAULT_SCOPES, ClientExists
 from imago_pipeline.core.config import ImagoSettings
 
 router = APIRouter(prefix="/auth/clients", tags=["clients"], dependencies=[require_scope("admin")],
@@ -85,21 +84,21 @@ def _known_plan(settings: ImagoSettings, plan: str | None) -> None:
 def create_client(body: ClientIn, catalog: CatalogDep, settings: SettingsDep) -> ClientWithKey:
     _known_plan(settings, body.plan)
     try:
-        tenant = catalog.create_client(body.name, scopes=body.scopes, plan=body.plan, quota_bytes=body.quota_bytes)
+        tenant = catalog.clients.create(body.name, scopes=body.scopes, plan=body.plan, quota_bytes=body.quota_bytes)
     except ClientExists as exc:
         raise Conflict(str(exc), code="client_exists") from exc
-    key = catalog.issue_api_key(tenant.id)
+    key = catalog.clients.issue_key(tenant.id)
     return ClientWithKey(**_out(tenant, settings, {tenant.id: 1}).model_dump(), api_key=key)
 
 
 @router.get("", response_model=list[ClientOut], summary="List clients (scope admin)")
 def list_clients(catalog: CatalogDep, settings: SettingsDep, include_disabled: bool = False) -> list[ClientOut]:
-    keys = catalog.active_key_counts()
-    return [_out(t, settings, keys) for t in catalog.list_clients(include_disabled=include_disabled)]
+    keys = catalog.clients.active_key_counts()
+    return [_out(t, settings, keys) for t in catalog.clients.list(include_disabled=include_disabled)]
 
 
 def _client_or_404(catalog, client_id: int) -> Tenant:
-    tenant = catalog.get_client(client_id)
+    tenant = catalog.clients.get(client_id)
     if tenant is None:
         raise NotFound(f"client {client_id} not found")
     return tenant
@@ -107,7 +106,7 @@ def _client_or_404(catalog, client_id: int) -> Tenant:
 
 @router.get("/{client_id}", response_model=ClientOut, summary="One client (scope admin)")
 def get_client(client_id: ClientId, catalog: CatalogDep, settings: SettingsDep) -> ClientOut:
-    return _out(_client_or_404(catalog, client_id), settings, catalog.active_key_counts())
+    return _out(_client_or_404(catalog, client_id), settings, catalog.clients.active_key_counts())
 
 
 @router.patch("/{client_id}", response_model=ClientOut,
@@ -116,18 +115,18 @@ def update_client(client_id: ClientId, body: ClientPatch, catalog: CatalogDep, s
     _known_plan(settings, body.plan)
     changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k == "quota_bytes"}
     try:
-        tenant = catalog.update_client(client_id, **changes)
+        tenant = catalog.clients.update(client_id, **changes)
     except ClientExists as exc:
         raise Conflict(str(exc), code="client_exists") from exc
     if tenant is None:
         raise NotFound(f"client {client_id} not found or disabled")
-    return _out(tenant, settings, catalog.active_key_counts())
+    return _out(tenant, settings, catalog.clients.active_key_counts())
 
 
 @router.delete("/{client_id}", response_model=ClientOut,
                summary="Disable a client: its keys stop working at once, its images stay (scope admin)")
 def delete_client(client_id: ClientId, catalog: CatalogDep, settings: SettingsDep) -> ClientOut:
-    tenant = catalog.disable_client(client_id)
+    tenant = catalog.clients.disable(client_id)
     if tenant is None:
         raise NotFound(f"client {client_id} not found or already disabled")
     return _out(tenant, settings, {})
@@ -136,7 +135,7 @@ def delete_client(client_id: ClientId, catalog: CatalogDep, settings: SettingsDe
 @router.post("/{client_id}/rotate-key", response_model=ClientWithKey,
              summary="Revoke every key of the client and issue a new one, shown once (scope admin)")
 def rotate_key(client_id: ClientId, catalog: CatalogDep, settings: SettingsDep) -> ClientWithKey:
-    key = catalog.rotate_key(client_id)
+    key = catalog.clients.rotate_key(client_id)
     if key is None:
         raise NotFound(f"client {client_id} not found or disabled")
     return ClientWithKey(**_out(_client_or_404(catalog, client_id), settings, {client_id: 1}).model_dump(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 from urllib.parse import quote
 
@@ -67,7 +67,7 @@ def _signed_url(request: Request, principal, tenant: TenantCatalog, settings, im
                                                     principal.key_id))
     path = request.app.url_path_for("signed_file", token=token)
     base = settings.public_url.rstrip("/") if settings.public_url else str(request.base_url).rstrip("/")
-    return SignedUrlOut(url=base + path, expires_at=datetime.fromtimestamp(expires_at, timezone.utc), expires_in=ttl)
+    return SignedUrlOut(url=base + path, expires_at=datetime.fromtimestamp(expires_at, UTC), expires_in=ttl)
 
 
 ExpiresIn = Annotated[int | None, Query(ge=1, description="Seconds the link stays valid (capped by the server)")]
@@ -102,7 +102,7 @@ def signed_file(token: Annotated[str, Path(max_length=2048)], request: Request, 
         raise ApiError(str(exc), code="link_expired", status_code=403) from exc
     except InvalidToken as exc:
         raise ApiError(str(exc), code="invalid_link", status_code=403) from exc
-    if not catalog.key_is_active(grant.key_id, grant.tenant_id):
+    if not catalog.clients.key_is_active(grant.key_id, grant.tenant_id):
         raise ApiError("the link was revoked: its client is disabled or its key was revoked or rotated",
                        code="link_revoked", status_code=403)
     try:

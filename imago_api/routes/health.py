@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -67,7 +67,7 @@ def health_detailed(request: Request, catalog: CatalogDep, blobs: BlobStoreDep, 
         instance = request.app.state.dagster_instance()
         runs = instance.get_runs_count()
         beats = {b.daemon_type: b.timestamp for b in instance.get_daemon_heartbeats().values()}
-        now = datetime.now(timezone.utc).timestamp()
+        now = datetime.now(UTC).timestamp()
         sensor_beat = beats.get("SENSOR")
         if sensor_beat is None or now - sensor_beat > DAEMON_STALE_S:
             return "degraded", f"{runs} runs; the sensor daemon is not running (uploads wait until it is)"
@@ -93,9 +93,9 @@ def health_detailed(request: Request, catalog: CatalogDep, blobs: BlobStoreDep, 
         return "ok", f"tesseract {version} ({settings.ocr_languages})"
 
     def check_model():
-        from training.registry import ModelRegistry
+        from training.registry import open_model_store
 
-        model = ModelRegistry(catalog, blobs, settings.resolved_home / "models").production()
+        model = open_model_store(catalog, blobs, settings.models_dir).production()
         if not blobs.exists(model.artifact_key):
             return "error", f"{model.version}: artifact missing from the blob store"
         accuracy = (model.metrics or {}).get("accuracy")

@@ -10,8 +10,8 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile, statu
 from imago_api.deps import (
     MAX_ID,
     BlobStoreDep,
-    ImageId,
     CatalogDep,
+    ImageId,
     LakeDep,
     PrincipalDep,
     SettingsDep,
@@ -38,9 +38,9 @@ from imago_api.schemas import (
 )
 from imago_pipeline.core.catalog import ImageFilters, TenantCatalog
 from imago_pipeline.core.catalog.models import Image
+from imago_pipeline.core.enrichment.batch import IMAGE_PARTITIONS
 from imago_pipeline.core.enrichment.decode import InvalidImage
 from imago_pipeline.core.erasure import erase_image
-from imago_pipeline.core.enrichment.stages import IMAGE_PARTITIONS
 from imago_pipeline.core.ingest import QuotaExceeded, register_image
 
 router = APIRouter(prefix="/images", tags=["images"], responses=responses(*AUTHENTICATED, 404))

@@ -17,19 +17,17 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 
 import psutil
+
+from imago_pipeline.core.enrichment.batch import STAGES, SUMMARY, with_downstream
 
 CLAIM_TAG = "imago/claim"  # on every run that processes claimed images
 OWNER_TAG = "imago/owner"  # on in-process runs: the process that executes them
 RUN_PREFIX, PROCESS_PREFIX = "run:", "proc:"
-STAGES = ("exif", "thumbnail", "ocr", "classification", "vision")
-SUMMARY = "image_summary"
-# Within one image: vision reads every other stage's result, and the summary reads all of them.
-_DOWNSTREAM = {stage: (stage, "vision", SUMMARY) for stage in STAGES} | {"vision": ("vision", SUMMARY)}
 
 
 def run_claim() -> str:
@@ -57,11 +55,7 @@ def process_alive(token: str) -> bool | None:
 def unfinished_stages(stage_status: dict[str, str]) -> tuple[str, ...]:
     """The stages not done yet (missing or failed) and what depends on them, in pipeline order; just the
     summary when every stage is done."""
-    todo = {SUMMARY}
-    for stage in STAGES:
-        if stage_status.get(stage) != "done":
-            todo.update(_DOWNSTREAM[stage])
-    return tuple(s for s in (*STAGES, SUMMARY) if s in todo)
+    return with_downstream([SUMMARY, *(stage for stage in STAGES if stage_status.get(stage) != "done")])
 
 
 @dataclass
@@ -99,10 +93,10 @@ def reconcile(catalog, claim_alive: Callable[[str], bool], *, max_retries: int, 
               dry_run: bool = False, now: datetime | None = None) -> Reconciliation:
     """Find images whose claim is dead and requeue (or dead-letter) them; `grace_s` leaves young claims
     alone (a run request takes a moment to become a run)."""
-    now = now or datetime.now(timezone.utc)
-    plan = plan_reconciliation(catalog.in_progress_images(claimed_before=now - timedelta(seconds=grace_s)),
+    now = now or datetime.now(UTC)
+    plan = plan_reconciliation(catalog.work.in_progress(claimed_before=now - timedelta(seconds=grace_s)),
                                claim_alive, max_retries=max_retries)
     if not dry_run and plan.images:
-        catalog.requeue_stranded(plan.requeued, plan.dead_lettered)
+        catalog.work.requeue_stranded(plan.requeued, plan.dead_lettered)
     return plan
 

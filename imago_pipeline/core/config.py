@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from imago_pipeline.core.limits import MAX_PIXELS, MAX_UPLOAD_BYTES, OCR_LANGUAGES, THUMBNAIL_SIZE
+
 
 class Plan(BaseModel):
     """What a client's plan allows: requests (a `limits` string, e.g. "60/minute;1000/hour") and storage."""
@@ -52,11 +54,10 @@ class ImagoSettings(BaseSettings):
 
     batch_size: int = Field(default=100, ge=1, description="Images per Dagster run.")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    max_upload_bytes: int = 50 * 1024 * 1024
-    # Pillow warns past ~89.5 MP (its own decompression-bomb guard); we refuse at the same size.
-    max_pixels: int = 89_000_000
-    thumbnail_size: int = 256
-    ocr_languages: str = Field(default="eng+fra", description="Tesseract languages, joined with '+'.")
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    max_pixels: int = Field(default=MAX_PIXELS, description="Images with more pixels are refused before decoding.")
+    thumbnail_size: int = THUMBNAIL_SIZE
+    ocr_languages: str = Field(default=OCR_LANGUAGES, description="Tesseract languages, joined with '+'.")
     ocr_fallback_confidence: float = Field(
         default=60.0, description="Below this mean word confidence, a remote vision provider re-reads the text.")
 
@@ -134,9 +135,19 @@ class ImagoSettings(BaseSettings):
         return (self.drop_dir or self.resolved_home / "drop").expanduser().resolve()
 
     @property
+    def retention_days(self) -> dict[str, int]:
+        """Days each retained table keeps a row, by lake table name."""
+        return {"inference_log": self.inference_log_retention_days, "feedback": self.feedback_retention_days}
+
+    @property
+    def models_dir(self) -> Path:
+        """Where model artifacts are cached locally (Keras loads from a path)."""
+        return self.resolved_home / "models"
+
+    @property
     def dagster_home(self) -> Path:
         return Path(os.environ.get("DAGSTER_HOME") or self.resolved_home / "dagster").resolve()
 
 
-def get_settings() -> ImagoSettings:
-    return ImagoSettings()
+# Never in a Dagster run's configuration (shown in the UI): read from the environment where they are used.
+SECRET_FIELDS = {"gemini_api_key", "s3_secret_access_key", "admin_api_key", "signing_secret"}

@@ -7,8 +7,8 @@ audit row with counts per store, never the erased content. Used by `DELETE /imag
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.core.stores.blobs import BlobStore, thumbnail_key
@@ -52,5 +52,5 @@ def erase_image(catalog: Catalog, blobs: BlobStore, lake: Lake, *, tenant_id: in
             report.lake_rows[table] = removed
     if forget_runs is not None:
         report.dagster_events = forget_runs(image_id)
-    catalog.audit("erase_image", tenant_id=tenant_id, detail=report.as_audit())
+    catalog.audit_log.record("erase_image", tenant_id=tenant_id, detail=report.as_audit())
     return report

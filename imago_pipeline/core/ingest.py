@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 from pathlib import PurePosixPath, PureWindowsPath
 
 from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.core.catalog.models import Image, utcnow
 from imago_pipeline.core.config import ImagoSettings
-from imago_pipeline.core.enrichment.decode import ImageInfo, inspect_image
+from imago_pipeline.core.enrichment.decode import ImageInfo, InvalidImage, inspect_image
 from imago_pipeline.core.stores.blobs import BlobStore, original_key
+from imago_pipeline.core.stores.drops import DropSource
 
 
 class QuotaExceeded(Exception):
@@ -103,3 +104,29 @@ def register_image(catalog: Catalog, store: BlobStore, settings: ImagoSettings, 
         if used + len(data) > quota_bytes:
             raise QuotaExceeded(used, quota_bytes, len(data))
     return store_upload(catalog, store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
+
+
+@dataclass(frozen=True)
+class DropReport:
+    registered: int
+    rejected: int
+
+
+def ingest_drops(source: DropSource, catalog: Catalog, store: BlobStore, settings: ImagoSettings, *,
+                 limit: int = 500) -> DropReport:
+    """Register what arrived in a drop source for the default tenant, then file each item away (imported, or
+    rejected with the reason). An item over the size limit is refused without being read."""
+    tenant = catalog.clients.get_or_create(settings.default_tenant)
+    registered = rejected = 0
+    for item in source.pending(limit):
+        try:
+            if item.size > settings.max_upload_bytes:
+                raise InvalidImage(f"{item.size} bytes is over the limit of {settings.max_upload_bytes} bytes",
+                                   "too_large")
+            register_image(catalog, store, settings, tenant_id=tenant.id, filename=item.name, data=source.read(item))
+            source.file(item)
+            registered += 1
+        except InvalidImage as exc:
+            source.file(item, rejected_because=str(exc))
+            rejected += 1
+    return DropReport(registered, rejected)

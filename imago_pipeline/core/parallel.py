@@ -23,15 +23,17 @@ import multiprocessing
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-_PRELOAD = ["imago_pipeline.core.enrichment.stages", "imago_pipeline.core.ingest", "imago_pipeline.core.enrichment.ocr"]
+_PRELOAD = ["imago_pipeline.core.enrichment.stages.exif", "imago_pipeline.core.enrichment.stages.thumbnail",
+            "imago_pipeline.core.enrichment.stages.ocr", "imago_pipeline.core.ingest"]
 _PR_SET_PDEATHSIG = 1
 
 
@@ -47,12 +49,13 @@ class WorkerPool:
     def __init__(self, workers: int):
         self.workers = workers
         self._executor: ProcessPoolExecutor | None = None
+        self._executor_workers = 0
         self._lock = threading.Lock()
 
     def _get(self, workers: int | None = None) -> ProcessPoolExecutor:
         with self._lock:
             wanted = workers or self.workers
-            if self._executor is not None and self._executor._max_workers != wanted:  # noqa: SLF001
+            if self._executor is not None and self._executor_workers != wanted:
                 self._executor.shutdown(cancel_futures=True)
                 self._executor = None
             if self._executor is None:
@@ -60,6 +63,7 @@ class WorkerPool:
                 context.set_forkserver_preload(_PRELOAD)
                 self._executor = ProcessPoolExecutor(max_workers=wanted, mp_context=context,
                                                      initializer=die_with_parent)
+                self._executor_workers = wanted
             return self._executor
 
     def _discard(self) -> None:
@@ -114,9 +118,8 @@ def worker_pool(workers: int) -> Iterator[WorkerPool]:
     global _current
     with _current_lock:
         outer = _current
-        if outer is None:
-            _current = WorkerPool(workers)
-        pool = _current
+        pool = outer if outer is not None else WorkerPool(workers)
+        _current = pool
     try:
         yield pool
     finally:

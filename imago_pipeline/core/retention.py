@@ -9,15 +9,11 @@ counts, and running it twice removes nothing more.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-
-from sqlalchemy import delete, func, select
+from datetime import UTC, datetime, timedelta
 
 from imago_pipeline.core.catalog import Catalog
-from imago_pipeline.core.catalog.models import Feedback, InferenceLog
+from imago_pipeline.core.catalog.feedback import RETAINED
 from imago_pipeline.core.stores.lake import Lake
-
-RETAINED = {"inference_log": InferenceLog, "feedback": Feedback}  # lake table name -> catalog table
 
 
 @dataclass(frozen=True)
@@ -36,21 +32,16 @@ class PurgeResult:
 def purge_expired(catalog: Catalog, lake: Lake, retention_days: dict[str, int], *, now: datetime | None = None,
                   dry_run: bool = False) -> list[PurgeResult]:
     """Delete rows older than their table's retention period; `dry_run` only counts them."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     results = []
-    for table, model in RETAINED.items():
+    for table in RETAINED:
         days = retention_days[table]
         cutoff = now - timedelta(days=days)
-        with catalog.session() as session:
-            if dry_run:
-                rows = session.scalar(select(func.count()).select_from(model).where(model.created_at < cutoff)) or 0
-            else:
-                rows = session.execute(delete(model).where(model.created_at < cutoff)).rowcount
-                session.commit()
+        rows = catalog.feedback.older_than(table, cutoff, delete_them=not dry_run)
         lake_rows = lake.count_before(table, "created_at", cutoff) if dry_run else \
             lake.delete_before(table, "created_at", cutoff)
         result = PurgeResult(table, days, cutoff, rows, lake_rows)
         if not dry_run:
-            catalog.audit(f"purge_{table}", tenant_id=None, detail=result.as_audit())
+            catalog.audit_log.record(f"purge_{table}", tenant_id=None, detail=result.as_audit())
         results.append(result)
     return results

@@ -13,7 +13,7 @@ from imago_pipeline.dagster_internals import ASSET_PARTITION_RANGE_END_TAG, ASSE
 
 
 @dataclass(frozen=True)
-class Batch:
+class PartitionRange:
     keys: list[str]
     ranged: bool = field(default=True)
 
@@ -33,10 +33,10 @@ class Batch:
         return f"images-{self.keys[0]}-{self.keys[-1]}"
 
 
-def plan_batches(new_keys: list[str], known_keys: list[str], batch_size: int) -> list[Batch]:
+def plan_ranges(new_keys: list[str], known_keys: list[str], batch_size: int) -> list[PartitionRange]:
     """`new_keys` are about to be added in this order, in one request; `known_keys` already exist."""
-    batches = [Batch(new_keys[i:i + batch_size]) for i in range(0, len(new_keys), batch_size)]
-    return batches + [Batch([key], ranged=False) for key in known_keys]
+    batches = [PartitionRange(new_keys[i:i + batch_size]) for i in range(0, len(new_keys), batch_size)]
+    return batches + [PartitionRange([key], ranged=False) for key in known_keys]
 
 
 def split_new_and_known(instance, partitions_name: str, keys: list[str]) -> tuple[list[str], list[str]]:
@@ -48,8 +48,8 @@ def split_new_and_known(instance, partitions_name: str, keys: list[str]) -> tupl
     return [k for k in keys if k not in existing], [k for k in keys if k in existing]
 
 
-def plan_claimed_batches(instance, partitions_name: str, taken: list[tuple[int, tuple[str, ...] | None]],
-                         batch_size: int) -> tuple[list[tuple[tuple[str, ...] | None, Batch]], list[str]]:
+def plan_claimed_ranges(instance, partitions_name: str, taken: list[tuple[int, tuple[str, ...] | None]],
+                         batch_size: int) -> tuple[list[tuple[tuple[str, ...] | None, PartitionRange]], list[str]]:
     """Batches for images taken into work: [(stages to materialize or None for all, batch)], and the keys to
     add as partitions (in this order, in one request).
 
@@ -60,32 +60,32 @@ def plan_claimed_batches(instance, partitions_name: str, taken: list[tuple[int, 
     for image_id, stages in taken:
         groups.setdefault(stages, []).append(str(image_id))
     new_keys: list[str] = []
-    planned: list[tuple[tuple[str, ...] | None, Batch]] = []
+    planned: list[tuple[tuple[str, ...] | None, PartitionRange]] = []
     order: list[str] | None = None
     for stages, keys in sorted(groups.items(), key=lambda item: (item[0] is not None, item[0] or ())):
         fresh, known = split_new_and_known(instance, partitions_name, keys)
         new_keys += fresh
-        planned += [(stages, b) for b in plan_batches(fresh, [], batch_size)]
+        planned += [(stages, b) for b in plan_ranges(fresh, [], batch_size)]
         if known:
             order = order if order is not None else instance.get_dynamic_partitions(partitions_name)
-            planned += [(stages, b) for b in contiguous_batches(order, set(known), batch_size)]
+            planned += [(stages, b) for b in contiguous_ranges(order, set(known), batch_size)]
     return planned, new_keys
 
 
-def contiguous_batches(order: list[str], targets: set[str], batch_size: int) -> list[Batch]:
+def contiguous_ranges(order: list[str], targets: set[str], batch_size: int) -> list[PartitionRange]:
     """Ranged batches over existing partitions: runs of consecutive keys (in partition order) that are all
     targets, cut at `batch_size`. A range never spans an image that is not a target."""
-    batches: list[Batch] = []
+    batches: list[PartitionRange] = []
     current: list[str] = []
     for key in order:
         if key in targets:
             current.append(key)
             if len(current) == batch_size:
-                batches.append(Batch(current))
+                batches.append(PartitionRange(current))
                 current = []
         elif current:
-            batches.append(Batch(current))
+            batches.append(PartitionRange(current))
             current = []
     if current:
-        batches.append(Batch(current))
-    return [b if len(b.keys) > 1 else Batch(b.keys, ranged=False) for b in batches]
+        batches.append(PartitionRange(current))
+    return [b if len(b.keys) > 1 else PartitionRange(b.keys, ranged=False) for b in batches]

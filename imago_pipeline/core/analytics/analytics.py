@@ -14,7 +14,8 @@ from pathlib import Path
 import duckdb
 
 from imago_pipeline.core.analytics.project import is_model_name
-from imago_pipeline.core.analytics.sources import LAKE_TABLES, quote_identifier, quote_literal, view_sql
+from imago_pipeline.core.analytics.sources import quote_identifier, quote_literal, view_sql
+from imago_pipeline.core.stores.lake_tables import LAKE_TABLES
 
 _READ_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 

@@ -18,7 +18,6 @@ from imago_pipeline.core.analytics.analytics import open_analytics, register_mod
 from imago_pipeline.core.analytics.project import DataTest, ModelError, SqlProject, model_file
 from imago_pipeline.core.analytics.sources import quote_literal
 
-
 # Columns that name a single image: a model holding them would keep an erased image after erasure.
 IDENTIFYING_COLUMNS = frozenset({"image_id", "sha256"})
 
@@ -54,8 +53,9 @@ def build_model(con: duckdb.DuckDBPyConnection, project: SqlProject, name: str, 
     target.parent.mkdir(parents=True, exist_ok=True)
     aside = target.with_name(f".tmp-{uuid.uuid4().hex}.parquet")
     try:
-        rows = con.execute(f"COPY ({project.compile(name, lake_root)}) TO {quote_literal(str(aside))} "
-                           "(FORMAT parquet, COMPRESSION zstd)").fetchone()[0]
+        copied = con.execute(f"COPY ({project.compile(name, lake_root)}) TO {quote_literal(str(aside))} "
+                             "(FORMAT parquet, COMPRESSION zstd)").fetchone()
+        rows = copied[0] if copied else 0
         columns = [(row[0], row[1]) for row in con.execute(
             f"DESCRIBE SELECT * FROM read_parquet({quote_literal(str(aside))})").fetchall()]
         identifying = sorted(IDENTIFYING_COLUMNS & {column for column, _ in columns})
@@ -74,7 +74,8 @@ def run_tests(con: duckdb.DuckDBPyConnection, project: SqlProject, name: str, la
     outcomes = []
     for test in project.models[name].tests:
         try:
-            failing = con.execute(test.failing_rows_sql(relation)).fetchone()[0]
+            counted = con.execute(test.failing_rows_sql(relation)).fetchone()
+            failing = counted[0] if counted else 0
             outcomes.append(DataTestOutcome(test, int(failing)))
         except duckdb.Error as exc:
             outcomes.append(DataTestOutcome(test, 0, str(exc).splitlines()[0]))

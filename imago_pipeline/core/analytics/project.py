@@ -14,7 +14,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 import sqlglot
@@ -22,7 +22,8 @@ import yaml
 from jinja2.sandbox import SandboxedEnvironment
 from sqlglot import exp
 
-from imago_pipeline.core.analytics.sources import LAKE_TABLES, SOURCE_NAME
+from imago_pipeline.core.analytics.sources import SOURCE_NAME
+from imago_pipeline.core.stores.lake_tables import LAKE_TABLES
 
 MODELS_FOLDER = "dbt_like_sql"
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -46,7 +47,7 @@ class ModelError(ValueError):
 def default_project_dir() -> Path:
     """`dbt_like_sql/` of this checkout (editable installs, tests, `imago serve`), else of the working
     directory (an image that copies the folder next to where it runs)."""
-    beside_package = Path(__file__).resolve().parents[2] / MODELS_FOLDER
+    beside_package = Path(__file__).resolve().parents[3] / MODELS_FOLDER
     return beside_package if beside_package.is_dir() else Path.cwd() / MODELS_FOLDER
 
 
@@ -213,7 +214,7 @@ def parse_model(sql: str, path: Path, variables: dict[str, Any] | None = None,
         raise ModelError(f"{path}: SQL does not parse{where}: {first.get('description', exc)}") from None
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
         raise ModelError(f"{path}: a model is exactly one SELECT query")
-    tree = statements[0]
+    tree = cast(exp.Expression, statements[0])
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     sources: list[str] = []
     refs: list[str] = []
@@ -269,6 +270,7 @@ def _test(model: str, column: str | None, spec: Any, path: Path) -> DataTest:
     """`not_null`, `unique`, `{accepted_values: {values: [...]}}` on a column; `{row_count_min: N}` on a
     model; any of them may carry `config: {severity: warn}` (default: error, which blocks downstream)."""
     where = f"{path}: model {model!r}" + (f", column {column!r}" if column else "")
+    arguments: Any
     if isinstance(spec, str):
         kind, arguments = spec, {}
     elif isinstance(spec, dict) and len(spec) == 1:

@@ -10,47 +10,19 @@ A table nobody has written yet is an empty view with the writer's columns, so mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
-from imago_pipeline.defs.enrichment.assets import (
-    CLASSIFICATION_LAKE_SCHEMA,
-    EXIF_LAKE_SCHEMA,
-    IMAGES_LAKE_SCHEMA,
-    OCR_LAKE_SCHEMA,
-    THUMBNAIL_LAKE_SCHEMA,
-    VISION_LAKE_SCHEMA,
-)
-from imago_pipeline.defs.monitoring.assets import FEEDBACK_SCHEMA, INFERENCE_LOG_SCHEMA
+from imago_pipeline.core.stores.lake_tables import LakeTable
 
 SOURCE_NAME = "lake"
 PARTITION_COLUMNS = (("tenant_id", "BIGINT"), ("date", "DATE"))
 
 
-@dataclass(frozen=True)
-class LakeTable:
-    name: str
-    schema: pa.Schema
-    newest_first: tuple[str, ...] = ()  # empty: a snapshot, read as it is
-
-    @property
-    def columns(self) -> list[tuple[str, str]]:
-        """(name, DuckDB type) in view order: the partition columns, then the file's own columns."""
-        return [*PARTITION_COLUMNS, *((f.name, duckdb_type(f.type)) for f in self.schema)]
-
-
-LAKE_TABLES: dict[str, LakeTable] = {t.name: t for t in (
-    LakeTable("exif", EXIF_LAKE_SCHEMA, ("extracted_at",)),
-    LakeTable("thumbnail", THUMBNAIL_LAKE_SCHEMA, ("created_at",)),
-    LakeTable("ocr", OCR_LAKE_SCHEMA, ("created_at",)),
-    LakeTable("classification", CLASSIFICATION_LAKE_SCHEMA, ("created_at",)),
-    LakeTable("vision", VISION_LAKE_SCHEMA, ("created_at",)),
-    LakeTable("images", IMAGES_LAKE_SCHEMA, ("processed_at", "created_at")),
-    LakeTable("inference_log", INFERENCE_LOG_SCHEMA),
-    LakeTable("feedback", FEEDBACK_SCHEMA),
-)}
+def view_columns(table: LakeTable) -> list[tuple[str, str]]:
+    """(name, DuckDB type) in view order: the partition columns, then the file's own columns."""
+    return [*PARTITION_COLUMNS, *((f.name, duckdb_type(f.type)) for f in table.schema)]
 
 
 def duckdb_type(arrow: pa.DataType) -> str:
@@ -79,7 +51,7 @@ def files_pattern(lake_root: Path, table: str) -> str:
 
 def view_sql(lake_root: Path, table: LakeTable) -> str:
     """The SELECT behind a source view: deduplicated when the table is append-only, empty when absent."""
-    columns = table.columns
+    columns = view_columns(table)
     select = ", ".join(quote_identifier(name) for name, _ in columns)
     if not any((lake_root / table.name).glob("*/*/part-*.parquet")):
         typed = ", ".join(f"CAST(NULL AS {kind}) AS {quote_identifier(name)}" for name, kind in columns)

@@ -1,10 +1,9 @@
-from imago_pipeline.core.catalog.repository import (
-    Catalog,
-    CheckOutcome,
-    ImageFilters,
-    Principal,
-    StageOutcome,
-    TenantCatalog,
-)
+"""The catalog: one database (SQLite embedded, Postgres in production), one store per concern."""
 
-__all__ = ["Catalog", "CheckOutcome", "ImageFilters", "Principal", "StageOutcome", "TenantCatalog"]
+from imago_pipeline.core.catalog.catalog import Catalog
+from imago_pipeline.core.catalog.clients import ALL_SCOPES, DEFAULT_SCOPES, ClientExists, Principal
+from imago_pipeline.core.catalog.results import CheckOutcome, StageOutcome
+from imago_pipeline.core.catalog.tenant import ImageFilters, TenantCatalog
+
+__all__ = ["ALL_SCOPES", "DEFAULT_SCOPES", "Catalog", "CheckOutcome", "ClientExists", "ImageFilters", "Principal",
+           "StageOutcome", "TenantCatalog"]

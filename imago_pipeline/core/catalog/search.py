@@ -7,7 +7,7 @@ SQLite uses an FTS5 table (rowid = image id); Postgres a generated `tsvector` wi
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -38,7 +38,7 @@ def replace_documents(session: Session, documents: Iterable[tuple[int, int, str]
 
 def delete_documents(session: Session, image_ids: list[int]) -> None:
     column = "rowid" if _is_sqlite(session) else "image_id"
-    session.execute(text(f"DELETE FROM image_search WHERE {column} = :id"), [{"id": i} for i in image_ids])
+    session.execute(text(f"DELETE FROM image_search WHERE {column} = :id"), [{"id": i} for i in image_ids])  # noqa: S608  (the column is one of two fixed names; values are bound)
 
 
 def matching_image_ids(session: Session, tenant_id: int, query: str) -> list[int]:

@@ -14,6 +14,7 @@ from typing import Any
 from PIL import ExifTags, Image
 
 from imago_pipeline.core.enrichment.decode import InvalidImage, open_image
+from imago_pipeline.core.limits import MAX_PIXELS
 
 _IFD0 = ExifTags.Base
 _GPS = ExifTags.GPS
@@ -78,7 +79,7 @@ def _positive_number(value: Any) -> float | None:
 
 def _integer(value: Any) -> int | None:
     number = _number(value)
-    return int(round(number)) if number is not None else None
+    return round(number) if number is not None else None
 
 
 _EXIF_DATETIME = re.compile(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
@@ -104,8 +105,9 @@ def _datetime(value: Any, offset: Any) -> str | None:
 def _gps_coordinate(value: Any, ref: Any, negative_ref: str) -> float | None:
     if not isinstance(value, (tuple, list)) or len(value) != 3:
         return None
-    parts = [_number(part) for part in value]
-    if any(part is None for part in parts):
+    numbers = [_number(part) for part in value]
+    parts = [part for part in numbers if part is not None]
+    if len(parts) != 3:
         return None
     degrees, minutes, seconds = parts
     coordinate = degrees + minutes / 60 + seconds / 3600
@@ -180,7 +182,7 @@ def exif_from_image(image: Image.Image) -> ExifRecord:
     )
 
 
-def extract_exif(data: bytes, *, max_pixels: int = 100_000_000) -> ExifRecord:
+def extract_exif(data: bytes, *, max_pixels: int = MAX_PIXELS) -> ExifRecord:
     """The EXIF record of an image file's bytes; raises InvalidImage when it is not a readable image."""
     image = open_image(data, max_pixels)
     try:

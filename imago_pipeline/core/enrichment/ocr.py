@@ -34,6 +34,7 @@ import pytesseract
 from PIL import Image, ImageFilter, ImageOps
 
 from imago_pipeline.core.enrichment.decode import open_image
+from imago_pipeline.core.limits import MAX_PIXELS, OCR_LANGUAGES
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
@@ -106,7 +107,9 @@ def _recognise(image: Image.Image | str, languages: str, psm: int,
         if isinstance(image, str) and decoded is not None:
             return _recognise(decoded, languages, psm)
         raise
-    words, lines, paragraph_of_line = [], {}, {}
+    words: list[OcrWord] = []
+    lines: dict[tuple[int, int, int], list[str]] = {}
+    paragraph_of_line: dict[tuple[int, int, int], tuple[int, int]] = {}
     for i, text in enumerate(data["text"]):
         conf = float(data["conf"][i])
         if not text.strip() or conf < 0:
@@ -190,7 +193,7 @@ def _prepare(data: bytes, max_pixels: int) -> tuple[Image.Image, bool]:
     return image.convert("L"), original_is_fine
 
 
-def ocr_image(data: bytes, *, languages: str = "eng+fra", max_pixels: int = 89_000_000) -> OcrResult:
+def ocr_image(data: bytes, *, languages: str = OCR_LANGUAGES, max_pixels: int = MAX_PIXELS) -> OcrResult:
     gray, original_is_fine = _prepare(data, max_pixels)
     with tempfile.TemporaryDirectory(prefix="imago-ocr-") as tmp:
         original = Path(tmp) / "page"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps
 
 from imago_pipeline.core.enrichment.decode import open_image
+from imago_pipeline.core.limits import MAX_PIXELS, THUMBNAIL_SIZE
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class ThumbnailData:
     height: int
 
 
-def make_thumbnail(data: bytes, *, size: int = 256, max_pixels: int = 100_000_000) -> ThumbnailData:
+def make_thumbnail(data: bytes, *, size: int = THUMBNAIL_SIZE, max_pixels: int = MAX_PIXELS) -> ThumbnailData:
     """Fit the image in a `size` square, upright according to its EXIF orientation."""
     image = open_image(data, max_pixels)
     if image.format == "JPEG":

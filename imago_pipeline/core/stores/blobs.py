@@ -1,7 +1,7 @@
 """Blob storage for originals and thumbnails. Keys are tenant-prefixed relative paths.
 
 The local folder is the embedded default; S3 (or any S3-compatible store such as MinIO) the production one,
-reached through dagster-aws's `S3Resource` (a boto3 client).
+reached through a boto3 client.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 
@@ -169,14 +169,15 @@ class S3BlobStore(BlobStore):
 
 
 def s3_client(*, endpoint_url: str | None, region: str, access_key_id: str | None, secret_access_key: str | None):
-    """A boto3 S3 client made by dagster-aws's `S3Resource` (the same one Dagster assets would use)."""
-    from dagster_aws.s3 import S3Resource
+    """A boto3 S3 client: 5 attempts with backoff on throttling and 5xx, and Signature V4 everywhere,
+    presigned URLs included (botocore may presign with the legacy V2 otherwise)."""
+    import boto3
+    from botocore.config import Config
 
-    client = S3Resource(endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key_id,
-                        aws_secret_access_key=secret_access_key, max_attempts=5).get_client()
-    # Signature V4 everywhere, presigned URLs included (botocore may presign with the legacy V2 otherwise)
-    client.meta.events.register("choose-signer.s3.*", lambda **_: "s3v4")
-    return client
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        config=Config(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"}))
 
 
 def iter_s3_objects(client, bucket: str, prefix: str) -> Iterator[dict]:
@@ -185,10 +186,19 @@ def iter_s3_objects(client, bucket: str, prefix: str) -> Iterator[dict]:
         yield from page.get("Contents", [])
 
 
+def _s3_settings(settings) -> dict:
+    secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+    return dict(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+                access_key_id=settings.s3_access_key_id, secret_access_key=secret)
+
+
+def s3_client_for(settings):
+    """A boto3 client for the configured S3 endpoint and credentials."""
+    return s3_client(**_s3_settings(settings))
+
+
 def build_blob_store(settings) -> BlobStore:
-    """The configured store: the local folder, or S3 when `IMAGO_BLOB_BACKEND=s3`."""
+    """The one factory of the configured store: the local folder, or S3 when `IMAGO_BLOB_BACKEND=s3`."""
     if settings.blob_backend == "local":
         return LocalBlobStore(settings.blob_root)
-    secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
-    return S3BlobStore(settings.s3_bucket, settings.s3_prefix, endpoint_url=settings.s3_endpoint_url,
-                       region=settings.s3_region, access_key_id=settings.s3_access_key_id, secret_access_key=secret)
+    return S3BlobStore(settings.s3_bucket, settings.s3_prefix, **_s3_settings(settings))

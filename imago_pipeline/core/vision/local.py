@@ -1,21 +1,17 @@
 """The offline default: honest tags and a short description from what the pipeline measured.
 
 It never guesses content it cannot see: tags come from EXIF (camera, flash, night exposure, GPS), OCR (text,
-language), the classifier when it has run, and pixels (orientation, brightness, dominant colours). For text,
-it quotes the page's own sentences as the summary and drafts tasks by rules (see `imago_api.ai`).
+language), the classifier when it has run, and pixels (orientation, brightness, dominant colours).
 """
 
 from __future__ import annotations
 
 import io
-from datetime import date
 
 import numpy as np
 from PIL import Image
 
-from imago_api.ai import task_draft
-from imago_api.ai.summary import extractive_summary
-from imago_pipeline.core.vision.base import Summary, TaskDraft, VisionContext, VisionOutput, VisionProvider
+from imago_pipeline.core.vision.base import VisionContext, VisionOutput, VisionProvider
 
 # Named colours to map dominant pixels onto (sRGB).
 _PALETTE = {
@@ -91,9 +87,3 @@ class LocalVisionProvider(VisionProvider):
             description += f"; it contains {lang + ' ' if lang else ''}text"
         # Measurements are certain; the description says nothing it did not measure.
         return VisionOutput(description=description + ".", tags=tags, confidence=1.0 if not label else 0.9)
-
-    def summarize(self, text: str, max_sentences: int) -> Summary:
-        return Summary(sentences=extractive_summary(text, max_sentences))
-
-    def draft_task(self, description: str, today: date) -> TaskDraft:
-        return task_draft.draft_task(description, today)

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from imago_pipeline.core.config import ImagoSettings
-from imago_pipeline.defs.resources import LakeResource
 from imago_pipeline.core.analytics import (
     DataTestOutcome,
     Model,
@@ -24,6 +22,8 @@ from imago_pipeline.core.analytics import (
     open_analytics,
     run_tests,
 )
+from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.defs.resources import LakeResource
 
 GROUP = "sql_models"
 KEY_PREFIX = "analytics"

@@ -6,15 +6,15 @@ runs, so what the CLI processed shows in the Dagster UI like any other run.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Sequence
 
 import dagster as dg
 
-from imago_pipeline.defs.batching import Batch, contiguous_batches, plan_batches, split_new_and_known
 from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.dagster_instance import get_instance, prepare_dagster_home  # noqa: F401  (the CLI's entry)
+from imago_pipeline.defs.batching import PartitionRange, contiguous_ranges, plan_ranges, split_new_and_known
 
 # The event log keeps everything; the terminal only needs warnings (the CLI prints its own progress).
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -40,11 +40,11 @@ def process_images(image_ids: Sequence[int], *, settings: ImagoSettings, instanc
     new_keys, known_keys = split_new_and_known(instance, image_partitions.name, keys)
     if new_keys:
         instance.add_dynamic_partitions(image_partitions.name, new_keys)
-    batches = [(None, b) for b in plan_batches(new_keys, known_keys, batch_size or settings.batch_size)]
+    batches = [(None, b) for b in plan_ranges(new_keys, known_keys, batch_size or settings.batch_size)]
     return _run_claimed(batches, settings=settings, instance=instance, on_batch=on_batch, owner=owner)
 
 
-def _run_claimed(batches: Sequence[tuple[Sequence[str] | None, Batch]], *, settings: ImagoSettings,
+def _run_claimed(batches: Sequence[tuple[Sequence[str] | None, PartitionRange]], *, settings: ImagoSettings,
                  instance: dg.DagsterInstance, on_batch: Callable[[BatchRun], None] | None,
                  owner: str | None = None, extra_tags: dict[str, str] | None = None) -> list[BatchRun]:
     """Run each (stages or None for all, batch) in this process: its images claimed under a run claim, the
@@ -52,8 +52,8 @@ def _run_claimed(batches: Sequence[tuple[Sequence[str] | None, Batch]], *, setti
     worker pool for every batch, shut down at the end."""
     from imago_pipeline.core.catalog import Catalog
     from imago_pipeline.core.claims import CLAIM_TAG, OWNER_TAG, process_claim, run_claim
-    from imago_pipeline.definitions import build_definitions
     from imago_pipeline.core.parallel import worker_pool
+    from imago_pipeline.definitions import build_definitions
 
     catalog = Catalog.connect(settings.catalog_url)
     job = build_definitions(settings).resolve_job_def("process_images")
@@ -62,9 +62,9 @@ def _run_claimed(batches: Sequence[tuple[Sequence[str] | None, Batch]], *, setti
     with worker_pool(settings.workers):
         for stages, batch in batches:
             claim = run_claim()
-            claimed = {str(i) for i in catalog.claim_images([int(k) for k in batch.keys], claim, owner=owner)}
+            claimed = {str(i) for i in catalog.work.claim([int(k) for k in batch.keys], claim, owner=owner)}
             parts = [batch] if claimed == set(batch.keys) else \
-                contiguous_batches(batch.keys, claimed, len(batch.keys)) if batch.ranged else []
+                contiguous_ranges(batch.keys, claimed, len(batch.keys)) if batch.ranged else []
             for part in parts:
                 result = job.execute_in_process(
                     instance=instance, tags={**part.tags, **(extra_tags or {}), CLAIM_TAG: claim, OWNER_TAG: me},
@@ -85,28 +85,26 @@ def reprocess_stale(*, settings: ImagoSettings, instance: dg.DagsterInstance, ba
     planner chooses instead: stale and failed images within the filters and budget, with bounded retries.
     """
     from imago_pipeline.core.catalog import Catalog
-    from imago_pipeline.definitions import build_definitions
+    from imago_pipeline.core.claims import reconcile
     from imago_pipeline.core.reprocessing import (
         BatchPlan,
         apply_batch_plan,
         plan_as_groups,
         plan_batch_reprocessing,
-        plan_reprocessing,
         stale_groups,
     )
-
-    from imago_pipeline.core.claims import reconcile
     from imago_pipeline.dagster_internals import claim_alive
+    from imago_pipeline.defs.reprocessing.planning import current_code_versions, plan_reprocessing
 
-    defs = build_definitions(settings)
     catalog = Catalog.connect(settings.catalog_url)
+    current = current_code_versions(settings, catalog)
     alive = partial(claim_alive, instance)
     if plan_filters is None:  # every stale image, and those a dead run or process left unfinished
         stranded = reconcile(catalog, alive, max_retries=settings.reprocess_max_retries,
                              grace_s=settings.claim_grace_s, dry_run=dry_run)
-        groups = stale_groups(catalog, defs.resolve_asset_graph()) + plan_as_groups(BatchPlan(stranded=stranded.requeued))
+        groups = stale_groups(catalog, current) + plan_as_groups(BatchPlan(stranded=stranded.requeued))
     else:
-        plan = plan_batch_reprocessing(catalog, defs.resolve_asset_graph(), max_retries=settings.reprocess_max_retries,
+        plan = plan_batch_reprocessing(catalog, current, max_retries=settings.reprocess_max_retries,
                                        claim_alive=alive, claim_grace_s=settings.claim_grace_s, **plan_filters)
         groups = plan_as_groups(plan)
         if not dry_run:

@@ -1,0 +1,20 @@
+"""What an erasure or a retention purge removed: counts per store, never the erased content."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from imago_pipeline.core.catalog.models import AuditEvent
+
+if TYPE_CHECKING:
+    from imago_pipeline.core.catalog.catalog import Catalog
+
+
+class AuditLog:
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def record(self, action: str, *, tenant_id: int | None, detail: dict[str, Any]) -> None:
+        with self.catalog.session() as session:
+            session.add(AuditEvent(action=action, tenant_id=tenant_id, detail=detail))
+            session.commit()

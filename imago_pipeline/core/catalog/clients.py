@@ -1,0 +1,179 @@
+"""API clients (the catalog calls them tenants): plans, scopes, quotas, hashed keys and authentication."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from imago_pipeline.core.catalog.models import ApiKey, Tenant, utcnow
+
+if TYPE_CHECKING:
+    from imago_pipeline.core.catalog.catalog import Catalog
+
+KEY_PREFIX = "imk_"
+ALL_SCOPES = ("images:read", "images:write", "images:delete", "ai:use", "admin")
+DEFAULT_SCOPES = ["images:read", "images:write", "ai:use"]
+
+
+class ClientExists(ValueError):
+    pass
+
+
+def hash_api_key(raw_key: str) -> str:
+    # Keys are 256-bit random, so a plain SHA-256 is enough: there is nothing to brute-force.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant (client), its plan and quota, and the scopes of the key used."""
+
+    tenant_id: int | None  # None only for the operator's key from IMAGO_ADMIN_API_KEY (no tenant of its own)
+    tenant_name: str
+    scopes: tuple[str, ...]
+    plan: str = "free"
+    quota_bytes: int | None = None  # the client's own quota; None means its plan's
+    key_id: int | None = None  # the key used (None for the operator's key from the environment)
+
+
+class ClientStore:
+    """Clients and their keys. Only a SHA-256 of a key is kept; the prefix finds its row."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def by_name(self, name: str) -> Tenant | None:
+        with self.catalog.session() as session:
+            return session.scalar(select(Tenant).where(Tenant.name == name))
+
+    def get_or_create(self, name: str, scopes: Sequence[str] = DEFAULT_SCOPES) -> Tenant:
+        tenant = self.by_name(name)
+        if tenant is not None:
+            return tenant
+        try:
+            return self.create(name, scopes=scopes)
+        except ClientExists:  # created concurrently
+            return self.by_name(name)  # type: ignore[return-value]  # it exists now
+
+    def create(self, name: str, *, scopes: Sequence[str] = DEFAULT_SCOPES, plan: str = "free",
+                      quota_bytes: int | None = None) -> Tenant:
+        unknown = set(scopes) - set(ALL_SCOPES)
+        if unknown:
+            raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
+        tenant = Tenant(name=name, scopes=sorted(set(scopes)), plan=plan, quota_bytes=quota_bytes)
+        with self.catalog.session() as session:
+            session.add(tenant)
+            try:
+                session.commit()
+            except IntegrityError as exc:
+                raise ClientExists(f"a client named {name!r} exists") from exc
+            return tenant
+
+    def list(self, *, include_disabled: bool = False) -> list[Tenant]:
+        query = select(Tenant).order_by(Tenant.id)
+        if not include_disabled:
+            query = query.where(Tenant.disabled_at.is_(None))
+        with self.catalog.session() as session:
+            return list(session.scalars(query))
+
+    def get(self, tenant_id: int) -> Tenant | None:
+        with self.catalog.session() as session:
+            return session.get(Tenant, tenant_id)
+
+    def update(self, tenant_id: int, **changes: Any) -> Tenant | None:
+        """Change plan, scopes, quota_bytes or name; a key's narrower scopes stay within the new ones."""
+        if "scopes" in changes:
+            unknown = set(changes["scopes"]) - set(ALL_SCOPES)
+            if unknown:
+                raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
+            changes["scopes"] = sorted(set(changes["scopes"]))
+        with self.catalog.session() as session:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None or tenant.disabled_at is not None:
+                return None
+            for field, value in changes.items():
+                setattr(tenant, field, value)
+            try:
+                session.commit()
+            except IntegrityError as exc:
+                raise ClientExists(f"a client named {changes.get('name')!r} exists") from exc
+            return tenant
+
+    def disable(self, tenant_id: int) -> Tenant | None:
+        """Soft delete: the client and every key stop working; its images stay until erased."""
+        now = utcnow()
+        with self.catalog.session() as session:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None or tenant.disabled_at is not None:
+                return None
+            tenant.disabled_at = now
+            session.execute(update(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
+                            .values(revoked_at=now))
+            session.commit()
+            return tenant
+
+    def issue_key(self, tenant_id: int, scopes: Sequence[str] | None = None) -> str:
+        """Create a key and return it: the only time the raw key exists outside the caller.
+
+        `scopes=None` gives the key all of its client's scopes, now and after a change; a list narrows it.
+        """
+        raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+        with self.catalog.session() as session:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None:
+                raise ValueError(f"no client {tenant_id}")
+            if scopes is not None and not set(scopes) <= set(tenant.scopes):
+                extra = ", ".join(sorted(set(scopes) - set(tenant.scopes)))
+                raise ValueError(f"client {tenant.name!r} does not have the scopes {extra}")
+            session.add(ApiKey(tenant_id=tenant_id, prefix=raw_key[:12], key_hash=hash_api_key(raw_key),
+                               scopes=None if scopes is None else sorted(set(scopes))))
+            session.commit()
+        return raw_key
+
+    def rotate_key(self, tenant_id: int) -> str | None:
+        """Revoke every key of the client and issue one new key with all its scopes."""
+        with self.catalog.session() as session:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None or tenant.disabled_at is not None:
+                return None
+            session.execute(update(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
+                            .values(revoked_at=utcnow()))
+            session.commit()
+        return self.issue_key(tenant_id)
+
+    def active_key_counts(self) -> dict[int, int]:
+        with self.catalog.session() as session:
+            rows = session.execute(select(ApiKey.tenant_id, func.count()).where(ApiKey.revoked_at.is_(None))
+                                   .group_by(ApiKey.tenant_id))
+            return dict(rows.tuples().all())
+
+    def authenticate(self, raw_key: str | None) -> Principal | None:
+        if not raw_key or not raw_key.startswith(KEY_PREFIX):
+            return None
+        with self.catalog.session() as session:
+            row = session.execute(
+                select(ApiKey, Tenant)
+                .join(Tenant, Tenant.id == ApiKey.tenant_id)
+                .where(ApiKey.prefix == raw_key[:12], ApiKey.revoked_at.is_(None), Tenant.disabled_at.is_(None))
+            ).all()
+        digest = hash_api_key(raw_key)
+        for key, tenant in row:
+            if secrets.compare_digest(key.key_hash, digest):
+                scopes = [s for s in tenant.scopes if key.scopes is None or s in key.scopes]
+                return Principal(tenant_id=tenant.id, tenant_name=tenant.name, scopes=tuple(scopes),
+                                 plan=tenant.plan, quota_bytes=tenant.quota_bytes, key_id=key.id)
+        return None
+
+    def key_is_active(self, key_id: int, tenant_id: int) -> bool:
+        """The key exists, belongs to the tenant, is not revoked, and its client is not disabled."""
+        with self.catalog.session() as session:
+            return session.execute(
+                select(ApiKey.id).join(Tenant, Tenant.id == ApiKey.tenant_id)
+                .where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None),
+                       Tenant.disabled_at.is_(None))).first() is not None

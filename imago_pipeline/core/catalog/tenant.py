@@ -1,0 +1,218 @@
+"""What an API client sees of the catalog: every statement filters on its tenant, so a route cannot read
+another tenant's rows by forgetting a WHERE clause."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import CursorResult, delete, func, select
+from sqlalchemy.exc import IntegrityError
+
+from imago_pipeline.core.catalog import search
+from imago_pipeline.core.catalog.models import (
+    Classification,
+    Exif,
+    Feedback,
+    Image,
+    ImageCheck,
+    ImageStage,
+    ImageTag,
+    Ocr,
+    Thumbnail,
+    Vision,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from imago_pipeline.core.catalog.catalog import Catalog
+
+
+@dataclass(frozen=True)
+class ImageFilters:
+    status: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    camera_make: str | None = None
+    text_query: str | None = None
+    dead_letter: bool | None = None
+
+
+class TenantCatalog:
+    """Catalog reads and writes for one tenant; every statement filters on `tenant_id`."""
+
+    def __init__(self, catalog: Catalog, tenant_id: int):
+        self.catalog = catalog
+        self.tenant_id = tenant_id
+
+    def register_image(self, *, sha256: str, original_name: str, media_type: str, byte_size: int, width: int,
+                       height: int, blob_key: str, status: str = "pending") -> tuple[Image, bool]:
+        """Insert an image, or return the tenant's existing image with the same content.
+
+        `pending` images are picked up by the upload sensor; `queued` ones by whoever registered them.
+        """
+        with self.catalog.session() as session:
+            existing = session.scalar(select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256 == sha256))
+            if existing is not None:
+                return existing, False
+            image = Image(tenant_id=self.tenant_id, sha256=sha256, original_name=original_name,
+                          media_type=media_type, byte_size=byte_size, width=width, height=height,
+                          blob_key=blob_key, status=status)
+            session.add(image)
+            try:
+                session.commit()
+            except IntegrityError:  # the same bytes uploaded concurrently
+                session.rollback()
+                existing = session.scalars(
+                    select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256 == sha256)).one()
+                return existing, False
+            return image, True
+
+    def register_images(self, items: Sequence[dict[str, Any]]) -> list[tuple[Image, bool]]:
+        """`register_image` for many uploads in one transaction (bulk ingest); same order as `items`."""
+        shas = list(dict.fromkeys(item["sha256"] for item in items))
+        with self.catalog.session() as session:
+            known = {i.sha256: i for i in session.scalars(
+                select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256.in_(shas)))}
+            new = {}
+            for item in items:
+                if item["sha256"] not in known and item["sha256"] not in new:
+                    new[item["sha256"]] = Image(tenant_id=self.tenant_id, **item)
+            session.add_all(new.values())
+            session.commit()
+        seen: set[str] = set()
+        results = []
+        for item in items:
+            sha = item["sha256"]
+            created = sha in new and sha not in seen
+            seen.add(sha)
+            results.append((new.get(sha) or known[sha], created))
+        return results
+
+    def get_image(self, image_id: int) -> Image | None:
+        with self.catalog.session() as session:
+            return session.scalar(select(Image).where(Image.id == image_id, Image.tenant_id == self.tenant_id))
+
+    def find_by_sha256(self, sha256: str) -> Image | None:
+        with self.catalog.session() as session:
+            return session.scalar(select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256 == sha256))
+
+    def storage_used(self) -> tuple[int, int]:
+        """(bytes of originals, images) held by the tenant: what the storage quota counts."""
+        with self.catalog.session() as session:
+            count, total = session.execute(select(func.count(), func.coalesce(func.sum(Image.byte_size), 0))
+                                           .where(Image.tenant_id == self.tenant_id)).one()
+            return int(total), int(count)
+
+    def request_reprocess(self, image_id: int) -> Image | None:
+        """Queue the image for the upload sensor again (every stage is redone)."""
+        with self.catalog.session() as session:
+            image = session.scalar(select(Image).where(Image.id == image_id, Image.tenant_id == self.tenant_id))
+            if image is None:
+                return None
+            image.status, image.error, image.updated_at = "requeued", None, utcnow()
+            # a person asked: every stage, and automatic retries start over (also for a dead letter)
+            image.requeue_stages, image.attempts, image.next_attempt_at, image.gave_up_at = None, 0, None, None
+            session.commit()
+            return image
+
+    def delete_image(self, image_id: int) -> dict[str, int] | None:
+        """Delete the image's catalog rows (every table, and the search index) in one transaction.
+
+        Returns {table: rows deleted}, or None when the tenant has no such image.
+        """
+        tables: list[Any] = [ImageStage, ImageCheck, Exif, Thumbnail, Ocr, Vision, ImageTag, Classification, Feedback]
+        counts: dict[str, int] = {}
+        with self.catalog.session() as session:
+            image = session.scalar(select(Image).where(Image.id == image_id, Image.tenant_id == self.tenant_id))
+            if image is None:
+                return None
+            for table in tables:  # explicit, not only ON DELETE CASCADE: the counts go to the audit log
+                result = session.execute(delete(table).where(table.image_id == image_id,
+                                                             table.tenant_id == self.tenant_id))
+                counts[table.__tablename__] = cast(CursorResult, result).rowcount
+            search.delete_documents(session, [image_id])
+            session.delete(image)
+            counts["images"] = 1
+            session.commit()
+        self.catalog.scrub()
+        return counts
+
+    def list_images(self, filters: ImageFilters, *, limit: int, offset: int) -> tuple[list[Image], int]:
+        query = select(Image).where(Image.tenant_id == self.tenant_id)
+        if filters.status:
+            query = query.where(Image.status == filters.status)
+        if filters.created_from:
+            query = query.where(Image.created_at >= filters.created_from)
+        if filters.created_to:
+            query = query.where(Image.created_at < filters.created_to)
+        if filters.dead_letter is not None:
+            query = query.where(Image.gave_up_at.is_not(None) if filters.dead_letter else Image.gave_up_at.is_(None))
+        if filters.text_query:
+            with self.catalog.session() as session:
+                matches = search.matching_image_ids(session, self.tenant_id, filters.text_query)
+            query = query.where(Image.id.in_(matches))
+        if filters.camera_make:
+            query = query.join(Exif, Exif.image_id == Image.id).where(
+                Exif.tenant_id == self.tenant_id, func.lower(Exif.make) == filters.camera_make.lower())
+        with self.catalog.session() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            items = list(session.scalars(query.order_by(Image.id.desc()).limit(limit).offset(offset)))
+        return items, total
+
+    def _one(self, model, image_id: int):
+        with self.catalog.session() as session:
+            return session.scalar(select(model).where(model.image_id == image_id, model.tenant_id == self.tenant_id))
+
+    def get_exif(self, image_id: int) -> Exif | None:
+        return self._one(Exif, image_id)
+
+    def get_classification(self, image_id: int) -> Classification | None:
+        return self._one(Classification, image_id)
+
+    def add_feedback(self, image_id: int, *, correct: bool, label: str | None) -> Feedback:
+        """Record a verdict on the image's current classification; the true label is derived when implied."""
+        predicted = self.get_classification(image_id)
+        true_label = label
+        if true_label is None and predicted is not None:
+            true_label = predicted.label if correct else ("dog" if predicted.label == "cat" else "cat")
+        row = Feedback(tenant_id=self.tenant_id, image_id=image_id, correct=correct, label=true_label,
+                       predicted_label=predicted.label if predicted else None,
+                       model_version=predicted.model_version if predicted else None)
+        with self.catalog.session() as session:
+            session.add(row)
+            session.commit()
+        return row
+
+    def get_ocr(self, image_id: int) -> Ocr | None:
+        return self._one(Ocr, image_id)
+
+    def get_vision(self, image_id: int) -> Vision | None:
+        return self._one(Vision, image_id)
+
+    def get_checks(self, image_id: int) -> list[ImageCheck]:
+        with self.catalog.session() as session:
+            return list(session.scalars(
+                select(ImageCheck)
+                .where(ImageCheck.image_id == image_id, ImageCheck.tenant_id == self.tenant_id)
+                .order_by(ImageCheck.check_name)))
+
+    def tag_counts(self) -> list[tuple[str, int]]:
+        with self.catalog.session() as session:
+            rows = session.execute(
+                select(ImageTag.tag, func.count()).where(ImageTag.tenant_id == self.tenant_id)
+                .group_by(ImageTag.tag).order_by(func.count().desc(), ImageTag.tag))
+            return [(tag, count) for tag, count in rows]
+
+    def get_thumbnail(self, image_id: int) -> Thumbnail | None:
+        return self._one(Thumbnail, image_id)
+
+    def get_stages(self, image_id: int) -> list[ImageStage]:
+        with self.catalog.session() as session:
+            return list(session.scalars(
+                select(ImageStage)
+                .where(ImageStage.image_id == image_id, ImageStage.tenant_id == self.tenant_id)
+                .order_by(ImageStage.stage)
+            ))

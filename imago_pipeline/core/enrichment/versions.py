@@ -1,0 +1,35 @@
+"""The code version of each enrichment stage: its logic version and what else changes its output (the
+Tesseract build and languages, the vision model and prompt, the production classifier). A change makes
+exactly the results made with the old version stale (`imago reprocess --stale`, `stale_reprocess_sensor`)."""
+
+from __future__ import annotations
+
+from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.enrichment.ocr import OCR_LOGIC_VERSION, tesseract_version
+from imago_pipeline.core.vision.base import PROMPT_VERSION
+from imago_pipeline.core.vision.factory import provider_model
+
+EXIF_VERSION = "exif-v1"
+THUMBNAIL_VERSION = "thumbnail-v1"
+VISION_VERSION = "vision-v1"
+CLASSIFY_VERSION = "classify-v1"
+SUMMARY_VERSION = "image-summary-v1"
+
+
+def ocr_code_version(settings: ImagoSettings) -> str:
+    return f"{OCR_LOGIC_VERSION}|tesseract-{tesseract_version()}|{settings.ocr_languages}"
+
+
+def vision_code_version(settings: ImagoSettings) -> str:
+    return f"{VISION_VERSION}|{provider_model(settings)}|{PROMPT_VERSION}"
+
+
+def classification_code_version(model_tag: str) -> str:
+    return f"{CLASSIFY_VERSION}|{model_tag}"
+
+
+def stage_code_versions(settings: ImagoSettings, production_model_tag: str) -> dict[str, str]:
+    """Every stage's current code version; the classifier's follows the production model's tag."""
+    return {"exif": EXIF_VERSION, "thumbnail": THUMBNAIL_VERSION, "ocr": ocr_code_version(settings),
+            "classification": classification_code_version(production_model_tag),
+            "vision": vision_code_version(settings)}

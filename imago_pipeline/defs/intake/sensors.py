@@ -1,0 +1,94 @@
+"""The ways into the pipeline: uploads (and reprocessing requests) become runs; bulk drops become uploads.
+
+`upload_sensor` is the single way into the pipeline: it takes `pending` (new) and `requeued` (reprocess)
+images into work in one catalog transaction, adds them as `images` partitions and asks for one ranged run
+per batch, so bulk uploads pay Dagster's per-run overhead once per batch, not once per image. Each run
+carries the claim token of its images. The drop sensors only register files (a local folder, an S3
+prefix: one `DropSource` each); the upload sensor does the rest.
+"""
+
+import dagster as dg
+
+from imago_pipeline.core.claims import CLAIM_TAG, run_claim
+from imago_pipeline.core.ingest import ingest_drops
+from imago_pipeline.core.stores.drops import DropSource, FolderDrop, S3Drop
+from imago_pipeline.defs.batching import plan_claimed_ranges
+from imago_pipeline.defs.enrichment.assets import image_partitions, process_images_job
+from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, SettingsResource
+
+MAX_RUNS_PER_TICK = 20
+DROP_LIMIT = 500  # items registered per tick
+
+
+@dg.sensor(job=process_images_job, minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)
+def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                  settings: SettingsResource) -> dg.SensorResult | dg.SkipReason:
+    """New uploads (`pending`) and reprocessing requests (`requeued`) -> taken into work in one transaction
+    -> `images` partitions -> one ranged run per batch of `batch_size` images, each with its claim token."""
+    waiting = context.instance.get_runs_count(dg.RunsFilter(
+        job_name=process_images_job.name, statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED]))
+    if waiting:  # back-pressure: while runs wait for a slot, new images gather into fuller batches
+        return dg.SkipReason(f"{waiting} process_images runs are waiting to start; new images wait for them")
+    cat = catalog.get()
+    taken_as = run_claim()
+    taken = cat.work.take(settings.get().batch_size * MAX_RUNS_PER_TICK, taken_as)
+    if not taken:
+        return dg.SkipReason("no pending uploads and no reprocessing requests")
+    requeued = {image_id for image_id, status, _ in taken if status == "requeued"}
+    planned, new_keys = plan_claimed_ranges(context.instance, image_partitions.name,
+                                             [(image_id, stages) for image_id, _, stages in taken],
+                                             settings.get().batch_size)
+    requests, claims = [], {}
+    for stages, batch in planned:
+        claim = run_claim()
+        claims[claim] = [int(key) for key in batch.keys]
+        tags = {**batch.tags, CLAIM_TAG: claim}
+        if requeued & set(claims[claim]):
+            tags["imago/reprocess"] = "requested"
+        requests.append(dg.RunRequest(run_key=claim, tags=tags, partition_key=batch.partition_key,
+                                      asset_selection=[dg.AssetKey(s) for s in stages] if stages else None))
+    cat.work.assign_claims(taken_as, claims)
+    context.log.info(f"{len(taken) - len(requeued)} new and {len(requeued)} requeued images in {len(requests)} runs")
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[image_partitions.build_add_request(new_keys)] if new_keys else [],
+    )
+
+
+def _ingest(source: DropSource | None, why_not: str, catalog: CatalogResource, blobs: BlobStoreResource,
+            settings: SettingsResource) -> dg.SkipReason:
+    if source is None:
+        return dg.SkipReason(why_not)
+    report = ingest_drops(source, catalog.get(), blobs.get(), settings.get(), limit=DROP_LIMIT)
+    if not report.registered + report.rejected:
+        return dg.SkipReason(source.nothing_new)
+    return dg.SkipReason(f"registered {report.registered} {source.items}, rejected {report.rejected}; "
+                         "upload_sensor launches the runs")
+
+
+@dg.sensor(minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING)
+def drop_folder_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                       blobs: BlobStoreResource, settings: SettingsResource) -> dg.SkipReason:
+    """Register files copied into the drop folder (`IMAGO_DROP_DIR`) for the default tenant.
+
+    A file is taken once it has not changed for a couple of seconds (so a half-copied file is not read),
+    then moved to `.imported/` or, when it is not an acceptable image, to `.rejected/` with the reason
+    next to it. Registered images reach the pipeline through `upload_sensor`.
+    """
+    root = settings.get().drop_root
+    return _ingest(FolderDrop(root) if root.is_dir() else None, f"drop folder {root} does not exist",
+                   catalog, blobs, settings)
+
+
+@dg.sensor(minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
+def s3_drop_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                   blobs: BlobStoreResource, settings: SettingsResource) -> dg.SkipReason:
+    """Register objects put under `IMAGO_S3_DROP_URI` (s3://bucket/prefix/) for the default tenant: bulk drops.
+
+    An S3 object is visible only once completely written, so there is no settle time. Each object is moved
+    under `<prefix>.imported/<day>/` or, when it is not an acceptable image, `<prefix>.rejected/<day>/` with a
+    `.reason.txt` object next to it. Registered images reach the pipeline through `upload_sensor`.
+    """
+    uri = settings.get().s3_drop_uri
+    return _ingest(S3Drop(blobs.s3(), uri) if uri else None, "no S3 drop prefix configured (IMAGO_S3_DROP_URI)",
+                   catalog, blobs, settings)
