@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.core.stores.blobs import BlobStore, thumbnail_key
 from imago_pipeline.core.stores.lake import Lake
+from imago_pipeline.core.stores.lake_tables import LAKE_TABLES
 
 
 @dataclass
@@ -46,10 +47,11 @@ def erase_image(catalog: Catalog, blobs: BlobStore, lake: Lake, *, tenant_id: in
         if blobs.exists(key):
             blobs.delete(key)
             report.blobs_deleted += 1
-    for table in lake.tables():
-        removed = lake.delete_rows(table, "image_id", [image_id], tenant_id=tenant_id)
-        if removed:
-            report.lake_rows[table] = removed
+    for table in LAKE_TABLES.values():
+        if "image_id" in table.schema.names:
+            removed = lake.delete_rows(table.name, "image_id", [image_id], tenant_id=tenant_id)
+            if removed:
+                report.lake_rows[table.name] = removed
     if forget_runs is not None:
         report.dagster_events = forget_runs(image_id)
     catalog.audit_log.record("erase_image", tenant_id=tenant_id, detail=report.as_audit())
