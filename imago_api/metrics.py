@@ -8,7 +8,7 @@ ran it, and every API process reports the same totals.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, SummaryMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from imago_pipeline.core.catalog import Catalog
@@ -36,6 +36,11 @@ class PipelineCollector(Collector):
             durations.add_metric([stage], count_value=count, sum_value=seconds)
         yield durations
         yield outcomes
+        labels = GaugeMetricFamily("imago_classified_images", "Images per current label (cat, dog, other)",
+                                   labels=["label"])
+        for label, count in sorted(self.catalog.results.label_counts().items()):
+            labels.add_metric([label], count)
+        yield labels
 
 
 class ApiMetrics:
@@ -53,6 +58,8 @@ class ApiMetrics:
                                            ["model_version"], buckets=_LATENCY_BUCKETS, registry=r)
         self.inferences = Counter("imago_inferences_total", "Synchronous predictions", ["model_version", "outcome"],
                                   registry=r)
+        self.predicted = Counter("imago_predicted_labels_total", "Synchronous predictions by label (cat, dog, other)",
+                                 ["model_version", "label"], registry=r)
         self.feedback = Counter("imago_feedback_total", "Feedback received", ["model_version", "verdict"], registry=r)
         self.agreement = Gauge("imago_prediction_feedback_agreement_ratio",
                                "Share of feedback saying the prediction was right", ["model_version"], registry=r)

@@ -120,10 +120,39 @@ class VisionOut(_FromRow):
 
 
 class ClassificationOut(_FromRow):
-    label: str
-    probability: float
+    label: str = Field(description="`cat`, `dog`, or `other` (neither a cat nor a dog)")
+    probability: float = Field(description="Probability of `label`")
+    probabilities: dict[str, float] | None = Field(default=None, description="Every label's probability")
     model_version: str
     created_at: datetime
+
+
+class ContentOut(BaseModel):
+    """One of the ImageNet classes the backbone sees, with readable tags."""
+
+    name: str
+    tags: list[str]
+    probability: float
+
+
+class SimilarItem(BaseModel):
+    image: ImageOut
+    score: float = Field(description="Cosine similarity of the two images' embeddings, -1 to 1")
+
+
+class SimilarOut(BaseModel):
+    image_id: int
+    items: list[SimilarItem]
+
+
+class DuplicateGroupOut(BaseModel):
+    images: list[ImageOut]
+    min_score: float = Field(description="The weakest fingerprint correlation that joined the group")
+
+
+class DuplicatesOut(BaseModel):
+    threshold: float
+    groups: list[DuplicateGroupOut]
 
 
 class TagCount(BaseModel):
@@ -138,6 +167,7 @@ class ImageDetailOut(ImageOut):
     thumbnail: ThumbnailOut | None
     ocr: OcrOut | None
     classification: ClassificationOut | None
+    content: list[ContentOut] | None = Field(default=None, description="What the backbone sees (top ImageNet classes)")
     ai: VisionOut | None
 
 

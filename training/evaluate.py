@@ -1,42 +1,42 @@
-"""Classification metrics without extra dependencies: accuracy, precision, recall, ROC AUC, confusion."""
+"""Classification metrics for the three labels, without extra dependencies.
+
+Besides accuracy, the card reports what the product promises: accuracy on photos of cats and dogs (`pet_accuracy`)
+and the share of everything else labelled `other` (`other_recall`). The promotion gate compares
+`balanced_accuracy` (the mean of the per-label recalls), so a validation set with many more pets than other
+images cannot hide a head that forgets `other`.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from imago_pipeline.core.embedding.head import LABELS
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Probability that a random dog scores above a random cat (Mann-Whitney U, ties counted half)."""
-    positives, negatives = scores[labels == 1], scores[labels == 0]
-    if len(positives) == 0 or len(negatives) == 0:
-        return float("nan")
-    order = np.argsort(np.concatenate([positives, negatives]), kind="mergesort")
-    ranks = np.empty(len(order))
-    values = np.concatenate([positives, negatives])[order]
-    i = 0
-    while i < len(values):  # average ranks over ties
-        j = i
-        while j + 1 < len(values) and values[j + 1] == values[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    rank_sum = ranks[: len(positives)].sum()
-    return float((rank_sum - len(positives) * (len(positives) + 1) / 2) / (len(positives) * len(negatives)))
+GATE_METRIC = "balanced_accuracy"
 
 
-def metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict:
-    labels = labels.astype(int)
-    predicted = (probabilities >= threshold).astype(int)
-    tp = int(((predicted == 1) & (labels == 1)).sum())
-    tn = int(((predicted == 0) & (labels == 0)).sum())
-    fp = int(((predicted == 1) & (labels == 0)).sum())
-    fn = int(((predicted == 0) & (labels == 1)).sum())
+def metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """`labels`: true label indices; `probabilities`: (N, len(LABELS)) from the head."""
+    labels = np.asarray(labels, dtype=int)
+    predicted = np.asarray(probabilities).argmax(axis=1)
+    n = len(LABELS)
+    confusion = np.zeros((n, n), dtype=int)  # rows: true label, columns: predicted label
+    np.add.at(confusion, (labels, predicted), 1)
+    per_label = {}
+    for i, label in enumerate(LABELS):
+        support, called = int(confusion[i].sum()), int(confusion[:, i].sum())
+        per_label[label] = {"support": support,
+                            "precision": round(confusion[i, i] / called, 4) if called else None,
+                            "recall": round(confusion[i, i] / support, 4) if support else None}
+    recalls = [v["recall"] for v in per_label.values() if v["recall"] is not None]
+    pets = labels < LABELS.index("other")
+    other = labels == LABELS.index("other")
     return {
         "images": len(labels),
-        "accuracy": (tp + tn) / max(1, len(labels)),
-        "precision": tp / max(1, tp + fp),
-        "recall": tp / max(1, tp + fn),
-        "roc_auc": roc_auc(labels, probabilities),
-        # rows: true cat, true dog; columns: predicted cat, predicted dog
-        "confusion_matrix": [[tn, fp], [fn, tp]],
+        "accuracy": round(float((predicted == labels).mean()), 4) if len(labels) else 0.0,
+        GATE_METRIC: round(float(np.mean(recalls)), 4) if recalls else 0.0,
+        "pet_accuracy": round(float((predicted[pets] == labels[pets]).mean()), 4) if pets.any() else None,
+        "other_recall": round(float((predicted[other] == labels[other]).mean()), 4) if other.any() else None,
+        "per_label": per_label,
+        "confusion_matrix": {"labels": list(LABELS), "rows_true_columns_predicted": confusion.tolist()},
     }

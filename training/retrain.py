@@ -1,15 +1,23 @@
-"""Retraining from feedback: a candidate trained on the base data plus feedback-labelled images, and the gate
-that compares it with production on the same fixed validation set."""
+"""Retraining from feedback: a candidate head trained on the base set plus every labelled feedback image, and
+the gate that compares it with production on the same fixed validation set.
+
+Only the head trains, on embeddings: the base and validation sets' embeddings are cached after the first
+run, and a feedback image's embedding is the one the pipeline stored (computed from its blob only when
+missing). A candidate is trained, evaluated and gated in seconds.
+"""
 
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.embedding import encoder as embedding_encoder
+from imago_pipeline.core.embedding.head import LABELS
 from imago_pipeline.core.model_store import ModelStore, RegisteredModel
 
 
@@ -17,7 +25,8 @@ from imago_pipeline.core.model_store import ModelStore, RegisteredModel
 class GateDecision:
     candidate: RegisteredModel
     production: RegisteredModel
-    candidate_accuracy: float
+    metric: str
+    candidate_accuracy: float  # the gate metric (balanced accuracy) of each, on the validation set
     production_accuracy: float
     margin: float
     feedback_images: int
@@ -25,6 +34,7 @@ class GateDecision:
     validation_images: int
     validation_fingerprint: str
     train_seconds: float
+    total_seconds: float
 
     @property
     def gain(self) -> float:
@@ -37,43 +47,62 @@ class GateDecision:
 
 def train_config(settings: ImagoSettings):
     """The retraining configuration from the settings (`IMAGO_TRAIN_*`)."""
-    from training.model import ModelConfig
+    from training.head import HeadConfig
     from training.train import TrainConfig
 
-    widths = tuple(int(w) for w in settings.train_widths.split(","))
-    model = ModelConfig(image_size=settings.train_image_size, widths=widths)
-    if not settings.train_augment:
-        model = ModelConfig(image_size=model.image_size, widths=model.widths, dropout=0.1, rotation=0.0, zoom=0.0,
-                            translation=0.0, contrast=0.0)
-    return TrainConfig(model=model, epochs=settings.train_epochs, batch_size=settings.train_batch_size)
+    return TrainConfig(head=HeadConfig(hidden=settings.train_hidden, dropout=settings.train_dropout),
+                       epochs=settings.train_epochs, batch_size=settings.train_batch_size)
+
+
+def feedback_embeddings(models: ModelStore, max_pixels: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(embeddings, label indices, unused feedback ids) of every labelled feedback image, the newest verdict
+    per image; stored embeddings of the current version are used as they are."""
+    catalog = models.catalog
+    newest = {image.id: (row, image) for row, image in catalog.feedback.labelled()}
+    version = embedding_encoder.code_version()
+    stored = catalog.results.embeddings(list(newest))
+    vectors, labels = [], []
+    for image_id, (row, image) in newest.items():
+        if row.label not in LABELS:
+            continue
+        found = stored.get(image_id)
+        if found is not None and found.model == version:
+            vectors.append(embedding_encoder.from_bytes(found.vector))
+        else:
+            data = models.store.get(image.blob_key)
+            vectors.append(embedding_encoder.shared_encoder().encode_images([data], max_pixels=max_pixels)[0].vector)
+        labels.append(LABELS.index(row.label))
+    unused = [row.id for row, _ in catalog.feedback.for_training()]
+    if not vectors:
+        return np.zeros((0, 1280), dtype=embedding_encoder.VECTOR_DTYPE), np.zeros(0, dtype=int), unused
+    return np.stack(vectors), np.array(labels, dtype=int), unused
 
 
 def train_candidate(models: ModelStore, settings: ImagoSettings) -> GateDecision:
     """Train and register a candidate, record which feedback it used, and weigh it against production."""
-    from training.data import LabelledImage, fingerprint, load_folder
-    from training.evaluate import metrics
-    from training.model import CLASS_NAMES
-    from training.registry import load_classifier
+    from training.data import fingerprint, load_set
+    from training.evaluate import GATE_METRIC, metrics
+    from training.features import embeddings
     from training.train import train
 
-    catalog, store = models.catalog, models.store
-    base = load_folder(Path(settings.training_data or ""))
-    validation = load_folder(Path(settings.validation_data or ""))
-    feedback = catalog.feedback.for_training()
-    extra = [LabelledImage(store.get(image.blob_key), CLASS_NAMES.index(row.label), f"feedback/{row.id}")
-             for row, image in feedback]
+    started = time.perf_counter()
+    cache = models.cache_dir / "embeddings"
+    base = load_set(Path(settings.training_data or ""))
+    validation = load_set(Path(settings.validation_data or ""))
+    x_feedback, y_feedback, unused = feedback_embeddings(models, settings.max_pixels)
     with tempfile.TemporaryDirectory(prefix="imago-train-") as tmp:
-        result = train(base + extra, validation, Path(tmp), train_config(settings), name="candidate", verbose=0)
-        candidate = models.register(result.model_path, result.card)
-    catalog.feedback.mark_used([row.id for row, _ in feedback], candidate.version)
+        result = train(base, validation, Path(tmp), train_config(settings), name="candidate", cache_dir=cache,
+                       extra=(x_feedback, y_feedback))
+        candidate = models.register(result.head_path, result.card, keras_path=result.keras_path)
+    models.catalog.feedback.mark_used(unused, candidate.version)
     production = models.production()
-    labels = np.array([i.label for i in validation])
-    classifier = load_classifier(models, production)
-    production_metrics = metrics(labels, np.array([p.dog_probability for p in classifier.predict(
-        [i.data for i in validation])]))
-    return GateDecision(candidate=candidate, production=production,
-                        candidate_accuracy=result.card["metrics"]["accuracy"],
-                        production_accuracy=production_metrics["accuracy"], margin=settings.promotion_margin,
-                        feedback_images=len(extra), training_images=len(base) + len(extra),
+    x_val = embeddings(validation, cache)
+    y_val = np.array([i.label for i in validation])
+    production_score = metrics(y_val, models.head(production).probabilities(x_val))[GATE_METRIC]
+    return GateDecision(candidate=candidate, production=production, metric=GATE_METRIC,
+                        candidate_accuracy=result.card["metrics"][GATE_METRIC],
+                        production_accuracy=production_score, margin=settings.promotion_margin,
+                        feedback_images=len(y_feedback), training_images=result.card["training_data"]["images"],
                         validation_images=len(validation), validation_fingerprint=fingerprint(validation),
-                        train_seconds=result.card["train_seconds"])
+                        train_seconds=result.card["train_seconds"],
+                        total_seconds=round(time.perf_counter() - started, 1))

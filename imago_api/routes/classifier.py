@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Request, Response, UploadFile, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from imago_api.deps import BlobStoreDep, CatalogDep, ImageId, PrincipalDep, SettingsDep, TenantDep, require_scope
 from imago_api.errors import AUTHENTICATED, UPLOAD_STATUS, ApiError, InvalidUpload, NotFound, responses
+from imago_pipeline.core.classifier import classify
 from imago_pipeline.core.enrichment.decode import InvalidImage, inspect_image
 
 router = APIRouter(tags=["classification"])
-_model_lock = threading.Lock()
 
 
 class FeedbackIn(BaseModel):
-    correct: bool
-    label: Literal["cat", "dog"] | None = None
+    correct: bool = Field(description="Whether the image's current classification is right")
+    label: Literal["cat", "dog", "other"] | None = Field(
+        default=None, description="What the image shows: required when `correct` is false (`other`: neither a "
+        "cat nor a dog)")
 
 
 class FeedbackOut(BaseModel):
@@ -33,8 +34,9 @@ class FeedbackOut(BaseModel):
 
 
 class PredictionOut(BaseModel):
-    label: str
+    label: str = Field(description="`cat`, `dog`, or `other` (neither)")
     probability: float
+    probabilities: dict[str, float] = Field(description="Every label's probability")
     model_version: str
     latency_ms: float
 
@@ -49,6 +51,9 @@ def give_feedback(image_id: ImageId, body: FeedbackIn, tenant: TenantDep, reques
     if tenant.get_classification(image_id) is None and body.label is None:
         raise ApiError("the image is not classified yet: give the true `label`", code="not_classified",
                        status_code=409)
+    if not body.correct and body.label is None:
+        raise ApiError("say what the image shows: `label` is `cat`, `dog` or `other`", code="label_required",
+                       status_code=422)
     row = tenant.add_feedback(image_id, correct=body.correct, label=body.label)
     request.app.state.metrics.feedback.labels(row.model_version or "none", "agree" if row.correct else "disagree").inc()
     return FeedbackOut(id=row.id, image_id=image_id, correct=row.correct, label=row.label,
@@ -60,8 +65,9 @@ def give_feedback(image_id: ImageId, body: FeedbackIn, tenant: TenantDep, reques
              summary="Classify an uploaded image without storing it (scope ai:use)")
 def predict(request: Request, principal: PrincipalDep, catalog: CatalogDep, blobs: BlobStoreDep, settings: SettingsDep,
             file: Annotated[UploadFile, File(description="The image")]) -> PredictionOut:
-    """Only inference metadata is logged (time, outcome, latency, model version); never the image."""
-    from training.registry import load_classifier, open_model_store
+    """`cat`, `dog` or `other`, from the same backbone and production head as the pipeline. Only inference
+    metadata is logged (time, outcome, latency, model version); never the image."""
+    from training.registry import open_model_store
 
     metrics = request.app.state.metrics
     started = time.perf_counter()
@@ -70,8 +76,8 @@ def predict(request: Request, principal: PrincipalDep, catalog: CatalogDep, blob
     model = registry.production()
     try:
         inspect_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
-        with _model_lock:  # one prediction at a time per process: Keras models are not re-entrant
-            prediction = load_classifier(registry, model).predict([data])[0]
+        model, answers = classify([data], registry, max_pixels=settings.max_pixels)
+        prediction = answers[0].prediction
     except InvalidImage as exc:
         latency = (time.perf_counter() - started) * 1000
         catalog.feedback.log_inference(tenant_id=principal.tenant_id, success=False, latency_ms=latency,
@@ -82,9 +88,11 @@ def predict(request: Request, principal: PrincipalDep, catalog: CatalogDep, blob
     catalog.feedback.log_inference(tenant_id=principal.tenant_id, success=True, latency_ms=latency,
                           model_version=model.version, label=prediction.label)
     metrics.inferences.labels(model.version, "ok").inc()
+    metrics.predicted.labels(model.version, prediction.label).inc()
     metrics.inference_latency.labels(model.version).observe(latency / 1000)
     return PredictionOut(label=prediction.label, probability=round(prediction.probability, 4),
-                         model_version=model.version, latency_ms=round(latency, 1))
+                         probabilities=prediction.probabilities, model_version=model.version,
+                         latency_ms=round(latency, 1))
 
 
 @router.get("/metrics", include_in_schema=True, tags=["operations"], responses=responses(503),

@@ -23,11 +23,16 @@ from imago_api.errors import AUTHENTICATED, UPLOAD_STATUS, InvalidUpload, NotFou
 from imago_api.schemas import (
     CheckOut,
     ClassificationOut,
+    ContentOut,
+    DuplicateGroupOut,
+    DuplicatesOut,
     ExifOut,
     ImageDetailOut,
     ImageOut,
     ImagePage,
     OcrOut,
+    SimilarItem,
+    SimilarOut,
     StageOut,
     StatusOut,
     TagCount,
@@ -38,10 +43,13 @@ from imago_api.schemas import (
 )
 from imago_pipeline.core.catalog import ImageFilters, TenantCatalog
 from imago_pipeline.core.catalog.models import Image
+from imago_pipeline.core.embedding.imagenet import class_tags, classes
+from imago_pipeline.core.embedding.similarity import DUPLICATE_THRESHOLD
 from imago_pipeline.core.enrichment.batch import IMAGE_PARTITIONS
 from imago_pipeline.core.enrichment.decode import InvalidImage
 from imago_pipeline.core.erasure import erase_image
 from imago_pipeline.core.ingest import QuotaExceeded, register_image
+from imago_pipeline.core.similar_images import NoEmbedding, duplicates, similar
 
 router = APIRouter(prefix="/images", tags=["images"], responses=responses(*AUTHENTICATED, 404))
 
@@ -120,6 +128,51 @@ def tag_counts(tenant: TenantDep) -> list[TagCount]:
     return [TagCount(tag=tag, count=count) for tag, count in tenant.tag_counts()]
 
 
+@router.get("/duplicates", response_model=DuplicatesOut, dependencies=[READ],
+            summary="Groups of near-identical images: the same picture re-encoded, resized or converted "
+                    "(scope images:read)")
+def get_duplicates(tenant: TenantDep, threshold: Annotated[float, Query(
+        ge=0.9, le=1.0, description="Correlation of the images' 64×64 grey fingerprints at or above which two "
+        f"images are the same picture (default {DUPLICATE_THRESHOLD}; their embeddings must agree too). See "
+        "docs/classifier.md for the measurements behind it")] = DUPLICATE_THRESHOLD) -> DuplicatesOut:
+    """Exact copies are refused at upload; these are the copies that differ in bytes. Single linkage: images
+    joined by a chain of near-duplicate pairs form one group, largest groups first."""
+    groups = duplicates(tenant, threshold=threshold)
+    images = _images_by_id(tenant, [i for g in groups for i in g.image_ids])
+    return DuplicatesOut(threshold=threshold, groups=[DuplicateGroupOut(
+        images=[ImageOut.model_validate(images[i]) for i in g.image_ids if i in images], min_score=g.min_score)
+        for g in groups])
+
+
+def _images_by_id(tenant: TenantCatalog, ids: list[int]) -> dict[int, Image]:
+    return {image.id: image for image in tenant.get_images(ids)}
+
+
+@router.get("/{image_id}/similar", response_model=SimilarOut, dependencies=[READ],
+            summary="Your images that look most like this one, with scores (scope images:read)")
+def get_similar(image_id: ImageId, tenant: TenantDep,
+                limit: Annotated[int, Query(ge=1, le=100, description="How many images")] = 10) -> SimilarOut:
+    """Cosine similarity of the images' embeddings (what the pretrained backbone sees), among your images
+    only; 1 is the same picture, near-duplicates score above the duplicate threshold."""
+    image = _image_or_404(tenant, image_id)
+    try:
+        matches = similar(tenant, image_id, limit=limit)
+    except NoEmbedding:
+        raise NotFound(f"image {image_id} has no embedding yet (image status: {image.status})",
+                       code="not_ready") from None
+    images = _images_by_id(tenant, [m.image_id for m in matches])
+    return SimilarOut(image_id=image_id, items=[SimilarItem(image=ImageOut.model_validate(images[m.image_id]),
+                                                            score=m.score) for m in matches if m.image_id in images])
+
+
+def _content(row) -> list[ContentOut] | None:
+    if row is None:
+        return None
+    names = classes()
+    return [ContentOut(name=names[int(i)].name, tags=list(class_tags(int(i))), probability=float(p))
+            for i, p in row.imagenet]
+
+
 @router.get("/{image_id}", response_model=ImageDetailOut, dependencies=[READ],
             summary="One image with everything extracted and its per-stage status (scope images:read)")
 def get_image(image_id: ImageId, tenant: TenantDep) -> ImageDetailOut:
@@ -135,6 +188,7 @@ def get_image(image_id: ImageId, tenant: TenantDep) -> ImageDetailOut:
         thumbnail=ThumbnailOut.model_validate(thumb) if thumb else None,
         ocr=OcrOut.model_validate(ocr) if ocr else None,
         classification=ClassificationOut.model_validate(label) if label else None,
+        content=_content(tenant.get_embedding(image_id)),
         ai=VisionOut.model_validate(vision) if vision else None,
     )
 

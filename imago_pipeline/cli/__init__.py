@@ -1,6 +1,7 @@
 """`imago`: the command line for operators and analysts, one module per command group.
 
     images.py       exif, ocr, classify: one file at a time, nothing stored
+    similar.py      similar, duplicates: a tenant's stored images that look alike
     ingest.py       ingest, demo: a folder registered and processed in this process
     analytics.py    sql: the lake and the SQL models with DuckDB
     maintenance.py  purge, reprocess
@@ -14,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from imago_pipeline.cli import admin, analytics, images, ingest, maintenance  # noqa: F401  (they register commands)
+from imago_pipeline.cli import admin, analytics, images, ingest, maintenance, similar  # noqa: F401  (they register commands)
 from imago_pipeline.cli.app import app
 
 __all__ = ["app"]

@@ -64,11 +64,14 @@ def ocr(
 
 @app.command()
 def classify(path: Path, as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
-    """Cat or dog for an image file, or every image under a folder (one JSON object per line)."""
+    """Cat, dog or other (neither) for an image file, or every image under a folder (one JSON object per
+    line), with what the backbone sees."""
     from imago_pipeline.core.catalog import Catalog
+    from imago_pipeline.core.classifier import classify as classify_images
+    from imago_pipeline.core.embedding.imagenet import class_tags
     from imago_pipeline.core.enrichment.decode import InvalidImage, inspect_image, sniff_media_type
     from imago_pipeline.core.stores.blobs import build_blob_store
-    from training.registry import load_classifier, open_model_store
+    from training.registry import open_model_store
 
     settings = ImagoSettings()
     if not path.exists():
@@ -77,9 +80,7 @@ def classify(path: Path, as_json: Annotated[bool, typer.Option("--json", help="J
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and sniff_media_type(p.open("rb").read(16)))
     registry = open_model_store(Catalog.connect(settings.catalog_url), build_blob_store(settings),
-                             settings.models_dir)
-    model = registry.production()
-    classifier = load_classifier(registry, model)
+                                settings.models_dir)
     failed = 0
     for start in range(0, len(files), 64):
         chunk, datas = [], []
@@ -92,10 +93,16 @@ def classify(path: Path, as_json: Annotated[bool, typer.Option("--json", help="J
             except (OSError, InvalidImage) as exc:
                 failed += 1
                 typer.echo(f"imago classify: {file}: {exc}", err=True)
-        for file, prediction in zip(chunk, classifier.predict(datas)):
-            record = {"path": str(file), "label": prediction.label, "probability": round(prediction.probability, 4),
-                      "model_version": model.version}
+        if not datas:
+            continue
+        model, answers = classify_images(datas, registry, max_pixels=settings.max_pixels)
+        for file, answer in zip(chunk, answers):
+            p = answer.prediction
+            content = list(dict.fromkeys(t for i, prob in answer.embedding.imagenet[:3] if prob >= 0.1
+                                         for t in class_tags(i)))
+            record = {"path": str(file), "label": p.label, "probability": round(p.probability, 4),
+                      "probabilities": p.probabilities, "model_version": model.version, "content": content}
             typer.echo(json.dumps(record) if as_json else
-                       f"{file}\t{prediction.label}\t{prediction.probability:.3f}\t{model.version}")
+                       f"{file}\t{p.label}\t{p.probability:.3f}\t{model.version}\t{', '.join(content)}")
     if failed and path.is_file():
         raise typer.Exit(1)

@@ -61,15 +61,18 @@ class ImagoSettings(BaseSettings):
     ocr_fallback_confidence: float = Field(
         default=60.0, description="Below this mean word confidence, a remote vision provider re-reads the text.")
 
-    training_data: Path | None = Field(default=None, description="Base training folder (cat/, dog/) for retraining.")
-    validation_data: Path | None = Field(default=None, description="Fixed validation folder for the promotion gate.")
-    retrain_min_feedback: int = Field(default=20, ge=1, description="Labelled feedback items that trigger a retrain.")
-    promotion_margin: float = Field(default=0.01, description="Accuracy a candidate must gain to be promoted.")
-    train_epochs: int = 50
-    train_image_size: int = 128
-    train_widths: str = Field(default="32,64,128,256", description="Convolution widths, comma-separated.")
-    train_batch_size: int = 32
-    train_augment: bool = Field(default=True, description="Augmentation and strong dropout (off for tiny models).")
+    training_data: Path | None = Field(
+        default=None, description="Base training set for retraining: a folder (cat/, dog/, other/) or a CSV manifest.")
+    validation_data: Path | None = Field(
+        default=None, description="Fixed validation set for the promotion gate (folder or CSV manifest).")
+    retrain_min_feedback: int = Field(default=20, ge=1,
+                                      description="New labelled feedback items that trigger a retrain.")
+    promotion_margin: float = Field(
+        default=0.01, description="Balanced accuracy a candidate must gain over production to be promoted.")
+    train_epochs: int = Field(default=150, ge=1, description="Most epochs of head training (it stops early).")
+    train_batch_size: int = Field(default=64, ge=1)
+    train_hidden: int = Field(default=0, ge=0, description="Hidden units of the head (0: one softmax layer).")
+    train_dropout: float = Field(default=0.3, ge=0.0, lt=1.0, description="Dropout on the embedding.")
 
     # Retention (GDPR) and nightly maintenance
     inference_log_retention_days: int = Field(default=180, ge=1, description="Days an inference log row is kept.")

@@ -1,8 +1,13 @@
-"""The model store: classifier versions and metrics in the catalog, their artifacts in the blob store.
+"""The model store: classification-head versions and metrics in the catalog, their artifacts in the blob store.
 
 Exactly one version is `production` at a time (promotion retires the previous one in the same
 transaction). On a fresh install the baseline shipped with the `training` package is registered as
-production; the store is told where that baseline is, so the core never imports the training code.
+production; the store is told where that baseline is, so the core never imports the training code. A
+production model of a format this code cannot serve (the whole-image CNN of earlier releases) is superseded
+by the baseline the same way, on first use.
+
+Each version has two artifacts: the portable head (`.npz`, what the pipeline and the API serve, no
+TensorFlow) and the Keras model it was exported from (`.keras`, for people and tools that want Keras).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.core.catalog.models import ModelVersion
+from imago_pipeline.core.embedding.head import HEAD_FORMAT, Head
 from imago_pipeline.core.stores.blobs import BlobStore
 
 
@@ -25,14 +31,21 @@ class RegisteredModel:
     metrics: dict
     data_fingerprint: str
     artifact_key: str
+    format: str | None = None
+
+    @property
+    def servable(self) -> bool:
+        return self.format == HEAD_FORMAT
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """The shipped model and its card, registered as production on a fresh install."""
+    """The shipped head (portable `.npz`, its `.keras` and its card), registered as production on a fresh
+    install."""
 
     model: Path
     card: Path
+    keras: Path | None = None
 
     def tag(self) -> str:
         return f"model-{hashlib.sha256(self.model.read_bytes()).hexdigest()[:8]}" if self.model.exists() \
@@ -46,25 +59,34 @@ def production_tag(catalog: Catalog | None, baseline: Baseline) -> str:
         row = catalog.model_versions.production() if catalog is not None else None
     except Exception:  # catalog not reachable at load time: the baseline is what a fresh install uses
         row = None
-    return f"model-{row.version.rsplit('-', 1)[-1]}" if row is not None else baseline.tag()
+    if row is None or (row.card or {}).get("format") != HEAD_FORMAT:  # superseded by the baseline on first use
+        return baseline.tag()
+    return f"model-{row.version.rsplit('-', 1)[-1]}"
 
 
 def _as_registered(row: ModelVersion) -> RegisteredModel:
-    return RegisteredModel(row.version, row.status, row.metrics or {}, row.data_fingerprint, row.artifact_key)
+    return RegisteredModel(row.version, row.status, row.metrics or {}, row.data_fingerprint, row.artifact_key,
+                           (row.card or {}).get("format"))
 
 
 _bootstrap_lock = threading.Lock()
+_heads_lock = threading.Lock()
+_heads: dict[str, Head] = {}
 
 
 class ModelStore:
     def __init__(self, catalog: Catalog, store: BlobStore, cache_dir: Path, baseline: Baseline):
         self.catalog, self.store, self.cache_dir, self.baseline = catalog, store, cache_dir, baseline
 
-    def register(self, model_path: Path, card: dict, *, status: str = "candidate") -> RegisteredModel:
+    def register(self, model_path: Path, card: dict, *, keras_path: Path | None = None,
+                 status: str = "candidate") -> RegisteredModel:
         data = model_path.read_bytes()
+        Head.from_bytes(data)  # refuse to register what could not be served
         version = f"v{self.catalog.model_versions.count() + 1}-{hashlib.sha256(data).hexdigest()[:8]}"
-        key = f"models/{version}.keras"
+        key = f"models/{version}.npz"
         self.store.put(key, data)
+        if keras_path is not None:
+            self.store.put(f"models/{version}.keras", keras_path.read_bytes())
         self.catalog.model_versions.add(ModelVersion(
             version=version, status="candidate", data_fingerprint=card["training_data"]["fingerprint"],
             metrics=card.get("metrics", {}), card=card, artifact_key=key))
@@ -85,25 +107,25 @@ class ModelStore:
         self.catalog.model_versions.promote(version)
 
     def production(self) -> RegisteredModel:
-        """The production version, registering the shipped baseline first on a fresh install."""
+        """The production version, registering the shipped baseline first on a fresh install (or when the
+        production model is of a format this code cannot serve)."""
         row = self.catalog.model_versions.production()
-        if row is not None:
+        if row is not None and _as_registered(row).servable:
             return _as_registered(row)
         with _bootstrap_lock:
             row = self.catalog.model_versions.production()
-            if row is not None:
+            if row is not None and _as_registered(row).servable:
                 return _as_registered(row)
-            return self.register(self.baseline.model, json.loads(self.baseline.card.read_text()), status="production")
+            return self.register(self.baseline.model, json.loads(self.baseline.card.read_text()),
+                                 keras_path=self.baseline.keras, status="production")
 
     def production_tag(self) -> str:
         return production_tag(self.catalog, self.baseline)
 
-    def local_path(self, model: RegisteredModel) -> Path:
-        """The artifact as a local file (Keras loads from a path), cached by version."""
-        path = self.cache_dir / f"{model.version}.keras"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(self.store.get(model.artifact_key))
-            tmp.replace(path)
-        return path
+    def head(self, model: RegisteredModel) -> Head:
+        """The servable head of a version, read once per process and version."""
+        with _heads_lock:
+            if model.version not in _heads:
+                _heads.clear()
+                _heads[model.version] = Head.from_bytes(self.store.get(model.artifact_key))
+            return _heads[model.version]

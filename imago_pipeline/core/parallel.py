@@ -33,7 +33,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _PRELOAD = ["imago_pipeline.core.enrichment.stages.exif", "imago_pipeline.core.enrichment.stages.thumbnail",
-            "imago_pipeline.core.enrichment.stages.ocr", "imago_pipeline.core.ingest"]
+            "imago_pipeline.core.enrichment.stages.ocr", "imago_pipeline.core.enrichment.stages.embedding",
+            "imago_pipeline.core.ingest"]
 _PR_SET_PDEATHSIG = 1
 
 

@@ -35,6 +35,14 @@ class FeedbackStore:
                 .order_by(Feedback.id)).all()
             return [(f, i) for f, i in rows]
 
+    def labelled(self) -> list[tuple[Feedback, Image]]:
+        """Every labelled feedback item still kept (used by a model or not) with its image, oldest first."""
+        with self.catalog.session() as session:
+            rows = session.execute(
+                select(Feedback, Image).join(Image, Image.id == Feedback.image_id)
+                .where(Feedback.label.is_not(None)).order_by(Feedback.id)).all()
+            return [(f, i) for f, i in rows]
+
     def mark_used(self, feedback_ids: Sequence[int], version: str) -> None:
         with self.catalog.session() as session:
             session.execute(update(Feedback).where(Feedback.id.in_(list(feedback_ids))).values(used_in_version=version))

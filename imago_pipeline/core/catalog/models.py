@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -218,7 +219,8 @@ class ImageTag(Base):
 
 
 class ModelVersion(Base):
-    """A trained classifier: its metrics and data fingerprint here, its `.keras` artifact in the blob store."""
+    """A trained classifier head: its metrics, card and data fingerprint here, its artifacts (the portable
+    `.npz` it is served from, the `.keras` it was trained as) in the blob store."""
 
     __tablename__ = "model_versions"
 
@@ -233,13 +235,29 @@ class ModelVersion(Base):
     promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class ImageEmbedding(Base):
+    """The image's 1280-d embedding (float16 bytes), its top ImageNet classes and a 64×64 grey fingerprint:
+    what classification, similar-image search, duplicate detection and the offline tags read."""
+
+    __tablename__ = "embeddings"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary)  # 64×64 grey, for near-duplicates
+    imagenet: Mapped[list] = mapped_column(JSON, default=list)  # [[class index, probability], …], best first
+    model: Mapped[str] = mapped_column(String(200))  # the embedding's code version
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Classification(Base):
     __tablename__ = "classifications"
 
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
-    label: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(16))  # cat | dog | other
     probability: Mapped[float] = mapped_column(Float)
+    probabilities: Mapped[dict | None] = mapped_column(JSON)  # every label's probability
     model_version: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, insert, select
 
 from imago_pipeline.core.catalog import search
-from imago_pipeline.core.catalog.models import Image, ImageCheck, ImageStage, ImageTag, Ocr, Vision, utcnow
+from imago_pipeline.core.catalog.models import (
+    Classification,
+    Image,
+    ImageCheck,
+    ImageEmbedding,
+    ImageStage,
+    ImageTag,
+    Ocr,
+    Vision,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from imago_pipeline.core.catalog.catalog import Catalog
@@ -58,6 +68,18 @@ class ResultStore:
                          duration_ms=o.duration_ms, run_id=run_id, code_version=code_version, updated_at=now)
                     for o in outcomes])
             session.commit()
+
+    def embeddings(self, image_ids: Sequence[int]) -> dict[int, ImageEmbedding]:
+        """The stored embeddings of these images (any tenant: the pipeline's view)."""
+        with self.catalog.session() as session:
+            return {row.image_id: row for row in session.scalars(
+                select(ImageEmbedding).where(ImageEmbedding.image_id.in_(list(image_ids))))}
+
+    def label_counts(self) -> dict[str, int]:
+        """Images per current classification label."""
+        with self.catalog.session() as session:
+            rows = session.execute(select(Classification.label, func.count()).group_by(Classification.label))
+            return {label: int(count) for label, count in rows}
 
     def save_checks(self, check_name: str, results: Sequence[CheckOutcome]) -> None:
         """The latest result of a per-image check, replacing the previous one."""

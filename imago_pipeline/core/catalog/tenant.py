@@ -18,6 +18,7 @@ from imago_pipeline.core.catalog.models import (
     Feedback,
     Image,
     ImageCheck,
+    ImageEmbedding,
     ImageStage,
     ImageTag,
     Ocr,
@@ -95,6 +96,11 @@ class TenantCatalog:
         with self.catalog.session() as session:
             return session.scalar(select(Image).where(Image.id == image_id, Image.tenant_id == self.tenant_id))
 
+    def get_images(self, image_ids: Sequence[int]) -> list[Image]:
+        with self.catalog.session() as session:
+            return list(session.scalars(select(Image).where(Image.tenant_id == self.tenant_id,
+                                                            Image.id.in_(list(image_ids)))))
+
     def find_by_sha256(self, sha256: str) -> Image | None:
         with self.catalog.session() as session:
             return session.scalar(select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256 == sha256))
@@ -123,7 +129,8 @@ class TenantCatalog:
 
         Returns {table: rows deleted}, or None when the tenant has no such image.
         """
-        tables: list[Any] = [ImageStage, ImageCheck, Exif, Thumbnail, Ocr, Vision, ImageTag, Classification, Feedback]
+        tables: list[Any] = [ImageStage, ImageCheck, Exif, Thumbnail, Ocr, ImageEmbedding, Vision, ImageTag,
+                             Classification, Feedback]
         counts: dict[str, int] = {}
         with self.catalog.session() as session:
             image = session.scalar(select(Image).where(Image.id == image_id, Image.tenant_id == self.tenant_id))
@@ -172,12 +179,32 @@ class TenantCatalog:
     def get_classification(self, image_id: int) -> Classification | None:
         return self._one(Classification, image_id)
 
+    def get_embedding(self, image_id: int) -> ImageEmbedding | None:
+        return self._one(ImageEmbedding, image_id)
+
+    def embeddings_state(self, model: str) -> tuple[int, Any]:
+        """(count, newest creation time) of the tenant's embeddings: changes whenever one is added or removed."""
+        with self.catalog.session() as session:
+            count, newest = session.execute(select(func.count(), func.max(ImageEmbedding.created_at)).where(
+                ImageEmbedding.tenant_id == self.tenant_id, ImageEmbedding.model == model)).one()
+        return int(count), newest
+
+    def embeddings(self, model: str) -> list[tuple[int, bytes, bytes | None]]:
+        """Every embedding of the tenant made by `model` (the current embedding version): (image id, vector,
+        fingerprint)."""
+        with self.catalog.session() as session:
+            rows = session.execute(select(ImageEmbedding.image_id, ImageEmbedding.vector, ImageEmbedding.fingerprint)
+                                   .where(ImageEmbedding.tenant_id == self.tenant_id, ImageEmbedding.model == model)
+                                   .order_by(ImageEmbedding.image_id)).all()
+        return [(r[0], r[1], r[2]) for r in rows]
+
     def add_feedback(self, image_id: int, *, correct: bool, label: str | None) -> Feedback:
-        """Record a verdict on the image's current classification; the true label is derived when implied."""
+        """Record a verdict on the image's current classification. The true label is the prediction when it
+        was right; when it was wrong, the caller says what it is (`label`)."""
         predicted = self.get_classification(image_id)
         true_label = label
-        if true_label is None and predicted is not None:
-            true_label = predicted.label if correct else ("dog" if predicted.label == "cat" else "cat")
+        if true_label is None and predicted is not None and correct:
+            true_label = predicted.label
         row = Feedback(tenant_id=self.tenant_id, image_id=image_id, correct=correct, label=true_label,
                        predicted_label=predicted.label if predicted else None,
                        model_version=predicted.model_version if predicted else None)

@@ -23,11 +23,13 @@ from imago_pipeline.core.stores.lake import Lake
 from imago_pipeline.core.stores.lake_tables import LakeTable
 
 IMAGE_PARTITIONS = "images"  # the orchestrator's name for the set of image ids (Dagster's dynamic partitions)
-STAGES = ("exif", "thumbnail", "ocr", "classification", "vision")
+STAGES = ("exif", "thumbnail", "ocr", "embedding", "classification", "vision")
 SUMMARY = "image_summary"
-# Within one image: vision reads every other stage's result, and the summary reads all of them.
+# Within one image: classification reads the embedding, vision reads every other stage's result, and the
+# summary reads all of them.
 DOWNSTREAM = ({stage: (stage, "vision", SUMMARY) for stage in STAGES}
-              | {"vision": ("vision", SUMMARY), SUMMARY: (SUMMARY,)})
+              | {"embedding": ("embedding", "classification", "vision", SUMMARY),
+                 "vision": ("vision", SUMMARY), SUMMARY: (SUMMARY,)})
 
 
 def with_downstream(stages) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 
 import pillow_heif
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 pillow_heif.register_heif_opener()
 # Our own pixel limit is checked before decoding; Pillow's stays as a second line of defence.
@@ -106,3 +106,19 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
     finally:
         image.close()
     return ImageInfo(media_type=media_type, width=width, height=height)
+
+
+def upright_rgb(data: bytes, *, max_pixels: int, at_least: int, keep_gray: bool = False) -> Image.Image:
+    """The image upright (its EXIF orientation applied) in RGB (or gray, if it is and `keep_gray`),
+    transparency flattened onto white. A JPEG is decoded at the smallest DCT scale that still gives
+    `at_least` pixels per side (far fewer pixels to decode); callers resize from there."""
+    image = open_image(data, max_pixels)
+    if image.format == "JPEG":
+        image.draft("RGB", (at_least, at_least))
+    image = ImageOps.exif_transpose(image)
+    if image.mode not in ("RGB", "L"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        rgba = image.convert("RGBA")
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image if image.mode == "L" and keep_gray else image.convert("RGB")

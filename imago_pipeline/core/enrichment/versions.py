@@ -1,10 +1,12 @@
 """The code version of each enrichment stage: its logic version and what else changes its output (the
-Tesseract build and languages, the vision model and prompt, the production classifier). A change makes
+Tesseract build and languages, the backbone and its preprocessing, the vision model and prompt, the
+production classification head). A change makes
 exactly the results made with the old version stale (`imago reprocess --stale`, `stale_reprocess_sensor`)."""
 
 from __future__ import annotations
 
 from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.embedding import encoder as embedding_encoder
 from imago_pipeline.core.enrichment.ocr import OCR_LOGIC_VERSION, tesseract_version
 from imago_pipeline.core.vision.base import PROMPT_VERSION
 from imago_pipeline.core.vision.factory import provider_model
@@ -12,7 +14,7 @@ from imago_pipeline.core.vision.factory import provider_model
 EXIF_VERSION = "exif-v1"
 THUMBNAIL_VERSION = "thumbnail-v1"
 VISION_VERSION = "vision-v1"
-CLASSIFY_VERSION = "classify-v1"
+CLASSIFY_VERSION = "classify-v2"  # v2: a head on the embedding, cat | dog | other
 SUMMARY_VERSION = "image-summary-v1"
 
 
@@ -31,5 +33,6 @@ def classification_code_version(model_tag: str) -> str:
 def stage_code_versions(settings: ImagoSettings, production_model_tag: str) -> dict[str, str]:
     """Every stage's current code version; the classifier's follows the production model's tag."""
     return {"exif": EXIF_VERSION, "thumbnail": THUMBNAIL_VERSION, "ocr": ocr_code_version(settings),
+            "embedding": embedding_encoder.code_version(),
             "classification": classification_code_version(production_model_tag),
             "vision": vision_code_version(settings)}

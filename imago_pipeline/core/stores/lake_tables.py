@@ -47,6 +47,10 @@ OCR = LakeTable("ocr", pa.schema([  # no text: the lake holds measurements, the 
     ("image_id", pa.int64()), ("has_text", pa.bool_()), ("confidence", pa.float64()), ("language", pa.string()),
     ("mode", pa.string()), ("rotation", pa.int64()), ("engine", pa.string()), ("word_count", pa.int64()),
     ("text_length", pa.int64()), ("created_at", _TS), ("run_id", pa.string())]), ("created_at",))
+EMBEDDING = LakeTable("embedding", pa.schema([  # the vector (DuckDB reads it as FLOAT[1280]) and the top class
+    ("image_id", pa.int64()), ("vector", pa.list_(pa.float32(), 1280)), ("imagenet_top1", pa.string()),
+    ("imagenet_top1_probability", pa.float64()), ("model", pa.string()), ("created_at", _TS),
+    ("run_id", pa.string())]), ("created_at",))
 CLASSIFICATION = LakeTable("classification", pa.schema([
     ("image_id", pa.int64()), ("label", pa.string()), ("probability", pa.float64()),
     ("model_version", pa.string()), ("created_at", _TS), ("run_id", pa.string())]), ("created_at",))
@@ -66,4 +70,4 @@ FEEDBACK = LakeTable("feedback", pa.schema([
     ("created_at", _TS)]))
 
 LAKE_TABLES: dict[str, LakeTable] = {t.name: t for t in (
-    EXIF, THUMBNAIL, OCR, CLASSIFICATION, VISION, IMAGES, INFERENCE_LOG, FEEDBACK)}
+    EXIF, THUMBNAIL, OCR, EMBEDDING, CLASSIFICATION, VISION, IMAGES, INFERENCE_LOG, FEEDBACK)}

@@ -44,6 +44,7 @@ class VisionContext:
     ocr_language: str | None = None
     has_text: bool = False
     classification: dict[str, Any] | None = None
+    imagenet: tuple[tuple[int, float], ...] = ()  # the backbone's top ImageNet classes: (index, probability)
 
 
 class VisionError(RuntimeError):

@@ -16,8 +16,10 @@ import dagster as dg
 from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.core.claims import CLAIM_TAG
 from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.embedding.encoder import shared_encoder
 from imago_pipeline.core.enrichment.batch import IMAGE_PARTITIONS, STAGES, SUMMARY, ImageBatch, StageReport
 from imago_pipeline.core.enrichment.stages import classification as classification_stage
+from imago_pipeline.core.enrichment.stages import embedding as embedding_stage
 from imago_pipeline.core.enrichment.stages import exif as exif_stage
 from imago_pipeline.core.enrichment.stages import ocr as ocr_stage
 from imago_pipeline.core.enrichment.stages import summary as summary_stage
@@ -137,35 +139,44 @@ def build_image_assets(settings: ImagoSettings) -> list[dg.AssetsDefinition]:
             batch, _inputs(batch, blobs, config), worker_pool.map, store=blobs.get(), provider=build_provider(config),
             fallback_below=config.ocr_fallback_confidence, languages=config.ocr_languages))
 
-    @dg.asset(deps=[uploads], kinds={"python", "tensorflow", "keras", "parquet"},
-              code_version=versions["classification"], **_PER_IMAGE)
-    def classification(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs: BlobStoreResource,
-                       lake: LakeResource, models: ModelStoreResource) -> dg.MaterializeResult:
-        """Cat or dog, with its probability, from the production model of the registry (our Keras CNN): one
-        model load per run, batched prediction over the run's images. The code version names the model, so a
-        promotion makes older classifications stale."""
-        from training.registry import load_classifier
+    @dg.asset(deps=[uploads], kinds={"python", "onnx", "parquet"}, code_version=versions["embedding"], **_PER_IMAGE)
+    def embedding(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs: BlobStoreResource,
+                  lake: LakeResource, settings: SettingsResource,
+                  worker_pool: WorkerPoolResource) -> dg.MaterializeResult:
+        """What the pretrained backbone (EfficientNet-Lite0, ImageNet weights, onnxruntime) sees in the upright
+        image: a 1280-d embedding and the top ImageNet classes, for classification, similar images,
+        duplicates and the offline tags. Decoding runs on the worker pool, the backbone once per batch."""
+        batch = _batch(context, catalog, lake, "embedding", versions["embedding"])
+        return _result(context, embedding_stage.run(batch, _inputs(batch, blobs, settings.get()), worker_pool.map,
+                                                    shared_encoder()))
 
+    @dg.asset(deps=[embedding], kinds={"python", "numpy", "parquet"}, code_version=versions["classification"],
+              **_PER_IMAGE)
+    def classification(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: LakeResource,
+                       models: ModelStoreResource) -> dg.MaterializeResult:
+        """Cat, dog or other, with every label's probability, from the image's stored embedding and the
+        production head of the registry (trained in Keras, served in numpy). The code version names the
+        head, so a promotion makes older classifications stale, and redoing them reads stored embeddings
+        without running the backbone again."""
         store = models.get()
         model = store.production()
         batch = _batch(context, catalog, lake, "classification", versions["classification"])
-        return _result(context, classification_stage.run(batch, blobs.get(), load_classifier(store, model),
-                                                         model.version))
+        return _result(context, classification_stage.run(batch, store.head(model), model.version))
 
-    @dg.asset(deps=[exif, thumbnail, ocr, classification], kinds={"python", "gemini", "parquet"},
+    @dg.asset(deps=[exif, thumbnail, ocr, embedding, classification], kinds={"python", "gemini", "parquet"},
               code_version=versions["vision"], pool=VISION_POOL,
               check_specs=[dg.AssetCheckSpec(vision_stage.CHECK, asset="vision",
                                              description="Description, tags and confidence match the schema")],
               **_PER_IMAGE)
     def vision(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs: BlobStoreResource,
                lake: LakeResource, settings: SettingsResource) -> dg.MaterializeResult:
-        """A description and tags for each image from the configured provider: `local` (offline default,
-        from EXIF, OCR, colours, brightness and orientation) or `gemini` (structured JSON output, retried on
-        429 and 5xx, limited by the `vision_provider` concurrency pool)."""
+        """A description and tags for each image from the configured provider: `local` (offline default, from
+        what the backbone sees, the classification, EXIF, OCR, colours and orientation) or `gemini`
+        (structured JSON output, retried on 429 and 5xx, limited by the `vision_provider` concurrency pool)."""
         batch = _batch(context, catalog, lake, "vision", versions["vision"])
         return _result(context, vision_stage.run(batch, blobs.get(), build_provider(settings.get())))
 
-    @dg.asset(deps=[exif, thumbnail, ocr, classification, vision], kinds={"python", "parquet"},
+    @dg.asset(deps=[exif, thumbnail, ocr, embedding, classification, vision], kinds={"python", "parquet"},
               code_version=SUMMARY_VERSION, **_PER_IMAGE)
     def image_summary(context: dg.AssetExecutionContext, catalog: CatalogResource,
                       lake: LakeResource) -> dg.MaterializeResult:
@@ -175,7 +186,7 @@ def build_image_assets(settings: ImagoSettings) -> list[dg.AssetsDefinition]:
                                    run_id=context.run_id, claim=context.run.tags.get(CLAIM_TAG))
         return dg.MaterializeResult(metadata={**counts, "duration_s": dg.MetadataValue.float(counts["duration_s"])})
 
-    return [exif, thumbnail, ocr, classification, vision, image_summary]
+    return [exif, thumbnail, ocr, embedding, classification, vision, image_summary]
 
 
 PER_IMAGE_ASSET_KEYS = (*STAGES, SUMMARY)
@@ -186,6 +197,6 @@ process_images_job = dg.define_asset_job(
     partitions_def=image_partitions,
     # One process per run; the images of the batch are spread over the cores by the assets themselves.
     executor_def=dg.in_process_executor,
-    description="Enrich a batch of images: EXIF, thumbnail, OCR, classification, vision, then each image's "
-    "overall status.",
+    description="Enrich a batch of images: EXIF, thumbnail, OCR, embedding, classification, vision, then each "
+    "image's overall status.",
 )

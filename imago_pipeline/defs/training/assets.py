@@ -1,10 +1,12 @@
 """Retraining from feedback: train a candidate, gate it against production, promote only if better.
 
-`classifier_candidate` trains on the base data plus feedback-labelled images, evaluates the candidate and
-the production model on the same fixed validation set, registers the candidate and records which feedback
-rows it used (`training.retrain`). Its blocking asset check `beats_production` is the gate: when it fails,
-Dagster does not run `production_classifier` in that run, so a worse model is never promoted. After a
-promotion the classification code version changes and the `reclassify_sensor` redoes stale classifications.
+`classifier_candidate` trains a new head (on embeddings, in seconds) on the base set plus every
+feedback-labelled image, evaluates the candidate and the production head on the same fixed validation set,
+registers the candidate and records which feedback rows it used (`training.retrain`). Its blocking asset
+check `beats_production` is the gate: when it fails, Dagster does not run `production_classifier` in that
+run, so a worse model is never promoted. After a promotion the classification code version changes and the
+`reclassify_sensor` redoes stale classifications from the stored embeddings (the backbone does not run
+again).
 """
 
 import dagster as dg
@@ -14,25 +16,26 @@ from imago_pipeline.defs.resources import CatalogResource, ModelStoreResource, S
 GATE = "beats_production"
 
 
-@dg.asset(group_name="training", kinds={"tensorflow", "keras"}, owners=["team:imago"],
+@dg.asset(group_name="training", kinds={"keras", "numpy"}, owners=["team:imago"],
           check_specs=[dg.AssetCheckSpec(GATE, asset="classifier_candidate", blocking=True,
-                                         description="Candidate accuracy on the fixed validation set beats "
-                                                     "production by the configured margin")])
+                                         description="Candidate balanced accuracy on the fixed validation set "
+                                                     "beats production by the configured margin")])
 def classifier_candidate(context: dg.AssetExecutionContext, models: ModelStoreResource,
                          settings: SettingsResource) -> dg.MaterializeResult:
-    """A new classifier trained on the base data plus labelled feedback, registered as a candidate."""
+    """A new classification head trained on the base set plus labelled feedback, registered as a candidate."""
     from training.retrain import train_candidate
 
     gate = train_candidate(models.get(), settings.get())
     verdict = "promote" if gate.passed else "keep"
     context.log.info(f"candidate {gate.candidate.version} {gate.candidate_accuracy:.3f} vs production "
-                     f"{gate.production.version} {gate.production_accuracy:.3f}: {verdict}")
+                     f"{gate.production.version} {gate.production_accuracy:.3f} ({gate.metric}): {verdict}")
     return dg.MaterializeResult(
-        metadata={"candidate_version": gate.candidate.version, "candidate_accuracy": gate.candidate_accuracy,
+        metadata={"candidate_version": gate.candidate.version, "metric": gate.metric,
+                  "candidate_accuracy": gate.candidate_accuracy,
                   "production_version": gate.production.version, "production_accuracy": gate.production_accuracy,
                   "feedback_images": gate.feedback_images, "training_images": gate.training_images,
                   "validation_images": gate.validation_images, "validation_fingerprint": gate.validation_fingerprint,
-                  "train_seconds": gate.train_seconds},
+                  "train_seconds": gate.train_seconds, "total_seconds": gate.total_seconds},
         check_results=[dg.AssetCheckResult(
             check_name=GATE, passed=gate.passed, severity=dg.AssetCheckSeverity.ERROR,
             description=f"gain {gate.gain:+.4f} against a required margin of {gate.margin:+.4f}",
@@ -40,10 +43,11 @@ def classifier_candidate(context: dg.AssetExecutionContext, models: ModelStoreRe
                       "margin": gate.margin, "candidate_version": gate.candidate.version})])
 
 
-@dg.asset(deps=[classifier_candidate], group_name="training", kinds={"keras"}, owners=["team:imago"])
+@dg.asset(deps=[classifier_candidate], group_name="training", kinds={"numpy"}, owners=["team:imago"])
 def production_classifier(context: dg.AssetExecutionContext, models: ModelStoreResource) -> dg.MaterializeResult:
-    """The production model. Runs only when the candidate passed the gate (a blocking check), and promotes it;
-    older classifications then become stale and are redone by the `reclassify_sensor`."""
+    """The production head. Runs only when the candidate passed the gate (a blocking check), and promotes it;
+    older classifications then become stale and are redone by the `reclassify_sensor` from stored
+    embeddings."""
     event = context.instance.get_latest_materialization_event(dg.AssetKey("classifier_candidate"))
     version = event.asset_materialization.metadata["candidate_version"].value
     store = models.get()

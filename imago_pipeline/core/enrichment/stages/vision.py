@@ -1,5 +1,6 @@
 """Vision stage: a description and tags per image from the configured provider, given everything the other
-stages found (EXIF, OCR, the classification) and the upright thumbnail; the output re-validated as stored."""
+stages found (EXIF, OCR, what the backbone sees, the classification) and the upright thumbnail; the output
+re-validated as stored."""
 
 from __future__ import annotations
 
@@ -22,12 +23,14 @@ def describe(batch: ImageBatch, image, store: BlobStore, provider: VisionProvide
         raise VisionError("no thumbnail to look at (the thumbnail stage failed)")
     exif_row, ocr_row = tenant.get_exif(image.id), tenant.get_ocr(image.id)
     label = tenant.get_classification(image.id)
+    embedding = tenant.get_embedding(image.id)
     return provider.describe(VisionContext(
         image_jpeg=store.get(thumb.blob_key), width=image.width, height=image.height,
         exif={f: getattr(exif_row, f) for f in EXIF_FIELDS} if exif_row else {},
         ocr_text=ocr_row.text if ocr_row else "", ocr_language=ocr_row.language if ocr_row else None,
         has_text=bool(ocr_row and ocr_row.has_text),
-        classification={"label": label.label, "probability": label.probability} if label else None))
+        classification={"label": label.label, "probability": label.probability} if label else None,
+        imagenet=tuple((int(i), float(p)) for i, p in embedding.imagenet) if embedding else ()))
 
 
 def matches_schema(row: dict) -> CheckOutcome:
