@@ -34,11 +34,12 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# Retraining needs a base training set and a fixed validation set; use the shared data when it is there.
-CATSDOGS := $(abspath ../shared/data/catsdogs)
+# Retraining needs a base training set and a fixed validation set: the baseline's own (training/sets, which
+# reads the shared data), when the shared data is there.
+SHARED_DATA := $(abspath ../shared/data)
 serve: setup
-	@if [ -d "$(CATSDOGS)/train" ]; then \
-	  export IMAGO_TRAINING_DATA=$${IMAGO_TRAINING_DATA:-$(CATSDOGS)/train} IMAGO_VALIDATION_DATA=$${IMAGO_VALIDATION_DATA:-$(CATSDOGS)/val}; fi; \
+	@if [ -d "$(SHARED_DATA)/catsdogs/train" ]; then \
+	  export IMAGO_TRAINING_DATA=$${IMAGO_TRAINING_DATA:-$(CURDIR)/training/sets/train.csv} IMAGO_VALIDATION_DATA=$${IMAGO_VALIDATION_DATA:-$(CURDIR)/training/sets/validation.csv}; fi; \
 	exec $(BIN)/imago serve
 
 bench: setup

@@ -2,7 +2,8 @@
 
 Pipeline: `imago ingest` (validation on every core, catalog, blob store, Dagster partitions, ranged runs,
 lake files), in a fresh IMAGO_HOME. Plain loop: the same per-image functions (validate, EXIF, thumbnail,
-OCR, local vision) over a process pool with one process per core and nothing else. The target is a ratio of
+OCR, embedding, classification head, local vision) over a process pool with one process per core (each
+with its own one-thread encoder) and nothing else. The target is a ratio of
 90% or better
 on 500+ images. Prints figures; asserts nothing.
 
@@ -24,7 +25,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np
+
 from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.embedding.encoder import Encoder, pixels
+from imago_pipeline.core.embedding.head import Head
 from imago_pipeline.core.enrichment.decode import sniff_media_type
 from imago_pipeline.core.enrichment.exif import extract_exif
 from imago_pipeline.core.enrichment.ocr import ocr_image
@@ -44,8 +49,17 @@ def collect(data: Path, limit: int) -> list[Path]:
     return files[:limit]
 
 
+_models: list = []
+
+
 def plain_one(path: Path) -> bool:
-    """Every stage's per-image function, nothing else: validate, EXIF, thumbnail, OCR, local vision."""
+    """Every stage's per-image function, nothing else: validate, EXIF, thumbnail, OCR, embedding, head,
+    local vision."""
+    from training.registry import BASELINE
+
+    if not _models:
+        _models.extend([Encoder(threads=1), Head.load(BASELINE.model)])
+    encoder, head = _models
     settings = ImagoSettings()
     data = path.read_bytes()
     try:
@@ -53,9 +67,12 @@ def plain_one(path: Path) -> bool:
         exif = extract_exif(data, max_pixels=settings.max_pixels)
         thumb = make_thumbnail(data, size=settings.thumbnail_size, max_pixels=settings.max_pixels)
         ocr = ocr_image(data, languages=settings.ocr_languages, max_pixels=settings.max_pixels)
+        embedding = encoder.encode(pixels(data, max_pixels=settings.max_pixels)[None])[0]
+        label = head.predict(np.asarray(embedding.vector)[None])[0]
         LocalVisionProvider().describe(VisionContext(
             image_jpeg=thumb.jpeg, width=thumb.width, height=thumb.height, exif=exif.to_dict(),
-            ocr_text=ocr.text, ocr_language=ocr.language, has_text=ocr.has_text))
+            ocr_text=ocr.text, ocr_language=ocr.language, has_text=ocr.has_text,
+            classification={"label": label.label, "probability": label.probability}, imagenet=embedding.imagenet))
         return True
     except Exception:
         return False

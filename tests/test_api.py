@@ -103,12 +103,13 @@ def test_query_after_processing_returns_exif_stages_and_filters(api, settings, d
     detail = client.get(f"/images/{ids['iphone_hdr_YES.jpg']}", headers=headers).json()
     assert detail["status"] == "done"
     assert {s["stage"]: s["status"] for s in detail["stages"]} == {
-        "exif": "done", "thumbnail": "done", "ocr": "done", "classification": "done", "vision": "done"}
-    assert detail["classification"]["label"] in ("cat", "dog") and detail["classification"]["model_version"]
+        "exif": "done", "thumbnail": "done", "ocr": "done", "embedding": "done", "classification": "done",
+        "vision": "done"}
+    assert detail["classification"]["label"] in ("cat", "dog", "other") and detail["classification"]["model_version"]
     assert {c["check_name"]: c["passed"] for c in detail["checks"]} == {
         "plausible_dates_and_gps": True, "thumbnail_decodes": True, "confidence_recorded": True,
         "output_matches_schema": True}
-    assert detail["ai"]["model_used"] == "local-heuristics-v1" and "geotagged" in detail["ai"]["tags"]
+    assert detail["ai"]["model_used"] == "local-content-v2" and "geotagged" in detail["ai"]["tags"]
     assert detail["exif"]["make"] == "Apple" and detail["exif"]["gps_longitude"] < 0
     assert detail["thumbnail"]["width"] == 256
     exif = client.get(f"/images/{ids['Nikon_D70.jpg']}/exif", headers=headers).json()
@@ -132,7 +133,8 @@ def test_query_after_processing_returns_exif_stages_and_filters(api, settings, d
     assert tags["landscape"] >= 2 and tags["text"] == 1 and tags["canon"] == 1
     assert client.get("/images/tags/all", headers={"X-API-Key": keys["bob"]}).json() == []
     status = client.get(f"/images/{ids['Canon_40D.jpg']}/status", headers=headers).json()
-    assert {s["stage"] for s in status["stages"]} == {"exif", "thumbnail", "ocr", "classification", "vision"}
+    assert {s["stage"] for s in status["stages"]} == {"exif", "thumbnail", "ocr", "embedding", "classification",
+                                                        "vision"}
     assert all(s["code_version"] for s in status["stages"])
     assert client.get(f"/images/{ids['Canon_40D.jpg']}/status", headers={"X-API-Key": keys["bob"]}).status_code == 404
     future = client.get("/images", headers=headers, params={"created_from": "2999-01-01T00:00:00Z"}).json()

@@ -23,6 +23,7 @@ from imago_pipeline.in_process import get_instance, process_images, reprocess_st
 from tests.conftest import SAMPLES
 
 NAMES = ["Canon_40D.jpg", "Nikon_D70.jpg", "PaintTool_sample.jpg"]
+ALL_STAGES = ("exif", "thumbnail", "ocr", "embedding", "classification", "vision", "image_summary")
 
 
 def _upload(catalog, settings, names=NAMES):
@@ -53,8 +54,9 @@ def _run_with_tags(instance, tags, *, fail: bool, inside=None):
 
 
 def test_unfinished_stages_are_the_missing_or_failed_ones_and_what_reads_them():
-    assert unfinished_stages({}) == ("exif", "thumbnail", "ocr", "classification", "vision", "image_summary")
-    done = dict.fromkeys(("exif", "thumbnail", "ocr", "classification", "vision"), "done")
+    assert unfinished_stages({}) == ("exif", "thumbnail", "ocr", "embedding", "classification", "vision",
+                                     "image_summary")
+    done = dict.fromkeys(("exif", "thumbnail", "ocr", "embedding", "classification", "vision"), "done")
     assert unfinished_stages(done) == ("image_summary",)
     assert unfinished_stages({**done, "ocr": "failed"}) == ("ocr", "vision", "image_summary")
     assert unfinished_stages({**done, "vision": "failed"}) == ("vision", "image_summary")
@@ -79,9 +81,8 @@ def test_images_of_a_run_that_ended_without_finishing_them_are_requeued_with_wha
     dagster_instance.add_run_tags(failed.run_id, {"dagster/will_retry": "false"})  # no retry (or it ran out)
     plan = reconcile(catalog, alive, max_retries=3, grace_s=0)
 
-    assert plan.requeued == {ids[0]: ("ocr", "classification", "vision", "image_summary"),
-                             ids[1]: ("exif", "thumbnail", "ocr", "classification", "vision", "image_summary"),
-                             ids[2]: ("exif", "thumbnail", "ocr", "classification", "vision", "image_summary")}
+    assert plan.requeued == {ids[0]: ("ocr", "embedding", "classification", "vision", "image_summary"),
+                             ids[1]: ALL_STAGES, ids[2]: ALL_STAGES}
     images = catalog.work.images_by_id(ids)
     assert {(i.status, i.claim, i.attempts) for i in images.values()} == {("requeued", None, 1)}
     # the upload sensor takes them again, each with only its unfinished stages
@@ -163,7 +164,7 @@ def test_imago_reprocess_sees_stranded_images(catalog, settings, monkeypatch, tm
                                 plan_filters={"filters": _no_filters(), "budget": 10, "include_stale": False,
                                               "include_failed": True})
     assert [(g.stages, g.image_ids) for g in groups] == [
-        (("exif", "thumbnail", "ocr", "classification", "vision", "image_summary"), ids)]
+        (ALL_STAGES, ids)]
     assert catalog.work.images_by_id(ids)[ids[0]].status == "queued"  # a dry run changes nothing
     groups, runs = reprocess_stale(settings=settings, instance=instance)
     assert runs and all(r.success for r in runs)

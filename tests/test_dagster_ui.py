@@ -45,15 +45,17 @@ SAMPLE_NAMES = ("Canon_40D.jpg", "Nikon_D70.jpg", "hopper_orientation_6.webp")
 # the definitions and from dbt_like_sql/, below).
 CORE_DEPS = {
     "uploads": set(),
-    "exif": {"uploads"}, "thumbnail": {"uploads"}, "ocr": {"uploads"}, "classification": {"uploads"},
-    "vision": {"exif", "thumbnail", "ocr", "classification"},
-    "image_summary": {"exif", "thumbnail", "ocr", "classification", "vision"},
+    "exif": {"uploads"}, "thumbnail": {"uploads"}, "ocr": {"uploads"}, "embedding": {"uploads"},
+    "classification": {"embedding"},
+    "vision": {"exif", "thumbnail", "ocr", "embedding", "classification"},
+    "image_summary": {"exif", "thumbnail", "ocr", "embedding", "classification", "vision"},
     "classifier_candidate": set(), "production_classifier": {"classifier_candidate"},
     "retention_purge": set(), "classifier_monitoring": {"retention_purge"},
 }
-PER_IMAGE = ("exif", "thumbnail", "ocr", "classification", "vision", "image_summary")
+PER_IMAGE = ("exif", "thumbnail", "ocr", "embedding", "classification", "vision", "image_summary")
 # Assets that write the lake tables a SQL model may read.
-LAKE_WRITERS = {"exif", "thumbnail", "ocr", "classification", "vision", "image_summary", "classifier_monitoring"}
+LAKE_WRITERS = {"exif", "thumbnail", "ocr", "embedding", "classification", "vision", "image_summary",
+                "classifier_monitoring"}
 SCHEDULES = {"retention_schedule", "nightly_reprocess_schedule"}
 TOKEN_VARIABLE = "IMAGO_UI_TEST_TOKEN"  # marks every process the test starts, even one re-parented to init
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}

@@ -59,9 +59,7 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
     env = {**os.environ, "IMAGO_HOME": str(tmp_path / "imago"),
            "IMAGO_TRAINING_DATA": str(_subset(tmp_path / "train", "train", 20)),
            "IMAGO_VALIDATION_DATA": str(_subset(tmp_path / "val", "val", 10)),
-           "IMAGO_RETRAIN_MIN_FEEDBACK": "4", "IMAGO_TRAIN_EPOCHS": "2", "IMAGO_TRAIN_IMAGE_SIZE": "32",
-           "IMAGO_TRAIN_WIDTHS": "8,16", "IMAGO_TRAIN_AUGMENT": "false", "IMAGO_TRAIN_BATCH_SIZE": "16",
-           "IMAGO_PROMOTION_MARGIN": "-1"}
+           "IMAGO_RETRAIN_MIN_FEEDBACK": "4", "IMAGO_TRAIN_EPOCHS": "5", "IMAGO_PROMOTION_MARGIN": "-1"}
     env.pop("DAGSTER_HOME", None)
     env.pop("IMAGO_DATABASE_URL", None)
     imago = [sys.executable, "-m", "imago_pipeline"]

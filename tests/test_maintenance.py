@@ -152,7 +152,7 @@ def _run_requested(settings, instance, result):
 
 def _fail(catalog, image_id, tenant_id, stage="ocr", error="TesseractError: boom"):
     catalog.results.save_stage(stage, [StageOutcome(image_id, tenant_id, "failed", error)])
-    catalog.work.finish([image_id], ["exif", "thumbnail", "ocr", "classification", "vision"])
+    catalog.work.finish([image_id], ["exif", "thumbnail", "ocr", "embedding", "classification", "vision"])
 
 
 @pytest.mark.slow

@@ -42,13 +42,14 @@ def _register_without_validation(catalog: Catalog, settings, tenant_id: int, dat
 def test_definitions_load_and_describe_every_asset():
     defs = build_definitions()
     graph = defs.resolve_asset_graph()
-    for key in ("exif", "thumbnail", "ocr", "classification", "vision", "image_summary"):
+    for key in ("exif", "thumbnail", "ocr", "embedding", "classification", "vision", "image_summary"):
         node = graph.get(dg.AssetKey(key))
         assert node.description and node.kinds and node.group_name == "enrichment" and node.code_version
         assert node.partitions_def.name == "images"
     assert graph.get(dg.AssetKey("exif")).parent_keys == {dg.AssetKey("uploads")}
     assert graph.get(dg.AssetKey("vision")).parent_keys == {
-        dg.AssetKey(k) for k in ("exif", "thumbnail", "ocr", "classification")}
+        dg.AssetKey(k) for k in ("exif", "thumbnail", "ocr", "embedding", "classification")}
+    assert graph.get(dg.AssetKey("classification")).parent_keys == {dg.AssetKey("embedding")}
     assert graph.get(dg.AssetKey("vision")).pools == {"vision_provider"}
     checks = {key.name for key in graph.asset_check_keys if key.asset_key.path[0] != "analytics"}  # SQL model tests
     assert checks == {"plausible_dates_and_gps", "thumbnail_decodes", "confidence_recorded", "output_matches_schema",
@@ -85,7 +86,7 @@ def test_batch_enriches_images_and_one_bad_image_does_not_fail_it(catalog, setti
     assert page.has_text and page.engine == "tesseract" and "renard" in page.text and page.words
     assert scoped.get_ocr(by_name["Nikon_D70.jpg"]).mode == "probe"
     vision = scoped.get_vision(by_name["phototest.tif"])
-    assert vision.model_used == "local-heuristics-v1" and "text" in vision.tags and "english" in vision.tags
+    assert vision.model_used == "local-content-v2" and "text" in vision.tags and "english" in vision.tags
     assert "Canon EOS 40D" in scoped.get_vision(by_name["Canon_40D.jpg"]).description
 
     checks = dagster_instance.event_log_storage.get_latest_asset_check_execution_by_key(

@@ -127,7 +127,7 @@ def test_upload_sensor_batched_runs_every_enrichment_and_queries_on_postgres_and
         details = {name: client.get(f"/images/{i}").json() for name, i in zip(NAMES, ids)}
         for name, detail in details.items():
             assert detail["status"] == "done", (name, detail["error"])
-            assert [s["status"] for s in detail["stages"]] == ["done"] * 5, name
+            assert [s["status"] for s in detail["stages"]] == ["done"] * 6, name
             assert detail["thumbnail"] and detail["ocr"] and detail["ai"] and detail["classification"], name
         assert details["Canon_40D.jpg"]["exif"]["model"] == "Canon EOS 40D"
         assert "quick brown dog" in details["phototest.tif"]["ocr"]["text"]

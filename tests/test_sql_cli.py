@@ -86,8 +86,8 @@ def test_tables_lists_every_view_with_its_columns(lake):
     result = _sql("--tables")
     assert result.exit_code == 0, result.output
     text = " ".join(result.stdout.split())
-    for view in ("exif", "thumbnail", "ocr", "classification", "vision", "images", "inference_log", "feedback",
-                 "camera_counts", "tenant_overview"):
+    for view in ("exif", "thumbnail", "ocr", "embedding", "classification", "vision", "images", "inference_log",
+                 "feedback", "camera_counts", "tenant_overview"):
         assert f"│ {view} " in text
     assert "make varchar" in text and "tags varchar[]" in text
 

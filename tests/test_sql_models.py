@@ -194,7 +194,7 @@ def test_models_on_the_samples_hold_their_real_figures(processed, lake_copy):
     assert [row[:5] for row in overview] == [(tenant, images, size, done, failed)]
 
     labels = _model(lake_copy, "label_distribution")
-    assert sum(row[2] for row in labels) == len(ids) and {row[1] for row in labels} <= {"cat", "dog"}
+    assert sum(row[2] for row in labels) == len(ids) and {row[1] for row in labels} <= {"cat", "dog", "other"}
     languages = {row[0]: row[1] for row in _model(lake_copy, "ocr_languages")}
     assert languages.get("en", 0) >= 1  # phototest.tif is English
     assert _model(lake_copy, "inference_latency") == [] and _model(lake_copy, "feedback_agreement") == []

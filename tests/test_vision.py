@@ -114,7 +114,28 @@ def test_local_provider_describes_only_what_it_measured():
                                            ocr_text="This is a lot of 12 point text", ocr_language="en",
                                            has_text=True))
     assert {"text", "english", "white"} <= set(page.tags) and "document" in page.description
-    assert provider.name == "local-heuristics-v1"
+    assert provider.name == "local-content-v2"
+
+
+def test_local_provider_says_what_the_backbone_sees_and_lets_the_head_decide_about_pets():
+    provider = LocalVisionProvider()
+    thumb = _thumbnail("iphone_hdr_YES.jpg")
+    tabby = provider.describe(VisionContext(image_jpeg=thumb, width=400, height=300,
+                                            classification={"label": "cat", "probability": 0.97},
+                                            imagenet=((281, 0.55), (282, 0.2), (285, 0.1), (207, 0.05))))
+    assert tabby.tags[:2] == ["cat", "tabby"] and "golden retriever" not in tabby.tags
+    assert tabby.description.startswith("A photo of a tabby cat;") and tabby.description.endswith("; no text.")
+    assert tabby.confidence == 0.97
+    beach = provider.describe(VisionContext(image_jpeg=thumb, width=400, height=300,
+                                            classification={"label": "other", "probability": 0.99},
+                                            imagenet=((978, 0.6), (977, 0.2), (207, 0.16))))
+    # content tags first, by summed probability (scenery and beach 0.8, sea 0.6, sand 0.2), then colours
+    assert beach.tags[:4] == ["scenery", "beach", "sea", "sand"] and len(beach.tags) > 4
+    assert beach.description.startswith("A photo of a beach")
+    assert not {"dog", "golden retriever"} & set(beach.tags)  # the head said no pet: no pet tag
+    unsure = provider.describe(VisionContext(image_jpeg=thumb, width=400, height=300,
+                                             imagenet=((900, 0.05), (901, 0.04))))
+    assert unsure.description.startswith("A photo;") and unsure.confidence == 0.3
 
 
 def _prompt(body: dict) -> str:

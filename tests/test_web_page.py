@@ -1,4 +1,5 @@
-"""The web page in a real headless Chromium: upload a real photo, watch it, read the results, give feedback."""
+"""The web page in a real headless Chromium: upload real photos, watch them, read the results (a cat, or no
+cat or dog), give feedback with the true label, see look-alikes and near-duplicates."""
 
 from __future__ import annotations
 
@@ -29,9 +30,21 @@ def _process_pending(app, settings) -> None:
                    instance=get_instance(settings))
 
 
+def _half_size_copy(path, _page) -> bytes:
+    import io
+
+    from PIL import Image
+
+    image = Image.open(path)
+    out = io.BytesIO()
+    image.resize((image.width // 2, image.height // 2)).save(out, "JPEG", quality=70)
+    return out.getvalue()
+
+
 def _upload_through_the_page(page, path, name=None):
+    data = path if isinstance(path, bytes) else path.read_bytes()
     page.set_input_files("#file", files=[{"name": name or path.name, "mimeType": "image/jpeg",
-                                          "buffer": path.read_bytes()}])
+                                          "buffer": data}])
     page.click("#upload-button")
     page.wait_for_selector("#message:has-text('Uploaded as image')")
     return int(page.text_content("#message").split("image ")[1].rstrip("."))
@@ -61,7 +74,7 @@ def test_upload_watch_results_and_feedback_in_a_real_browser(site):
         page.wait_for_selector("#thumbnail:not([hidden])")
         assert page.evaluate("document.getElementById('thumbnail').naturalWidth") > 0
         truth = httpx.get(f"{base_url}/images/{image_id}", headers={"X-API-Key": key}).json()
-        assert page.text_content("#label") == truth["classification"]["label"]
+        assert truth["classification"]["label"] == "cat" and page.text_content("#label") == "Cat"
         assert page.text_content("#probability") == f"{round(truth['classification']['probability'] * 100)}%"
         assert page.text_content("#description") == truth["ai"]["description"]
         assert page.locator("#tags li").all_text_contents() == truth["ai"]["tags"]
@@ -69,7 +82,8 @@ def test_upload_watch_results_and_feedback_in_a_real_browser(site):
         # the hostile file name is shown as text, never run
         assert page.text_content("#image-name").startswith("<img src=x onerror=alert(1)>.jpg")
         stages = page.locator("#stages li").all_text_contents()
-        assert {s.split(":")[0] for s in stages} >= {"exif", "thumbnail", "ocr", "vision", "classification"}
+        assert {s.split(":")[0] for s in stages} >= {"exif", "thumbnail", "ocr", "embedding", "vision",
+                                                      "classification"}
         screenshot(page, "web-page-result.png")
 
         page.click("#thumbs-up")
@@ -86,6 +100,17 @@ def test_upload_watch_results_and_feedback_in_a_real_browser(site):
         exif = dict(zip(page.locator("#exif td:first-child").all_text_contents(),
                         page.locator("#exif td:last-child").all_text_contents()))
         assert exif["make"] == "Canon" and exif["model"] == "Canon EOS 40D" and canon != image_id
+        # an iguana: neither a cat nor a dog; "wrong" asks what it is
+        assert page.text_content("#label") == "No cat or dog"
+        assert page.is_hidden("#true-label")
+        page.click("#thumbs-down")
+        page.click("#true-label button[data-label='dog']")
+        page.wait_for_selector("#feedback-message:has-text('Thanks')")
+        assert [(f.image_id, f.correct, f.label, f.predicted_label)
+                for f, _ in app.state.catalog.feedback.for_training()][-1] == (canon, False, "dog", "other")
+        # the first photo is among the look-alikes, with its thumbnail
+        page.wait_for_selector("#similar-box:not([hidden])")
+        assert page.locator(f"#similar li[data-image-id='{image_id}']").count() == 1
 
         page.set_input_files("#file", str(SAMPLES / "phototest.tif"))
         page.click("#upload-button")
@@ -96,9 +121,22 @@ def test_upload_watch_results_and_feedback_in_a_real_browser(site):
         assert "quick brown dog" in page.text_content("#ocr-text")
         screenshot(page, "web-page-ocr.png")
 
+        assert page.text_content("#label") == "No cat or dog"
+
+        # a smaller, re-encoded copy of the cat photo: a near-duplicate
+        copy = _upload_through_the_page(page, _half_size_copy(cat, page), name="cat-copy.jpg")
+        _process_pending(app, settings)
+        page.wait_for_selector("#image-status[data-status='done']", timeout=30_000)
+        page.click("#find-duplicates")
+        page.wait_for_selector("#duplicates-box:not([hidden])")
+        assert page.text_content("#duplicates-summary") == "1 group"
+        linked = page.locator("#duplicates li li").all_text_contents()
+        assert linked == [f"#{image_id} <img src=x onerror=alert(1)>.jpg", f"#{copy} cat-copy.jpg"]
+        screenshot(page, "web-page-duplicates.png")
+
         page.click("#refresh-recent")
-        page.wait_for_selector("#recent-list li >> nth=2")
-        assert "3 images" in page.text_content("#usage")
+        page.wait_for_selector("#recent-list li >> nth=3")
+        assert "4 images" in page.text_content("#usage")
 
         # a refused upload says why
         page.set_input_files("#file", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"hello"}])

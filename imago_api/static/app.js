@@ -1,4 +1,4 @@
-// The Imago web page: upload, watch the status, read the results, give feedback.
+// The Imago web page: upload, watch the status, read the results, give feedback, see look-alikes.
 // Everything the API returns is inserted with textContent (never innerHTML): file names, OCR text and
 // descriptions are user-controlled.
 "use strict";
@@ -53,7 +53,9 @@ $("upload-form").addEventListener("submit", async (event) => {
 function show(imageId) {
   current = imageId;
   clearTimeout(pollTimer);
-  ["classification-box", "ai-box", "ocr-box", "exif-box"].forEach((id) => { $(id).hidden = true; });
+  ["classification-box", "ai-box", "ocr-box", "exif-box", "similar-box", "true-label"].forEach((id) => {
+    $(id).hidden = true;
+  });
   $("thumbnail").hidden = true;
   $("feedback-message").textContent = "";
   $("result").hidden = false;
@@ -70,6 +72,7 @@ async function poll() {
       pollTimer = setTimeout(poll, POLL_MS);
     } else {
       loadRecent();
+      loadSimilar(imageId);
     }
   } catch (error) {
     say(`Could not read image ${imageId}: ${error.message}`, true);
@@ -95,7 +98,9 @@ function render(detail) {
     }).catch(() => {});
   }
   if (detail.classification) {
-    $("label").textContent = detail.classification.label;
+    const label = detail.classification.label;
+    $("label").textContent = LABELS[label] || label;
+    $("label").dataset.label = label;
     $("probability").textContent = `${Math.round(detail.classification.probability * 100)}%`;
     $("model-version").textContent = `model ${detail.classification.model_version}`;
     $("classification-box").hidden = false;
@@ -131,18 +136,75 @@ function render(detail) {
   }
 }
 
-async function feedback(correct) {
+const LABELS = { cat: "Cat", dog: "Dog", other: "No cat or dog" };
+
+async function feedback(correct, label = null) {
   try {
     await api(`/images/${current}/feedback`, {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ correct }),
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(label ? { correct, label } : { correct }),
     });
     $("feedback-message").textContent = "Thanks, noted.";
+    $("true-label").hidden = true;
   } catch (error) {
     $("feedback-message").textContent = `Not recorded: ${error.message}`;
   }
 }
 $("thumbs-up").addEventListener("click", () => feedback(true));
-$("thumbs-down").addEventListener("click", () => feedback(false));
+// "wrong" asks what it is: a cat, a dog, or neither (the next model learns from the answer)
+$("thumbs-down").addEventListener("click", () => { $("true-label").hidden = false; });
+$("true-label").querySelectorAll("button").forEach((button) => {
+  button.addEventListener("click", () => feedback(false, button.dataset.label));
+});
+
+function imageLink(image, text) {
+  const item = document.createElement("li");
+  const link = document.createElement("a");
+  link.href = "#";
+  link.textContent = text;
+  link.addEventListener("click", (event) => { event.preventDefault(); show(image.id); });
+  item.append(link);
+  return item;
+}
+
+async function loadSimilar(imageId) {
+  try {
+    const found = await api(`/images/${imageId}/similar?limit=6`);
+    if (imageId !== current) return;
+    $("similar").replaceChildren(...found.items.map((match) => {
+      const item = imageLink(match.image, `${match.image.original_name} (${Math.round(match.score * 100)}%)`);
+      item.dataset.imageId = match.image.id;
+      const thumb = document.createElement("img");
+      thumb.alt = "";
+      item.prepend(thumb);
+      api(`/images/${match.image.id}/thumbnail-url`).then((link) => { thumb.src = link.url; }).catch(() => {});
+      return item;
+    }));
+    $("similar-box").hidden = found.items.length === 0;
+  } catch (error) {
+    $("similar-box").hidden = true;  // no embedding (the stage failed): nothing to compare
+  }
+}
+
+async function findDuplicates() {
+  try {
+    const found = await api("/images/duplicates");
+    $("duplicates").replaceChildren(...found.groups.map((group) => {
+      const item = document.createElement("li");
+      const names = document.createElement("ul");
+      names.replaceChildren(...group.images.map((image) => imageLink(image, `#${image.id} ${image.original_name}`)));
+      item.append(`${group.images.length} copies of one picture:`, names);
+      return item;
+    }));
+    const groups = found.groups.length === 1 ? "1 group" : `${found.groups.length} groups`;
+    $("duplicates-summary").textContent = found.groups.length ? groups : "No near-duplicates among your images.";
+    $("duplicates-box").hidden = false;
+  } catch (error) {
+    $("duplicates-summary").textContent = error.message;
+    $("duplicates-box").hidden = false;
+  }
+}
+$("find-duplicates").addEventListener("click", findDuplicates);
 
 async function loadRecent() {
   if (!keyInput.value.trim()) return;

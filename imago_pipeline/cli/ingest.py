@@ -145,17 +145,20 @@ def _print_summary(catalog, tenant, report: IngestReport, images: dict, runs, pr
                           exposure, gps, f"{thumb.width}x{thumb.height}" if thumb else "")
         out.print(table)
         content = Table(title="What was read and seen", title_justify="left")
-        for column in ("id", "file", "OCR (language, confidence)", "text", "tags"):
+        for column in ("id", "file", "what it is", "OCR (language, confidence)", "text", "tags"):
             content.add_column(column, overflow="fold")
         for path, registered in report.registered:
             ocr, vision = scoped.get_ocr(registered.id), scoped.get_vision(registered.id)
+            label = scoped.get_classification(registered.id)
+            what = (f"{'no cat or dog' if label.label == 'other' else label.label} {label.probability:.0%}"
+                    if label else "")
             reading = ""
             excerpt = ""
             if ocr is not None:
                 reading = (f"{ocr.language or '?'}, {ocr.confidence:.0f}%" if ocr.has_text and ocr.confidence
                            else "no text")
                 excerpt = " ".join(ocr.text.split())[:70] + ("…" if len(ocr.text) > 70 else "")
-            content.add_row(str(registered.id), path.name, reading, excerpt,
+            content.add_row(str(registered.id), path.name, what, reading, excerpt,
                             ", ".join(vision.tags) if vision else "")
         out.print(content)
         for path, reason in report.rejected:

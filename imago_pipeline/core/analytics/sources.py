@@ -26,11 +26,13 @@ def view_columns(table: LakeTable) -> list[tuple[str, str]]:
 
 
 def duckdb_type(arrow: pa.DataType) -> str:
+    if pa.types.is_fixed_size_list(arrow):
+        return f"{duckdb_type(arrow.value_type)}[{arrow.list_size}]"
     if pa.types.is_list(arrow):
         return f"{duckdb_type(arrow.value_type)}[]"
     if pa.types.is_timestamp(arrow):
         return "TIMESTAMPTZ" if arrow.tz else "TIMESTAMP"
-    for test, name in ((pa.types.is_int64, "BIGINT"), (pa.types.is_float64, "DOUBLE"),
+    for test, name in ((pa.types.is_int64, "BIGINT"), (pa.types.is_float64, "DOUBLE"), (pa.types.is_float32, "FLOAT"),
                        (pa.types.is_string, "VARCHAR"), (pa.types.is_boolean, "BOOLEAN")):
         if test(arrow):
             return name

@@ -51,8 +51,8 @@ _GROUPS: tuple[tuple[int, int, tuple[str, ...]], ...] = (
     (300, 326, ("insect",)), (321, 326, ("butterfly",)), (330, 332, ("rabbit",)), (333, 338, ("rodent",)),
     (340, 354, ("hoofed animal",)), (356, 362, ("mustelid",)), (365, 382, ("monkey",)), (383, 384, ("lemur",)),
     (385, 386, ("elephant",)), (387, 388, ("panda",)), (389, 397, ("fish",)),
-    (923, 969, ("food",)), (936, 957, ("fruit and vegetables",)), (966, 969, ("drink",)),
-    (970, 980, ("landscape",)), (984, 990, ("plant",)), (991, 997, ("mushroom",)),
+    (923, 969, ("food",)), (936, 957, ("fruit and vegetables",)), (966, 969, ("drink",)), (998, 998, ("plant",)),
+    (970, 970, ("scenery",)), (972, 980, ("scenery",)), (984, 990, ("plant",)), (991, 997, ("mushroom",)),
 )
 _VEHICLES = {407, 436, 468, 511, 555, 569, 573, 575, 609, 627, 654, 656, 661, 675, 717, 734, 751, 757, 779, 864,
              866, 867, 874}  # road vehicles
