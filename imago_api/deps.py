@@ -27,19 +27,19 @@ ImageId = Annotated[int, Path(ge=1, le=MAX_ID, description="The image's id")]
 ClientId = Annotated[int, Path(ge=1, le=MAX_ID, description="The client's id")]
 
 
-def get_settings(request: Request) -> ImagoSettings:
+async def get_settings(request: Request) -> ImagoSettings:
     return request.app.state.settings
 
 
-def get_catalog(request: Request) -> Catalog:
+async def get_catalog(request: Request) -> Catalog:
     return request.app.state.catalog
 
 
-def get_blob_store(request: Request) -> BlobStore:
+async def get_blob_store(request: Request) -> BlobStore:
     return request.app.state.blobs
 
 
-def get_lake(request: Request) -> Lake:
+async def get_lake(request: Request) -> Lake:
     return request.app.state.lake
 
 
@@ -77,7 +77,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 def require_scope(scope: str):
     """A dependency that admits only keys holding `scope`; routes declare it in their decorator."""
 
-    def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: PrincipalDep) -> Principal:
         if scope not in principal.scopes:
             raise MissingScope(f"this API key lacks the '{scope}' scope", scope=scope)
         return principal
@@ -86,13 +86,19 @@ def require_scope(scope: str):
     return Depends(check)
 
 
-def get_tenant_catalog(catalog: CatalogDep, principal: PrincipalDep) -> TenantCatalog:
+async def get_tenant_catalog(catalog: CatalogDep, principal: PrincipalDep) -> TenantCatalog:
     if principal.tenant_id is None:  # the operator key owns no images
         raise MissingScope("the operator key has no images; use a client's key", scope="images:read")
     return catalog.for_tenant(principal.tenant_id)
 
 
 TenantDep = Annotated[TenantCatalog, Depends(get_tenant_catalog)]
+
+
+def plan_priority(principal: Principal, settings: ImagoSettings) -> int:
+    """The run-queue priority of the client's uploads: its plan's (an unknown plan: the lowest paid one)."""
+    plan = settings.plans.get(principal.plan)
+    return plan.priority if plan else 1
 
 
 def effective_quota(principal: Principal, settings: ImagoSettings) -> int | None:

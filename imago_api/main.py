@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from imago_api.errors import install_error_handlers
+from imago_api.events import ProgressFeed
 from imago_api.metrics import ApiMetrics
 from imago_api.observability import configure_logging, install_request_middleware
 from imago_api.ratelimit import RateLimiter
@@ -29,7 +31,7 @@ to its own client: another client's image id answers 404. Requests are rate-limi
 def create_app(settings: ImagoSettings | None = None) -> FastAPI:
     settings = settings or ImagoSettings()
     configure_logging(settings.log_format)
-    app = FastAPI(title="Imago", version="0.2.0", description=DESCRIPTION)
+    app = FastAPI(title="Imago", version="0.2.0", description=DESCRIPTION, lifespan=_lifespan)
     app.state.settings = settings
     app.state.catalog = Catalog.open(settings.catalog_url)  # the API starts (unhealthy) with the database down
     app.state.blobs = build_blob_store(settings)
@@ -40,12 +42,19 @@ def create_app(settings: ImagoSettings | None = None) -> FastAPI:
     app.state.rate_limiter = RateLimiter(settings.rate_limit_storage, settings.plans)
     app.state.metrics = ApiMetrics(app.state.catalog)
     app.state.dagster_instance = _lazy_dagster_instance(settings)
+    app.state.progress_feed = ProgressFeed(app.state.catalog, settings.events_poll_s)
     install_error_handlers(app)
     install_request_middleware(app)
     for module in (web, health, images, files, classifier, clients, ai):
         app.include_router(module.router)
     app.mount("/static", web.static_files, name="static")
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    yield
+    await app.state.progress_feed.close()
 
 
 def _lazy_dagster_instance(settings: ImagoSettings):

@@ -17,12 +17,16 @@ import yaml
 from imago_pipeline.core.config import ImagoSettings
 
 INSTANCE_SETTINGS: dict[str, Any] = {
-    # one dequeue a second: a single upload waits for its run as little as possible
+    # one dequeue a second: a single upload waits for its run as little as possible. Runs start by priority
+    # (`dagster/priority`: an upload's plan, bulk 0), and bulk work takes one run slot at most, so an
+    # interactive upload always finds one free
     "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator",
                         "config": {"dequeue_interval_seconds": 1}},
     # each run spreads its batch over every core, so two at once fill a 2-core host; pools (vision_provider,
     # sql_models) take one step at a time, so a remote provider's rate limit holds across runs
-    "concurrency": {"runs": {"max_concurrent_runs": 2}, "pools": {"default_limit": 1}},
+    "concurrency": {"runs": {"max_concurrent_runs": 2,
+                             "tag_concurrency_limits": [{"key": "imago/lane", "value": "bulk", "limit": 1}]},
+                    "pools": {"default_limit": 1}},
     # Dagster's launcher plus a worker health check: run monitoring fails a run whose worker died, frees its
     # pool slots, and run retries re-execute it (images it still leaves are requeued by stranded_images_sensor)
     "run_launcher": {"module": "imago_pipeline.dagster_internals", "class": "ImagoRunLauncher"},

@@ -99,14 +99,15 @@ class Serve:
         return [root, *root.children(recursive=True)]
 
     def run_workers(self) -> list[psutil.Process]:
-        """Processes executing runs: Dagster's spawned run worker, its forkserver and pool workers."""
+        """Processes executing runs: a run forked by the run host and its pool workers (named imago-run), or
+        Dagster's spawned run worker (IMAGO_WARM_RUNS=0), its forkserver and pool workers."""
         found = []
         for process in self.tree():
             try:
-                command = " ".join(process.cmdline())
+                command, name = " ".join(process.cmdline()), process.name()
             except psutil.NoSuchProcess:
                 continue
-            if "multiprocessing.spawn" in command or "multiprocessing.forkserver" in command:
+            if name == "imago-run" or "multiprocessing.spawn" in command or "multiprocessing.forkserver" in command:
                 found.append(process)
         return found
 

@@ -114,7 +114,9 @@ def test_fuzzing_every_operation_finds_no_server_error_and_no_undeclared_status(
     a key holding the scopes it needs: no answer is a 5xx and every status is declared for its operation."""
     key, base_url = fuzzed_api
     admin_paths = "^/(auth|health/detailed)"
-    selection = (["-H", f"X-API-Key: {key}", "--exclude-path-regex", admin_paths] if who == "client"
+    # The event stream of an image that never finishes (no pipeline runs here) stays open by design; its
+    # validation, scopes and tenancy are tested in test_events.py and test_api_security.py.
+    selection = (["-H", f"X-API-Key: {key}", "--exclude-path-regex", f"{admin_paths}|/events$"] if who == "client"
                  else ["-H", f"X-API-Key: {ADMIN_KEY}", "--include-path-regex", admin_paths])
     run = subprocess.run([str(Path(sys.executable).with_name("schemathesis")), "run", f"{base_url}/openapi.json",
                           *FUZZ, *selection], capture_output=True, text=True, cwd=tmp_path, timeout=600)

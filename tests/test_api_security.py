@@ -38,6 +38,7 @@ ROUTES = [
     ("GET", "/images/duplicates", "images:read", {}),
     ("GET", "/images/{image}", "images:read", {}),
     ("GET", "/images/{image}/status", "images:read", {}),
+    ("GET", "/images/{image}/events", "images:read", {}),  # the image is done: its state, then the end
     ("GET", "/images/{image}/exif", "images:read", {}),
     ("GET", "/images/{image}/ocr", "images:read", {}),
     ("GET", "/images/{image}/ai", "images:read", {}),

@@ -62,15 +62,19 @@ def service(tmp_path):
 def test_runs_end_with_their_processes(service, capsys):
     service.start()
     with service.client() as client:
-        baseline = {p.pid for p in service.tree()}
+        baseline: set[int] = set()
         for path in [SAMPLES / "Canon_40D.jpg", SAMPLES / "Nikon_D70.jpg", SAMPLES / "PaintTool_sample.jpg",
                      *_photos(2)]:
             image_id = service.upload(client, path)
             assert service.wait_finished(client, [image_id], 180)[image_id] == "done"
             leftover = wait_until(lambda: not service.run_workers() or None, 30, "the run's processes to end")
             assert leftover
+            # after the first run: the long-lived processes, the run host (started with the first run) included
+            baseline = baseline or {p.pid for p in service.tree()}
         after = {p.pid for p in service.tree()}
-    # the same long-lived processes (webserver, daemon, code server, API) and nothing per run
+        hosts = [p for p in service.tree() if p.name() == "imago-run-host"]
+    # the same long-lived processes (webserver, daemon, code server, API, the run host) and nothing per run
+    assert len(hosts) == 1 and hosts[0].pid in baseline
     assert after <= baseline | {p.pid for p in service.tree() if "resource_tracker" in " ".join(p.cmdline())}
     assert service.stop() == 0
 

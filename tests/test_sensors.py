@@ -8,7 +8,7 @@ import time
 import dagster as dg
 from sqlalchemy import text
 
-from imago_pipeline.core.claims import CLAIM_TAG
+from imago_pipeline.core.claims import CLAIM_TAG, LANE_TAG
 from imago_pipeline.core.ingest import register_image
 from imago_pipeline.core.stores.blobs import LocalBlobStore
 from imago_pipeline.dagster_internals import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -148,7 +148,8 @@ def test_while_runs_wait_for_a_slot_new_uploads_wait_to_form_fuller_batches(cata
 
     _tenant, ids, resources = _uploads_in_batches_of_four(catalog, settings)
     job = build_definitions(settings).resolve_job_def("process_images")
-    queued = dagster_instance.create_run_for_job(job_def=job)  # made, not started: waiting like a queued run
+    # made, not started: waiting like a queued run of the interactive lane
+    queued = dagster_instance.create_run_for_job(job_def=job, tags={LANE_TAG: "interactive"})
     assert dagster_instance.get_run_by_id(queued.run_id).status == dg.DagsterRunStatus.NOT_STARTED
 
     held = _tick(upload_sensor, dagster_instance, resources)
@@ -157,3 +158,40 @@ def test_while_runs_wait_for_a_slot_new_uploads_wait_to_form_fuller_batches(cata
     assert set(catalog.work.ids_with_status("pending")) == set(ids)  # nothing taken: they will batch together
     dagster_instance.report_run_canceled(dagster_instance.get_run_by_id(queued.run_id))
     assert isinstance(_tick(upload_sensor, dagster_instance, resources), dg.SensorResult)
+
+
+def test_uploads_go_by_plan_priority_in_runs_of_their_own_lane_and_bulk_waits_only_for_bulk(
+        catalog, settings, dagster_instance):
+    from imago_pipeline.definitions import build_definitions
+
+    settings = settings.model_copy(update={"batch_size": 50})
+    store = LocalBlobStore(settings.blob_root)
+    samples = _sample_bytes()
+    bulk_tenant, paying = catalog.clients.get_or_create("drops"), catalog.clients.get_or_create("paying")
+    plans = settings.plans
+    bulk = [register_image(catalog, store, settings, tenant_id=bulk_tenant.id, filename=n, data=d).image.id
+            for n, d in samples[:4]]  # a drop folder or a reprocessing: priority 0
+    free = register_image(catalog, store, settings, tenant_id=paying.id, filename="a", data=samples[4][1],
+                          priority=plans["free"].priority).image.id
+    enterprise = register_image(catalog, store, settings, tenant_id=paying.id, filename="b", data=samples[5][1],
+                                priority=plans["enterprise"].priority).image.id
+    resources = build_resources(settings)
+    # a bulk run waits for a slot: new bulk work waits too (fuller batches), uploads do not
+    job = build_definitions(settings).resolve_job_def("process_images")
+    waiting = dagster_instance.create_run_for_job(job_def=job, tags={LANE_TAG: "bulk"})
+
+    result = _tick(upload_sensor, dagster_instance, resources)
+
+    assert isinstance(result, dg.SensorResult)
+    runs = [(r.tags[LANE_TAG], int(r.tags["dagster/priority"]), _range(r)) for r in result.run_requests]
+    assert runs == [("interactive", 30, [enterprise]), ("interactive", 10, [free])]  # highest first, one lane each
+    assert set(catalog.work.ids_with_status("pending")) == set(bulk)
+    dagster_instance.report_run_canceled(dagster_instance.get_run_by_id(waiting.run_id))
+    result = _tick(upload_sensor, dagster_instance, resources)
+    assert [(r.tags[LANE_TAG], r.tags["dagster/priority"], _range(r)) for r in result.run_requests] == [
+        ("bulk", "0", sorted(bulk))]
+
+
+def _range(request) -> list[int]:
+    start, end = (int(request.tags[t]) for t in (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG))
+    return list(range(start, end + 1))

@@ -3,6 +3,8 @@ cat or dog), give feedback with the true label, see look-alikes and near-duplica
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -65,12 +67,29 @@ def test_upload_watch_results_and_feedback_in_a_real_browser(site):
         page.fill("#api-key", key)
         page.dispatch_event("#api-key", "change")
 
+        requests = []
+        page.on("request", lambda request: requests.append(request.url.removeprefix(base_url)))
         image_id = _upload_through_the_page(page, cat, name='<img src=x onerror=alert(1)>.jpg')
         page.wait_for_selector("#image-status[data-status='pending']")
         assert page.is_hidden("#classification-box")
+        # every status and stage list the page shows, as it changes (pushed by the event stream)
+        page.evaluate("""() => { window.seen = [];
+            new MutationObserver(() => window.seen.push([document.getElementById('image-status').dataset.status,
+                                                          document.getElementById('stages').children.length]))
+              .observe(document.getElementById('result'), {subtree: true, childList: true, attributes: true}); }""")
+        deadline = time.time() + 10
+        while f"/images/{image_id}/events" not in requests and time.time() < deadline:  # the page follows it
+            page.wait_for_timeout(50)
         _process_pending(app, settings)
 
         page.wait_for_selector("#image-status[data-status='done']", timeout=30_000)
+        seen = page.evaluate("window.seen")
+        statuses = [status for status, _ in seen]
+        assert "queued" in statuses and statuses.index("queued") < statuses.index("done")  # it watched it progress
+        assert any(0 < stages < 7 for status, stages in seen if status != "done")  # stage by stage
+        # pushed, not polled: one stream, the image read once before it and once when it is done
+        assert requests.count(f"/images/{image_id}/events") == 1
+        assert requests.count(f"/images/{image_id}") == 2, requests
         page.wait_for_selector("#thumbnail:not([hidden])")
         assert page.evaluate("document.getElementById('thumbnail').naturalWidth") > 0
         truth = httpx.get(f"{base_url}/images/{image_id}", headers={"X-API-Key": key}).json()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from imago_api.deps import (
     MAX_ID,
@@ -17,9 +21,11 @@ from imago_api.deps import (
     SettingsDep,
     TenantDep,
     effective_quota,
+    plan_priority,
     require_scope,
 )
 from imago_api.errors import AUTHENTICATED, UPLOAD_STATUS, InvalidUpload, NotFound, responses
+from imago_api.events import ProgressFeed
 from imago_api.schemas import (
     CheckOut,
     ClassificationOut,
@@ -43,6 +49,7 @@ from imago_api.schemas import (
 )
 from imago_pipeline.core.catalog import ImageFilters, TenantCatalog
 from imago_pipeline.core.catalog.models import Image
+from imago_pipeline.core.catalog.progress import Progress
 from imago_pipeline.core.embedding.imagenet import class_tags, classes
 from imago_pipeline.core.embedding.similarity import DUPLICATE_THRESHOLD
 from imago_pipeline.core.enrichment.batch import IMAGE_PARTITIONS
@@ -79,7 +86,8 @@ def upload_image(request: Request, response: Response, principal: PrincipalDep, 
     try:
         registration = register_image(catalog, blobs, settings, tenant_id=principal.tenant_id,
                                       filename=file.filename, data=data,
-                                      quota_bytes=effective_quota(principal, settings))
+                                      quota_bytes=effective_quota(principal, settings),
+                                      priority=plan_priority(principal, settings))
     except InvalidImage as exc:
         metrics.uploads.labels(exc.kind).inc()
         raise InvalidUpload(str(exc), code=exc.kind, status_code=UPLOAD_STATUS.get(exc.kind, 422)) from exc
@@ -203,6 +211,62 @@ def get_status(image_id: ImageId, tenant: TenantDep) -> StatusOut:
                      checks=[CheckOut.model_validate(c) for c in tenant.get_checks(image_id)])
 
 
+@router.get("/{image_id}/events", dependencies=[READ], response_class=StreamingResponse,
+            summary="Follow the image's processing live, as Server-Sent Events (scope images:read)",
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "`stage` and `status` events until the image is done or failed, then "
+                                            "`end`; a `: keep-alive` comment when nothing happens."}})
+async def image_events(image_id: ImageId, tenant: TenantDep, request: Request) -> StreamingResponse:
+    """The image's current state, then each change: `event: stage` (`{"id", "stage", "status", "error"}`)
+    when a stage finishes, `event: status` (`{"id", "status", "error", "stages"}`) when the image's status
+    changes, and `event: end` when it is done or failed (or erased), after which the server closes the
+    stream. Comments (`: keep-alive`) keep an idle connection open. Reconnecting starts with the current
+    state again, so nothing is missed."""
+    await run_in_threadpool(_image_or_404, tenant, image_id)
+    feed: ProgressFeed = request.app.state.progress_feed
+    heartbeat = request.app.state.settings.events_heartbeat_s
+
+    async def stream():
+        async with feed.watch(image_id) as queue:
+            yield "retry: 2000\n\n"
+            previous: Progress | None = None
+            while True:
+                try:
+                    state = await asyncio.wait_for(queue.get(), heartbeat)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield ": keep-alive\n\n"
+                    continue
+                if state is None or state.tenant_id != tenant.tenant_id:
+                    yield _sse("end", {"id": image_id, "status": "erased", "error": None})
+                    return
+                for event, data in _transitions(previous, state):
+                    yield _sse(event, data)
+                previous = state
+                if state.finished:
+                    yield _sse("end", {"id": image_id, "status": state.status, "error": state.error})
+                    return
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _transitions(previous: Progress | None, state: Progress) -> list[tuple[str, dict]]:
+    """What changed from `previous` to `state`: finished stages first, then the image's status."""
+    before = {s.stage: s for s in previous.stages} if previous else {}
+    events = [("stage", {"id": state.image_id, "stage": s.stage, "status": s.status, "error": s.error})
+              for s in state.stages if before.get(s.stage) != s]
+    if previous is None or (previous.status, previous.error) != (state.status, state.error):
+        events.append(("status", {"id": state.image_id, "status": state.status, "error": state.error,
+                                  "stages": {s.stage: s.status for s in state.stages}}))
+    return events
+
+
 def _ready(tenant: TenantCatalog, image_id: int, row, what: str):
     image = _image_or_404(tenant, image_id)
     if row is None:
@@ -230,9 +294,10 @@ def get_exif(image_id: ImageId, tenant: TenantDep) -> ExifOut:
 
 @router.post("/{image_id}/reprocess", response_model=ImageOut, status_code=status.HTTP_202_ACCEPTED,
              dependencies=[WRITE], summary="Queue the image to be processed again, every stage (scope images:write)")
-def reprocess_image(image_id: ImageId, tenant: TenantDep) -> ImageOut:
+def reprocess_image(image_id: ImageId, tenant: TenantDep, principal: PrincipalDep,
+                    settings: SettingsDep) -> ImageOut:
     """The upload sensor picks it up within seconds (status `requeued`, then `done` or `failed`)."""
-    image = tenant.request_reprocess(image_id)
+    image = tenant.request_reprocess(image_id, priority=plan_priority(principal, settings))
     if image is None:
         raise NotFound(f"image {image_id} not found")
     return ImageOut.model_validate(image)

@@ -4,9 +4,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const POLL_MS = 1000;
+const RECONNECT_MS = 2000;
 let current = null;   // the image id on display
-let pollTimer = null;
+let stream = null;    // the AbortController of the image's event stream
 
 const keyInput = $("api-key");
 keyInput.value = sessionStorage.getItem("imago-key") || "";
@@ -52,45 +52,116 @@ $("upload-form").addEventListener("submit", async (event) => {
 
 function show(imageId) {
   current = imageId;
-  clearTimeout(pollTimer);
+  if (stream) stream.abort();
   ["classification-box", "ai-box", "ocr-box", "exif-box", "similar-box", "true-label"].forEach((id) => {
     $(id).hidden = true;
   });
   $("thumbnail").hidden = true;
   $("feedback-message").textContent = "";
   $("result").hidden = false;
-  poll();
+  follow(imageId);
 }
 
-async function poll() {
-  const imageId = current;
+const finished = (status) => status === "done" || status === "failed";
+
+// The image's detail once, then its progress pushed by the server (GET /images/{id}/events, Server-Sent
+// Events read with fetch, which can send the API key header), then the detail again when it is finished.
+async function follow(imageId) {
   try {
     const detail = await api(`/images/${imageId}`);
     if (imageId !== current) return;
     render(detail);
-    if (detail.status !== "done" && detail.status !== "failed") {
-      pollTimer = setTimeout(poll, POLL_MS);
-    } else {
-      loadRecent();
-      loadSimilar(imageId);
+    if (finished(detail.status)) return completed(imageId);
+  } catch (error) {
+    return say(`Could not read image ${imageId}: ${error.message}`, true);
+  }
+  const controller = new AbortController();
+  stream = controller;
+  let ended = false;
+  try {
+    const response = await fetch(`/images/${imageId}/events`, {
+      headers: { "X-API-Key": keyInput.value.trim(), "Accept": "text/event-stream" }, signal: controller.signal });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        ended = onEvent(imageId, block) || ended;
+      }
     }
   } catch (error) {
-    say(`Could not read image ${imageId}: ${error.message}`, true);
+    if (error.name === "AbortError") return;
   }
+  if (!ended && imageId === current) setTimeout(() => { if (imageId === current) follow(imageId); }, RECONNECT_MS);
 }
 
-function render(detail) {
-  $("image-name").textContent = `${detail.original_name} (#${detail.id}, ${detail.width}×${detail.height})`;
-  $("image-status").textContent = detail.status;
-  $("image-status").dataset.status = detail.status;
-  const gaveUp = detail.dead_letter ? ` (gave up after ${detail.attempts} automatic retries)` : "";
-  $("image-error").textContent = (detail.error || "") + gaveUp;
+// One Server-Sent Event: `stage` and `status` update the page; `end` shows the finished image.
+function onEvent(imageId, block) {
+  if (imageId !== current) return false;
+  let event = "message", data = "";
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("data:")) data += line.slice(5).trim();
+  }
+  if (!data) return false;  // a comment (keep-alive) or the retry hint
+  const payload = JSON.parse(data);
+  if (event === "stage") {
+    live.stages[payload.stage] = payload;
+    renderProgress();
+  } else if (event === "status") {
+    live.status = payload.status;
+    live.error = payload.error;
+    renderProgress();
+  } else if (event === "end") {
+    if (payload.status === "erased") say(`Image ${imageId} was erased.`, true);
+    else completed(imageId);
+    return true;
+  }
+  return false;
+}
+
+async function completed(imageId) {
+  if (live.id !== imageId || !live.complete) {
+    try {
+      const detail = await api(`/images/${imageId}`);
+      if (imageId !== current) return;
+      render(detail);
+      live.complete = true;
+    } catch (error) {
+      return say(`Could not read image ${imageId}: ${error.message}`, true);
+    }
+  }
+  loadRecent();
+  loadSimilar(imageId);
+}
+
+// What the page knows of the image's progress: its status and each stage's.
+let live = { id: null, status: null, error: null, stages: {}, complete: false };
+
+function renderProgress() {
+  $("image-status").textContent = live.status;
+  $("image-status").dataset.status = live.status;
+  $("image-error").textContent = live.error || "";
   const stages = $("stages");
-  stages.replaceChildren(...detail.stages.map((stage) => {
+  stages.replaceChildren(...Object.values(live.stages).map((stage) => {
     const item = document.createElement("li");
     item.textContent = `${stage.stage}: ${stage.status}` + (stage.error ? ` (${stage.error})` : "");
     return item;
   }));
+}
+
+function render(detail) {
+  $("image-name").textContent = `${detail.original_name} (#${detail.id}, ${detail.width}×${detail.height})`;
+  live = { id: detail.id, status: detail.status, error: detail.error, complete: finished(detail.status),
+           stages: Object.fromEntries(detail.stages.map((stage) => [stage.stage, stage])) };
+  renderProgress();
+  if (detail.dead_letter) $("image-error").textContent += ` (gave up after ${detail.attempts} automatic retries)`;
   if (detail.thumbnail && $("thumbnail").hidden) {
     api(`/images/${detail.id}/thumbnail-url`).then((link) => {
       $("thumbnail").src = link.url;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from imago_pipeline.cli.app import app, console
+from imago_pipeline.core.claims import BULK_NICENESS
 from imago_pipeline.core.config import ImagoSettings
 
 
@@ -85,8 +87,13 @@ def ingest(
     tenant: Annotated[str | None, typer.Option(help="Tenant name (default: IMAGO_DEFAULT_TENANT)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per Dagster run")] = None,
     details: Annotated[bool, typer.Option(help="Print a row per image")] = False,
+    nice: Annotated[int, typer.Option(help="Niceness of this bulk work (0: as fast as interactive uploads)",
+                                      min=0, max=19)] = BULK_NICENESS,
 ) -> None:
-    """Register every image under FOLDER and process it through the Dagster assets, in this process."""
+    """Register every image under FOLDER and process it through the Dagster assets, in this process.
+
+    This is bulk work: it runs niced (and its workers with it), so uploads through the API, processed on
+    the same host, get the cores first."""
     from imago_pipeline.core.claims import process_claim
     from imago_pipeline.core.parallel import worker_pool
     from imago_pipeline.in_process import get_instance, process_images
@@ -95,6 +102,8 @@ def ingest(
         typer.echo(f"imago ingest: {folder} is not a folder", err=True)
         raise typer.Exit(2)
     settings = ImagoSettings()
+    if nice:
+        os.nice(nice)
     started = time.perf_counter()
     columns = (TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     owner = process_claim()  # if this process dies, the stranded-images sensor requeues what it held

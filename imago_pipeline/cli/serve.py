@@ -39,7 +39,8 @@ def commands(host: str, api_port: int, dagster_port: int) -> dict[str, list[str]
     return {
         "dagster": [_bin("dagster"), "dev", "-m", "imago_pipeline.definitions", "-h", host, "-p", str(dagster_port)],
         "api": [_bin("uvicorn"), "imago_api.main:create_app", "--factory", "--host", host, "--port", str(api_port),
-                "--no-access-log"],  # the API logs each request itself, without query strings
+                "--no-access-log",  # the API logs each request itself, without query strings
+                "--timeout-graceful-shutdown", "3"],  # open event streams do not hold up a stop
     }
 
 

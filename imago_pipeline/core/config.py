@@ -22,12 +22,13 @@ class Plan(BaseModel):
 
     rate_limit: str
     quota_bytes: int | None  # None: unlimited
+    priority: int = 10  # of its uploads' runs in the run queue (higher first); bulk work has 0
 
 
 DEFAULT_PLANS = {
-    "free": Plan(rate_limit="120/minute;3000/hour", quota_bytes=1 << 30),
-    "pro": Plan(rate_limit="600/minute", quota_bytes=100 << 30),
-    "enterprise": Plan(rate_limit="6000/minute", quota_bytes=None),
+    "free": Plan(rate_limit="120/minute;3000/hour", quota_bytes=1 << 30, priority=10),
+    "pro": Plan(rate_limit="600/minute", quota_bytes=100 << 30, priority=20),
+    "enterprise": Plan(rate_limit="6000/minute", quota_bytes=None, priority=30),
 }
 
 
@@ -108,6 +109,12 @@ class ImagoSettings(BaseSettings):
                                    description="Plans by name, as JSON: rate limit and default storage quota.")
     rate_limit_storage: str = Field(
         default="memory://", description="`limits` storage URI; redis://host:6379 shares limits across API processes.")
+    events_heartbeat_s: float = Field(
+        default=15.0, gt=0, description="Seconds between keep-alive comments on an idle event stream "
+        "(`GET /images/{id}/events`), so proxies and clients see the connection alive.")
+    events_poll_s: float = Field(
+        default=0.25, gt=0, description="How often event streams read progress when the catalog cannot announce "
+        "changes (SQLite); on Postgres, changes arrive by LISTEN/NOTIFY and this is only the safety net (×20).")
     signing_secret: SecretStr | None = Field(
         default=None, description="HMAC secret of signed download links; default: made once in <home>/signing.key.")
     signed_url_ttl_s: int = Field(default=900, ge=1, description="Default lifetime of a signed download link.")

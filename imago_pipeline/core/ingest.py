@@ -69,8 +69,9 @@ def _store_blob(store: BlobStore, checked: CheckedUpload, *, tenant_id: int, fil
 
 
 def store_upload(catalog: Catalog, store: BlobStore, checked: CheckedUpload, *, tenant_id: int,
-                 filename: str | None, data: bytes, status: str = "pending") -> Registration:
+                 filename: str | None, data: bytes, status: str = "pending", priority: int = 0) -> Registration:
     row = _store_blob(store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
+    row["priority"] = priority
     image, created = catalog.for_tenant(tenant_id).register_image(**row)
     return Registration(image=image, created=created)
 
@@ -87,7 +88,7 @@ def store_uploads(catalog: Catalog, store: BlobStore, uploads: Sequence[tuple[Ch
 
 def register_image(catalog: Catalog, store: BlobStore, settings: ImagoSettings, *, tenant_id: int,
                    filename: str | None, data: bytes, status: str = "pending",
-                   quota_bytes: int | None = None) -> Registration:
+                   quota_bytes: int | None = None, priority: int = 0) -> Registration:
     """Validate and store one upload; raises `InvalidImage` with a reason the uploader can read, or
     `QuotaExceeded` when a new image would take the tenant past `quota_bytes` (a duplicate costs nothing).
 
@@ -96,14 +97,13 @@ def register_image(catalog: Catalog, store: BlobStore, settings: ImagoSettings, 
     """
     checked = check_upload(data, settings)
     if quota_bytes is not None:
-        tenant = catalog.for_tenant(tenant_id)
-        existing = tenant.find_by_sha256(checked.sha256)
+        existing, used = catalog.for_tenant(tenant_id).existing_and_used(checked.sha256)
         if existing is not None:
             return Registration(image=existing, created=False)
-        used, _ = tenant.storage_used()
         if used + len(data) > quota_bytes:
             raise QuotaExceeded(used, quota_bytes, len(data))
-    return store_upload(catalog, store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
+    return store_upload(catalog, store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status,
+                        priority=priority)
 
 
 @dataclass(frozen=True)

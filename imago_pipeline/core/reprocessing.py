@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from imago_pipeline.core.catalog import Catalog
-from imago_pipeline.core.claims import plan_reconciliation
+from imago_pipeline.core.claims import BULK_PRIORITY, plan_reconciliation
 from imago_pipeline.core.enrichment.batch import STAGES, with_downstream
 
 
@@ -160,7 +160,8 @@ def apply_batch_plan(catalog: Catalog, plan: BatchPlan, *, backoff_s: int, now: 
     images = catalog.work.images_by_id(plan.retries)
     retries = {i: now + timedelta(seconds=backoff_s * 2 ** (images[i].attempts or 0)) for i in plan.retries
                if i in images}
-    catalog.work.requeue({**plan.stale, **plan.retries}, retries=retries, for_sensor=for_sensor)
+    catalog.work.requeue({**plan.stale, **plan.retries}, retries=retries, for_sensor=for_sensor,
+                         priority=BULK_PRIORITY)
 
 
 def plan_as_groups(plan: BatchPlan) -> list[StaleGroup]:

@@ -38,7 +38,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # The API answers from up to 40 threads: enough pooled connections that a burst of concurrent requests
+    # does not open and close overflow connections for each (measured: 5 % of the API's time at 20 clients).
+    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 def alembic_config(engine: Engine | None = None) -> Config:

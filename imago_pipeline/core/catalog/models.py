@@ -111,6 +111,9 @@ class Image(Base):
     # Cleared when the image is done or failed; a claim whose run is gone is reconciled (`claims.py`).
     claim: Mapped[str | None] = mapped_column(String(120))
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Who goes first: an API upload has its client's plan priority, bulk work (drops, ingest, background
+    # reprocessing) 0. The upload sensor takes higher priorities first, each lane in runs of its own.
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ImageStage(Base):

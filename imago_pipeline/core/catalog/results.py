@@ -20,6 +20,7 @@ from imago_pipeline.core.catalog.models import (
     Vision,
     utcnow,
 )
+from imago_pipeline.core.catalog.progress import announce
 
 if TYPE_CHECKING:
     from imago_pipeline.core.catalog.catalog import Catalog
@@ -67,6 +68,7 @@ class ResultStore:
                     dict(image_id=o.image_id, tenant_id=o.tenant_id, stage=stage, status=o.status, error=o.error,
                          duration_ms=o.duration_ms, run_id=run_id, code_version=code_version, updated_at=now)
                     for o in outcomes])
+            announce(session, ids)
             session.commit()
 
     def embeddings(self, image_ids: Sequence[int]) -> dict[int, ImageEmbedding]:

@@ -26,6 +26,7 @@ from imago_pipeline.core.catalog.models import (
     Vision,
     utcnow,
 )
+from imago_pipeline.core.catalog.progress import announce
 
 if TYPE_CHECKING:
     from imago_pipeline.core.catalog.catalog import Catalog
@@ -49,7 +50,8 @@ class TenantCatalog:
         self.tenant_id = tenant_id
 
     def register_image(self, *, sha256: str, original_name: str, media_type: str, byte_size: int, width: int,
-                       height: int, blob_key: str, status: str = "pending") -> tuple[Image, bool]:
+                       height: int, blob_key: str, status: str = "pending", priority: int = 0
+                       ) -> tuple[Image, bool]:
         """Insert an image, or return the tenant's existing image with the same content.
 
         `pending` images are picked up by the upload sensor; `queued` ones by whoever registered them.
@@ -60,7 +62,7 @@ class TenantCatalog:
                 return existing, False
             image = Image(tenant_id=self.tenant_id, sha256=sha256, original_name=original_name,
                           media_type=media_type, byte_size=byte_size, width=width, height=height,
-                          blob_key=blob_key, status=status)
+                          blob_key=blob_key, status=status, priority=priority)
             session.add(image)
             try:
                 session.commit()
@@ -105,6 +107,15 @@ class TenantCatalog:
         with self.catalog.session() as session:
             return session.scalar(select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256 == sha256))
 
+    def existing_and_used(self, sha256: str) -> tuple[Image | None, int]:
+        """The tenant's image with these bytes (if any) and the bytes its originals take, on one connection
+        (what an upload checks before storing anything)."""
+        with self.catalog.session() as session:
+            existing = session.scalar(select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256 == sha256))
+            used = session.scalar(select(func.coalesce(func.sum(Image.byte_size), 0))
+                                  .where(Image.tenant_id == self.tenant_id))
+            return existing, int(used or 0)
+
     def storage_used(self) -> tuple[int, int]:
         """(bytes of originals, images) held by the tenant: what the storage quota counts."""
         with self.catalog.session() as session:
@@ -112,8 +123,8 @@ class TenantCatalog:
                                            .where(Image.tenant_id == self.tenant_id)).one()
             return int(total), int(count)
 
-    def request_reprocess(self, image_id: int) -> Image | None:
-        """Queue the image for the upload sensor again (every stage is redone)."""
+    def request_reprocess(self, image_id: int, priority: int = 0) -> Image | None:
+        """Queue the image for the upload sensor again (every stage is redone), at the asker's priority."""
         with self.catalog.session() as session:
             image = session.scalar(select(Image).where(Image.id == image_id, Image.tenant_id == self.tenant_id))
             if image is None:
@@ -121,6 +132,8 @@ class TenantCatalog:
             image.status, image.error, image.updated_at = "requeued", None, utcnow()
             # a person asked: every stage, and automatic retries start over (also for a dead letter)
             image.requeue_stages, image.attempts, image.next_attempt_at, image.gave_up_at = None, 0, None, None
+            image.priority = priority
+            announce(session, [image.id])
             session.commit()
             return image
 
@@ -143,6 +156,7 @@ class TenantCatalog:
             search.delete_documents(session, [image_id])
             session.delete(image)
             counts["images"] = 1
+            announce(session, [image_id])  # a live stream of it ends
             session.commit()
         self.catalog.scrub()
         return counts

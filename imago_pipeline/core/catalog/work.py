@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import case, func, select, update
 
 from imago_pipeline.core.catalog.models import Image, ImageStage, utcnow
+from imago_pipeline.core.catalog.progress import announce
 
 if TYPE_CHECKING:
     from imago_pipeline.core.catalog.catalog import Catalog
@@ -42,12 +43,18 @@ class WorkQueue:
         with self.catalog.session() as session:
             return {image.id: image for image in session.scalars(select(Image).where(Image.id.in_(ids)))}
 
-    def take(self, limit: int, claim: str) -> list[tuple[int, str, tuple[str, ...] | None]]:
+    def take(self, limit: int, claim: str, *, min_priority: int | None = None
+             ) -> list[tuple[int, str, tuple[str, ...] | None, int]]:
         """Take up to `limit` pending or requeued images into work under `claim` (so commit order cannot hide
-        an image, and two takers never get the same one). New uploads come first, oldest first, then
-        reprocessing requests. Returns [(image_id, status it had, stages to redo or None for all)]."""
-        waiting = (select(Image.id, Image.status, Image.requeue_stages).where(Image.status.in_(CLAIMABLE))
-                   .order_by(case((Image.status == "pending", 0), else_=1), Image.updated_at, Image.id).limit(limit))
+        an image, and two takers never get the same one). Higher priorities first, then new uploads before
+        reprocessing requests, oldest first; `min_priority` leaves lower ones waiting. Returns
+        [(image_id, status it had, stages to redo or None for all, priority)]."""
+        waiting = select(Image.id, Image.status, Image.requeue_stages, Image.priority).where(
+            Image.status.in_(CLAIMABLE))
+        if min_priority is not None:
+            waiting = waiting.where(Image.priority >= min_priority)
+        waiting = waiting.order_by(Image.priority.desc(), case((Image.status == "pending", 0), else_=1),
+                                   Image.updated_at, Image.id).limit(limit)
         if self.engine.dialect.name == "postgresql":
             waiting = waiting.with_for_update(skip_locked=True)
         with self.catalog.session() as session:
@@ -55,9 +62,10 @@ class WorkQueue:
             taken = {row[0] for row in session.execute(
                 update(Image).where(Image.id.in_([row[0] for row in found]), Image.status.in_(CLAIMABLE))
                 .values(status="queued", claim=claim, claimed_at=utcnow()).returning(Image.id))}
+            announce(session, taken)
             session.commit()
-        return sorted((image_id, status, tuple(stages) if stages else None)
-                      for image_id, status, stages in found if image_id in taken)
+        return sorted((image_id, status, tuple(stages) if stages else None, priority or 0)
+                      for image_id, status, stages, priority in found if image_id in taken)
 
     def assign_claims(self, taken_as: str, claims: dict[str, Sequence[int]]) -> None:
         """Give each batch of images taken under `taken_as` the claim token of the run that will process it."""
@@ -77,6 +85,7 @@ class WorkQueue:
             rows = session.execute(
                 update(Image).where(Image.id.in_(list(image_ids)), free)
                 .values(status="queued", claim=claim, claimed_at=utcnow()).returning(Image.id)).all()
+            announce(session, [row[0] for row in rows])
             session.commit()
         return sorted(row[0] for row in rows)
 
@@ -112,14 +121,17 @@ class WorkQueue:
                     image.status, image.gave_up_at = "failed", now
                     image.error = (f"stranded: the runs that took it ended without finishing it "
                                    f"{image.attempts} times")
+            announce(session, [*requeued, *dead_lettered])
             session.commit()
 
     def requeue(self, stages_by_image: dict[int, tuple[str, ...] | None], *,
-                retries: dict[int, datetime] | None = None, for_sensor: bool = True) -> None:
+                retries: dict[int, datetime] | None = None, for_sensor: bool = True,
+                priority: int | None = None) -> None:
         """Queue images again for the upload sensor, each with the stages to redo (None: every stage).
 
         `retries` marks automatic retries of failed images: {image_id: earliest next retry}; it counts the
         attempt. With `for_sensor=False` only the retries are recorded (the caller runs the images itself).
+        `priority` replaces the images' priority (background reprocessing is bulk work: 0).
         """
         now, retries = utcnow(), retries or {}
         with self.catalog.session() as session:
@@ -128,9 +140,12 @@ class WorkQueue:
                     stages = stages_by_image[image.id]
                     image.status, image.updated_at = "requeued", now
                     image.requeue_stages = list(stages) if stages else None
+                    if priority is not None:
+                        image.priority = priority
                 if image.id in retries:
                     image.attempts = (image.attempts or 0) + 1
                     image.next_attempt_at = retries[image.id]
+            announce(session, stages_by_image)
             session.commit()
 
     def dead_letter(self, image_ids: Sequence[int]) -> None:
@@ -187,5 +202,6 @@ class WorkQueue:
                 image.processed_at, image.requeue_stages = now, None
                 if image.status != "processing":  # finished: nobody holds it any more
                     image.claim = image.claimed_at = None
+            announce(session, images)
             session.commit()
             return images

@@ -139,6 +139,7 @@ class ImageBatch:
         self.ids = list(image_ids)
         self.images: dict[int, Image] = catalog.work.images_by_id(self.ids)  # an image erased since is absent
         self.started = time.perf_counter()
+        self.lake_seconds = 0.0
 
     def inputs(self, store: BlobStore, *, max_pixels: int, thumbnail_size: int, ocr_languages: str
                ) -> list[StageInput]:
@@ -156,6 +157,7 @@ class ImageBatch:
     def to_lake(self, table: LakeTable, rows: list[dict[str, Any]]) -> int:
         """Append rows to a lake table (one file per tenant and day); returns the files written."""
         # An image erased while this run was working on it must not come back through the lake.
+        started = time.perf_counter()
         alive = set(self.catalog.work.images_by_id([row["image_id"] for row in rows]))
         files = self.lake.write_batch(
             table.name,
@@ -163,6 +165,7 @@ class ImageBatch:
               "tenant_id": image.tenant_id, "date": image.created_at.date()}
              for row in rows if row["image_id"] in alive for image in [self.images[row["image_id"]]]],
             batch_id=self.run_id.replace("-", ""), schema=table.schema)
+        self.lake_seconds += time.perf_counter() - started
         return len(files)
 
     def check(self, name: str, outcomes: list[CheckOutcome], *, description: str,
@@ -174,4 +177,5 @@ class ImageBatch:
     def report(self, results: list[StageResult], *, lake_files: int = 0, checks: Sequence[CheckReport] = (),
                **extra: Any) -> StageReport:
         return StageReport(self.stage, self.code_version, results, len(self.ids) - len(self.images),
-                           time.perf_counter() - self.started, lake_files, list(checks), extra)
+                           time.perf_counter() - self.started, lake_files, list(checks),
+                           {**extra, "lake_write_s": round(self.lake_seconds, 3)})

@@ -9,7 +9,7 @@ prefix: one `DropSource` each); the upload sensor does the rest.
 
 import dagster as dg
 
-from imago_pipeline.core.claims import CLAIM_TAG, run_claim
+from imago_pipeline.core.claims import BULK_PRIORITY, CLAIM_TAG, LANE_TAG, lane, run_claim
 from imago_pipeline.core.ingest import ingest_drops
 from imago_pipeline.core.stores.drops import DropSource, FolderDrop, S3Drop
 from imago_pipeline.defs.batching import plan_claimed_ranges
@@ -17,38 +17,50 @@ from imago_pipeline.defs.enrichment.assets import image_partitions, process_imag
 from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, SettingsResource
 
 MAX_RUNS_PER_TICK = 20
+PRIORITY_TAG = "dagster/priority"  # the run queue dequeues higher values first
 DROP_LIMIT = 500  # items registered per tick
 
 
-@dg.sensor(job=process_images_job, minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=process_images_job, minimum_interval_seconds=1, default_status=dg.DefaultSensorStatus.RUNNING)
 def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
                   settings: SettingsResource) -> dg.SensorResult | dg.SkipReason:
-    """New uploads (`pending`) and reprocessing requests (`requeued`) -> taken into work in one transaction
-    -> `images` partitions -> one ranged run per batch of `batch_size` images, each with its claim token."""
-    waiting = context.instance.get_runs_count(dg.RunsFilter(
+    """New uploads (`pending`) and reprocessing requests (`requeued`) -> taken into work in one transaction,
+    higher priorities first -> `images` partitions -> one ranged run per batch of `batch_size` images and
+    lane, each with its claim token, its lane and its priority (the run queue starts higher ones first and
+    keeps a run slot free of bulk work)."""
+    waiting = context.instance.get_runs(dg.RunsFilter(
         job_name=process_images_job.name, statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED]))
-    if waiting:  # back-pressure: while runs wait for a slot, new images gather into fuller batches
-        return dg.SkipReason(f"{waiting} process_images runs are waiting to start; new images wait for them")
+    # back-pressure, per lane: while a lane's runs wait for a slot, its new images gather into fuller batches
+    waiting_lanes = {run.tags.get(LANE_TAG, "bulk") for run in waiting}
+    if "interactive" in waiting_lanes:
+        return dg.SkipReason(f"{len(waiting)} process_images runs are waiting to start; new images wait for them")
     cat = catalog.get()
     taken_as = run_claim()
-    taken = cat.work.take(settings.get().batch_size * MAX_RUNS_PER_TICK, taken_as)
+    taken = cat.work.take(settings.get().batch_size * MAX_RUNS_PER_TICK, taken_as,
+                          min_priority=BULK_PRIORITY + 1 if "bulk" in waiting_lanes else None)
     if not taken:
-        return dg.SkipReason("no pending uploads and no reprocessing requests")
-    requeued = {image_id for image_id, status, _ in taken if status == "requeued"}
-    planned, new_keys = plan_claimed_ranges(context.instance, image_partitions.name,
-                                             [(image_id, stages) for image_id, _, stages in taken],
+        return dg.SkipReason("no pending uploads and no reprocessing requests" + (
+            " (bulk work waits for the bulk runs already queued)" if waiting_lanes else ""))
+    requeued = {image_id for image_id, status, _, _ in taken if status == "requeued"}
+    by_priority: dict[int, list[tuple[int, tuple[str, ...] | None]]] = {}
+    for image_id, _, stages, priority in taken:
+        by_priority.setdefault(priority, []).append((image_id, stages))
+    requests, claims, new_keys = [], {}, []
+    for priority, images in sorted(by_priority.items(), reverse=True):
+        planned, fresh = plan_claimed_ranges(context.instance, image_partitions.name, images,
                                              settings.get().batch_size)
-    requests, claims = [], {}
-    for stages, batch in planned:
-        claim = run_claim()
-        claims[claim] = [int(key) for key in batch.keys]
-        tags = {**batch.tags, CLAIM_TAG: claim}
-        if requeued & set(claims[claim]):
-            tags["imago/reprocess"] = "requested"
-        requests.append(dg.RunRequest(run_key=claim, tags=tags, partition_key=batch.partition_key,
-                                      asset_selection=[dg.AssetKey(s) for s in stages] if stages else None))
+        new_keys += fresh
+        for stages, batch in planned:
+            claim = run_claim()
+            claims[claim] = [int(key) for key in batch.keys]
+            tags = {**batch.tags, CLAIM_TAG: claim, LANE_TAG: lane(priority), PRIORITY_TAG: str(priority)}
+            if requeued & set(claims[claim]):
+                tags["imago/reprocess"] = "requested"
+            requests.append(dg.RunRequest(run_key=claim, tags=tags, partition_key=batch.partition_key,
+                                          asset_selection=[dg.AssetKey(s) for s in stages] if stages else None))
     cat.work.assign_claims(taken_as, claims)
-    context.log.info(f"{len(taken) - len(requeued)} new and {len(requeued)} requeued images in {len(requests)} runs")
+    context.log.info(f"{len(taken) - len(requeued)} new and {len(requeued)} requeued images in {len(requests)} "
+                     f"runs (priorities {sorted(by_priority, reverse=True)})")
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[image_partitions.build_add_request(new_keys)] if new_keys else [],

@@ -3,6 +3,7 @@ its config, or `imago reprocess`): stranded, stale and failed images requeued wi
 
 import dagster as dg
 
+from imago_pipeline.core.claims import LANE_TAG
 from imago_pipeline.core.reprocessing import ReprocessFilters, apply_batch_plan, plan_batch_reprocessing
 from imago_pipeline.dagster_internals import claim_alive
 from imago_pipeline.defs.reprocessing.planning import current_code_versions
@@ -53,7 +54,7 @@ def requeue_stale_and_failed(context: dg.OpExecutionContext, config: BatchReproc
 
 
 @dg.job(description="Requeue stale and failed images (filters in the config: tenant, dates, stages, budget)",
-        tags={"imago/kind": "maintenance"})
+        tags={"imago/kind": "maintenance", LANE_TAG: "bulk"})
 def batch_reprocess_job():
     requeue_stale_and_failed()
 

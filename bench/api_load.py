@@ -1,0 +1,233 @@
+"""Upload overhead under load: the API's `POST /images` against a bare FastAPI app, same load, same run.
+
+Both servers run under uvicorn (one process each, loopback). The load is bounded: `--clients` concurrent
+clients (20) each upload `--requests` real photos one after another (distinct files, so every upload is
+sniffed, decoded, checked against the pixel cap, deduplicated, counted against the quota and stored). The
+bare app accepts the same multipart files and answers 201 with a small JSON body, doing nothing else. The
+API runs on Postgres (a fresh database on the local server) unless `--sqlite`. Prints p50/p95/p99 per
+server and the API's ratio to the bare app. With `--profile`, py-spy samples the API process during its
+load and the top functions (by own time and by total time) are printed.
+
+    .venv/bin/python bench/api_load.py [--clients 20] [--requests 15] [--sqlite] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+BARE_APP = '''
+from fastapi import FastAPI, File, UploadFile, status
+
+app = FastAPI()
+
+
+@app.post("/images", status_code=status.HTTP_201_CREATED)
+def upload(file: UploadFile = File(...)) -> dict:
+    data = file.file.read()
+    return {"id": 1, "bytes": len(data), "name": file.filename}
+'''
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def photos(count: int) -> list[tuple[str, bytes]]:
+    root = REPO.parent / "shared" / "data" / "catsdogs"
+    paths = sorted(root.glob("*/*/*.jpg"))[:count]
+    if len(paths) < count:
+        raise SystemExit(f"only {len(paths)} photos under {root}")
+    return [(p.name, p.read_bytes()) for p in paths]
+
+
+def load(url: str, key: str | None, files: list[tuple[str, bytes]], clients: int) -> list[float]:
+    """`clients` threads, each uploading its share of `files` one after another; returns latencies (s)."""
+    shares = [files[i::clients] for i in range(clients)]
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients)
+
+    def client(share):
+        headers = {"X-API-Key": key} if key else {}
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+            start.wait()
+            for name, data in share:
+                began = time.perf_counter()
+                answer = http.post("/images", files={"file": (name, data, "image/jpeg")})
+                elapsed = time.perf_counter() - began
+                with lock:
+                    latencies.append(elapsed)
+                    if answer.status_code != 201:
+                        errors.append(f"{answer.status_code} {answer.text[:120]}")
+
+    threads = [threading.Thread(target=client, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise SystemExit(f"{len(errors)} uploads failed, e.g. {errors[0]}")
+    return latencies
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50": statistics.median(ordered) * 1000, "p95": pick(0.95) * 1000, "p99": pick(0.99) * 1000}
+
+
+def profile_top(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        print("py-spy not installed: no profile")
+        return None
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+                             "--format", "raw", "--output", str(out), "--nonblocking", "--gil"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarise_profile(path: Path, top: int = 25) -> None:
+    """py-spy's raw (collapsed stacks) output -> the functions with most own and total samples."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        frames = [f for f in stack.split(";") if f]
+        samples += n
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + n
+    print(f"profile of the API during its load (threads holding the GIL): {samples} samples")
+    print("  own time:")
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {n / samples:6.1%}  {frame[:150]}")
+    print("  total time (frames of this repository):")
+    ours = [(f, n) for f, n in total.items() if "imago" in f]
+    for frame, n in sorted(ours, key=lambda kv: -kv[1])[:top]:
+        print(f"    {n / samples:6.1%}  {frame[:150]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=15, help="uploads per client")
+    parser.add_argument("--sqlite", action="store_true", help="the embedded catalog instead of Postgres")
+    parser.add_argument("--profile", action="store_true", help="sample the API with py-spy during its load")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, for both servers")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="imago-api-load-"))
+    (work / "bare_app.py").write_text(BARE_APP)
+    files = photos(args.clients * args.requests * 2 + 1)
+    warmup, bare_files, api_files = files[0], files[1::2], files[2::2]
+    env = {**os.environ, "IMAGO_HOME": str(work / "imago"), "IMAGO_LOG_FORMAT": "text"}
+    env.pop("DAGSTER_HOME", None)
+    cleanup = []
+    if not args.sqlite:
+        from tests import postgres
+
+        admin = os.environ.get("IMAGO_BENCH_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+        name = f"imago_api_load_{uuid.uuid4().hex[:8]}"
+        env["IMAGO_DATABASE_URL"] = postgres.create_database(admin, name)
+        cleanup.append(lambda: postgres.drop_database(admin, name))
+    else:
+        env.pop("IMAGO_DATABASE_URL", None)
+    uvicorn = str(Path(sys.executable).with_name("uvicorn"))
+    log = (work / "servers.log").open("w")
+    servers = {}
+    try:
+        key = subprocess.run([sys.executable, "-m", "imago_pipeline", "admin", "create-client", "load", "--plan",
+                              "enterprise"], env=env, capture_output=True, text=True, check=True).stdout.strip()
+        ports = {"bare": free_port(), "api": free_port()}
+        workers = ["--workers", str(args.workers)] if args.workers > 1 else []
+        servers["bare"] = subprocess.Popen([uvicorn, "bare_app:app", "--port", str(ports["bare"]), "--no-access-log",
+                                            "--log-level", "warning", *workers], cwd=work, env=env, stdout=log,
+                                           stderr=subprocess.STDOUT, start_new_session=True)
+        servers["api"] = subprocess.Popen([uvicorn, "imago_api.main:create_app", "--factory", "--port",
+                                           str(ports["api"]), "--no-access-log", "--log-level", "warning", *workers],
+                                          cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+        for port in ports.values():
+            wait_for(f"http://127.0.0.1:{port}/docs")
+        api_url, bare_url = (f"http://127.0.0.1:{ports[n]}" for n in ("api", "bare"))
+        # warm both (first-request imports), with a file not used in the measured load
+        load(bare_url, None, [warmup], 1)
+        load(api_url, key, [warmup], 1)
+        results = {"bare": load(bare_url, None, bare_files[: args.clients * args.requests], args.clients)}
+        spy = profile_top(servers["api"].pid, 600, work / "profile.txt") if args.profile else None
+        began = time.perf_counter()
+        results["api"] = load(api_url, key, api_files[: args.clients * args.requests], args.clients)
+        api_seconds = time.perf_counter() - began
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+        shape = "SQLite" if args.sqlite else "Postgres"
+        print(f"{args.clients} clients x {args.requests} uploads of real photos, loopback; API on {shape}; ms")
+        figures = {name: percentiles(values) for name, values in results.items()}
+        for name in ("bare", "api"):
+            f = figures[name]
+            print(f"  {name:5s} p50 {f['p50']:7.1f}  p95 {f['p95']:7.1f}  p99 {f['p99']:7.1f}  "
+                  f"({len(results[name])} uploads)")
+        ratio = {q: figures["api"][q] / figures["bare"][q] for q in ("p50", "p95", "p99")}
+        print(f"  ratio api/bare: p50 {ratio['p50']:.2f}x  p95 {ratio['p95']:.2f}x  p99 {ratio['p99']:.2f}x; "
+              f"API throughput {len(results['api']) / api_seconds:.0f} uploads/s")
+        if spy is not None and (work / "profile.txt").exists():
+            summarise_profile(work / "profile.txt")
+    finally:
+        for server in servers.values():
+            try:
+                os.killpg(server.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+        for undo in cleanup:
+            try:
+                undo()
+            except Exception as error:
+                print(f"cleanup: {error}")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
