@@ -2,15 +2,20 @@
 example `imago sql` queries, and print each one's time and the process's peak RSS.
 
 Make a lake first with `bench/synthetic_lake.py` (or point at `.imago/lake`). The models are written
-into `<lake>/models/`, as the Dagster assets write them.
+into `<lake>/models/`, as the Dagster assets write them. With `--compact`, the models and queries run once
+on the lake as it is, then the lake is compacted (timed per table), then they run again; with
+`--add-batches N` a further N batch files per table are written after the first compaction and an
+incremental compaction is timed (as one after the grace period: it also deletes the files the first run
+folded), then everything runs again. `--json` prints one JSON object per step: {"step", "wall_s", "rows"}.
 
     .venv/bin/python bench/synthetic_lake.py /tmp/lake --images 1000000
-    .venv/bin/python bench/sql_models.py /tmp/lake
+    .venv/bin/python bench/sql_models.py /tmp/lake --compact --add-batches 20 --json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -43,6 +48,10 @@ def peak_rss_mib() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("lake", type=Path, help="lake root (from bench/synthetic_lake.py, or .imago/lake)")
+    parser.add_argument("--compact", action="store_true", help="also compact the lake and run everything again")
+    parser.add_argument("--add-batches", type=int, default=0, metavar="N",
+                        help="after compacting, write N more batches per table and time an incremental compaction")
+    parser.add_argument("--json", action="store_true", help="one JSON object per step instead of a table")
     args = parser.parse_args()
     lake = args.lake.resolve()
     project = load_project()
@@ -53,7 +62,11 @@ def main() -> None:
     def timed(label: str, work) -> None:
         wall, cpu = time.perf_counter(), time.process_time()  # CPU: every DuckDB thread of this process
         rows, tests = work()
-        table.add_row(label, rows, f"{time.perf_counter() - wall:.2f}", f"{time.process_time() - cpu:.2f}", tests,
+        elapsed = time.perf_counter() - wall
+        if args.json:
+            print(json.dumps({"step": label, "wall_s": round(elapsed, 3),
+                              "rows": int(str(rows).replace(",", "") or 0)}), flush=True)
+        table.add_row(label, rows, f"{elapsed:.2f}", f"{time.process_time() - cpu:.2f}", tests,
                       f"{peak_rss_mib():,.0f}")
 
     started, started_cpu = time.perf_counter(), time.process_time()
@@ -71,16 +84,64 @@ def main() -> None:
         return f"{built.rows:,}", (f"{len(outcomes) - len(failed)}/{len(outcomes)} passed"
                                    + (f" (failed: {', '.join(failed)})" if failed else ""))
 
-    timed("open_analytics (views)", open_views)
-    for name in project.models:
-        timed(f"model {name}", lambda name=name: build(name))
-    for label, sql in README_QUERIES.items():
-        timed(f"query: {label}", lambda sql=sql: (f"{len(run_query(con, sql).fetchall()):,}", ""))
-    table.add_row("total", "", f"{time.perf_counter() - started:.2f}", f"{time.process_time() - started_cpu:.2f}",
-                  "", f"{peak_rss_mib():,.0f}")
-    Console(width=140).print(table)
-    load = os.getloadavg()
-    print(f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end")
+    def everything(suffix: str) -> None:
+        timed(f"open_analytics (views){suffix}", open_views)
+        for name in project.models:
+            timed(f"model {name}{suffix}", lambda name=name: build(name))
+        for label, sql in README_QUERIES.items():
+            timed(f"query: {label}{suffix}", lambda sql=sql: (f"{len(run_query(con, sql).fetchall()):,}", ""))
+        con.close()
+
+    everything("" if not args.compact else " (before compaction)")
+    if args.compact:
+        compact_all(lake, timed, "compaction", 900)
+        everything(" (compacted)")
+        if args.add_batches:
+            add_batches(lake, args.add_batches)
+            # as a run after the grace period: the files the first run folded are deleted by this one
+            compact_all(lake, timed, "incremental compaction", 0)
+            everything(" (compacted again)")
+    if not args.json:
+        table.add_row("total", "", f"{time.perf_counter() - started:.2f}",
+                      f"{time.process_time() - started_cpu:.2f}", "", f"{peak_rss_mib():,.0f}")
+        Console(width=140).print(table)
+        load = os.getloadavg()
+        print(f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end")
+
+
+def compact_all(lake: Path, timed, label: str, grace_seconds: float) -> None:
+    from imago_pipeline.core.analytics.compaction import compact_table
+    from imago_pipeline.core.stores.lake import Lake
+    from imago_pipeline.core.stores.lake_tables import LAKE_TABLES
+
+    for table in LAKE_TABLES.values():
+        def work(table=table):
+            report = compact_table(Lake(lake), table, grace_seconds=grace_seconds)
+            return f"{report.rows:,}", (f"{report.tail_files:,} files, {report.months} tenant-months, "
+                                        f"{report.deleted_files:,} deleted")
+        timed(f"{label} {table.name}", work)
+
+
+def add_batches(lake: Path, batches: int) -> None:
+    """New batch files, as the pipeline would write after the compaction: each batch re-writes the rows of
+    100 images of the newest files of each table (reprocessed), under a new batch id."""
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    from imago_pipeline.core.stores.lake_tables import LAKE_TABLES
+
+    for table in (t for t in LAKE_TABLES.values() if t.per_image):  # what the pipeline appends to
+        files = sorted((lake / table.name).glob("*/*/part-*.parquet"))[-batches:] or []
+        if not files:
+            compacted = sorted((lake / table.name).glob("*/_compacted/*.parquet"))[-1:]
+            files = compacted
+        for source in files[:batches]:
+            data = pq.read_table(source, partitioning=None).slice(0, 100)
+            day = source.parent if source.parent.name.startswith("date=") else None
+            folder = day or next((lake / table.name).glob("*/date=*"))
+            data = data.drop_columns([c for c in ("date",) if c in data.column_names])
+            pq.write_table(data, folder / f"part-{uuid.uuid4().hex}.parquet", compression="zstd")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from imago_pipeline.core.analytics.sources import LAKE_TABLES
+from imago_pipeline.core.stores.lake_tables import LAKE_TABLES
 
 DAY_US = 86_400 * 1_000_000
 START_US = int(np.datetime64("2025-01-01T00:00:00", "us").astype(np.int64))

@@ -13,6 +13,7 @@ import dagster as dg
 
 from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.defs.analytics.assets import build_sql_model_assets, sql_models_automation
+from imago_pipeline.defs.analytics.compaction import lake_compaction
 from imago_pipeline.defs.enrichment.assets import build_image_assets, process_images_job, uploads
 from imago_pipeline.defs.governance.assets import retention_job, retention_purge, retention_schedule
 from imago_pipeline.defs.intake.sensors import drop_folder_sensor, s3_drop_sensor, upload_sensor
@@ -33,7 +34,7 @@ def build_definitions(settings: ImagoSettings | None = None) -> dg.Definitions:
     settings = settings or ImagoSettings()
     return dg.Definitions(
         assets=[uploads, *build_image_assets(settings), classifier_candidate, production_classifier,
-                classifier_monitoring, retention_purge, *build_sql_model_assets(settings)],
+                classifier_monitoring, retention_purge, lake_compaction, *build_sql_model_assets(settings)],
         jobs=[process_images_job, retrain_classifier_job, retention_job, batch_reprocess_job],
         schedules=[retention_schedule, nightly_reprocess_schedule],
         sensors=[upload_sensor, stranded_images_sensor, drop_folder_sensor, s3_drop_sensor, stale_reprocess_sensor,

@@ -79,6 +79,19 @@ def test_runs_end_with_their_processes(service, capsys):
     assert service.stop() == 0
 
 
+def test_without_the_run_host_runs_start_in_the_code_server_as_dagster_does(tmp_path):
+    service = Serve(tmp_path / "home", env={"IMAGO_WARM_RUNS": "0"})
+    service.start()
+    try:
+        with service.client() as client:
+            image_id = service.upload(client, SAMPLES / "Canon_40D.jpg")
+            assert service.wait_finished(client, [image_id], 180)[image_id] == "done"
+            assert wait_until(lambda: not service.run_workers() or None, 30, "the run's processes to end")
+        assert not [p for p in service.tree() if p.name() in ("imago-run-host", "imago-run")]
+    finally:
+        assert service.stop() == 0
+
+
 def test_a_run_worker_killed_mid_batch_costs_no_image(service, capsys):
     service.start()
     catalog = Catalog.connect(ImagoSettings(home=service.home).catalog_url)

@@ -3,7 +3,7 @@
     images.py       exif, ocr, classify: one file at a time, nothing stored
     similar.py      similar, duplicates: a tenant's stored images that look alike
     ingest.py       ingest, demo: a folder registered and processed in this process
-    analytics.py    sql: the lake and the SQL models with DuckDB
+    analytics.py    sql, compact: the lake and the SQL models with DuckDB
     maintenance.py  purge, reprocess
     admin.py        admin create-client
     serve.py        serve: the Dagster UI and the API together, supervised

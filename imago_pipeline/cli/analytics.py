@@ -77,6 +77,20 @@ def sql(
         out.print(result)
         console.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}")
 
+@app.command()
+def compact(
+    grace: Annotated[float, typer.Option(help="Seconds a folded file stays for queries already reading it")] = 900,
+) -> None:
+    """Compact the lake now (what the `lake_compaction` asset does every 30 minutes): each per-image table's
+    new batch files folded into one file per tenant and month, newest row per image."""
+    from imago_pipeline.core.analytics.compaction import compact_lake
+    from imago_pipeline.core.stores.lake import Lake
+
+    for report in compact_lake(Lake(ImagoSettings().lake_root), grace_seconds=grace):
+        console.print(f"{report.table:15s} {report.tail_files:7,} files folded into {report.months:4,} tenant-months "
+                      f"({report.rows:,} rows), {report.deleted_files:,} old files deleted, {report.seconds:.1f} s")
+
+
 def _build_sql_models(settings: ImagoSettings) -> None:
     """Materialize the models with their checks, recorded in the Dagster instance like the daemon's runs
     (which do the same whenever a lake table changes under `imago serve`)."""

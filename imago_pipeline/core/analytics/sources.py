@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from imago_pipeline.core.stores.lake import Manifest
 from imago_pipeline.core.stores.lake_tables import LakeTable
 
 SOURCE_NAME = "lake"
@@ -52,17 +53,45 @@ def files_pattern(lake_root: Path, table: str) -> str:
 
 
 def view_sql(lake_root: Path, table: LakeTable) -> str:
-    """The SELECT behind a source view: deduplicated when the table is append-only, empty when absent."""
+    """The SELECT behind a source view: deduplicated when the table is append-only, empty when absent.
+
+    A compacted table (`compaction.py`) is read as its compacted files (one row per image
+    already) plus its tail: the batch files not folded yet, deduplicated among themselves; an image in the
+    tail takes its tail row. The file lists are taken now, so a view sees one generation of the table."""
+    from imago_pipeline.core.analytics.compaction import compacted_files, tail_files  # it imports this module
+
     columns = view_columns(table)
     select = ", ".join(quote_identifier(name) for name, _ in columns)
-    if not any((lake_root / table.name).glob("*/*/part-*.parquet")):
+    table_dir = lake_root / table.name
+    manifest = Manifest.load(table_dir) if table_dir.is_dir() else Manifest()
+    compacted = compacted_files(table_dir, manifest)
+    if not compacted and not any(table_dir.glob("*/*/part-*.parquet")):
         typed = ", ".join(f"CAST(NULL AS {kind}) AS {quote_identifier(name)}" for name, kind in columns)
         return f"SELECT {typed} WHERE false"
-    scan = (f"read_parquet({quote_literal(files_pattern(lake_root, table.name))}, hive_partitioning = true, "
-            "hive_types = {'tenant_id': BIGINT, 'date': DATE}"
-            + (", filename = true)" if table.newest_first else ")"))
+    hive = "hive_partitioning = true, hive_types = {'tenant_id': BIGINT, 'date': DATE}"
+    if not compacted:
+        scan = (f"read_parquet({quote_literal(files_pattern(lake_root, table.name))}, {hive}"
+                + (", filename = true)" if table.newest_first else ")"))
+        if not table.newest_first:
+            return f"SELECT {select} FROM {scan}"
+        return f"SELECT {select} FROM {scan} QUALIFY {_newest(table)} = 1"
+    tail = tail_files(table_dir, manifest)
+    compacted_scan = (f"read_parquet({_list(table_dir, compacted)}, hive_partitioning = true, "
+                      "hive_types = {'tenant_id': BIGINT}, union_by_name = true)")
+    if not tail:
+        return f"SELECT {select} FROM {compacted_scan}"
+    tail_scan = f"read_parquet({_list(table_dir, tail)}, {hive}, filename = true, union_by_name = true)"
     if not table.newest_first:
-        return f"SELECT {select} FROM {scan}"
+        return f"SELECT {select} FROM {compacted_scan} UNION ALL BY NAME SELECT {select} FROM {tail_scan}"
+    return (f"WITH tail AS (SELECT {select} FROM {tail_scan} QUALIFY {_newest(table)} = 1) "
+            f"SELECT {select} FROM {compacted_scan} AS c ANTI JOIN tail USING (image_id) "
+            f"UNION ALL BY NAME SELECT {select} FROM tail")
+
+
+def _newest(table: LakeTable) -> str:
     order = ", ".join(f"{quote_identifier(c)} DESC NULLS LAST" for c in table.newest_first)
-    return (f"SELECT {select} FROM {scan} "
-            f"QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY {order}, filename DESC) = 1")
+    return f"row_number() OVER (PARTITION BY image_id ORDER BY {order}, filename DESC)"
+
+
+def _list(folder: Path, relative: list[str]) -> str:
+    return "[" + ", ".join(quote_literal(str(folder / f)) for f in relative) + "]"

@@ -8,11 +8,15 @@ a view that also keeps the newest row per image: `imago_pipeline/sql_models/sour
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
 import shutil
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,56 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+MANIFEST = "_manifest.json"  # a compacted table's manifest (`core/analytics/compaction.py`)
+COMPACTED_DIR = "_compacted"
+
+
+@dataclass
+class Manifest:
+    """Which compacted files hold a table's rows and which batch files they already hold (each with the
+    mtime and size it had then: a file rewritten since is new work). Written by compaction; erasure and
+    retention keep it true when they rewrite a folded file."""
+
+    generation: int = 0
+    compacted: dict[str, str] = field(default_factory=dict)  # "tenant/YYYY-MM" -> relative path
+    folded: dict[str, list[int]] = field(default_factory=dict)  # relative tail path -> [mtime_ns, size]
+    retired: list[tuple[str, float]] = field(default_factory=list)  # (relative path, since) to delete later
+    changed: bool = False
+
+    @classmethod
+    def load(cls, table_dir: Path) -> Manifest:
+        path = table_dir / MANIFEST
+        if not path.is_file():
+            return cls()
+        data = json.loads(path.read_text())
+        return cls(data["generation"], data["compacted"], data["folded"],
+                   [(p, float(s)) for p, s in data.get("retired", [])])
+
+    def save(self, table_dir: Path) -> None:
+        tmp = table_dir / f".tmp-{MANIFEST}"
+        tmp.write_text(json.dumps({"generation": self.generation, "compacted": self.compacted,
+                                   "folded": self.folded, "retired": self.retired}))
+        os.replace(tmp, table_dir / MANIFEST)
+        self.changed = False
+
+    def save_if_changed(self, table_dir: Path) -> None:
+        if self.changed and (table_dir / MANIFEST).is_file():
+            self.save(table_dir)
+
+    def is_folded(self, table_dir: Path, relative: str) -> bool:
+        """Folded into a compacted file and not rewritten since."""
+        stamp = self.folded.get(relative)
+        return stamp is not None and file_stamp(table_dir / relative) == stamp
+
+
+def file_stamp(path: Path) -> list[int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return [stat.st_mtime_ns, stat.st_size]
+
+
 
 
 class Lake:
@@ -32,6 +86,21 @@ class Lake:
         if not _SAFE_NAME.match(table):
             raise ValueError(f"bad lake table name {table!r}")
         return self.root / table
+
+    @contextmanager
+    def lock(self, table: str) -> Iterator[None]:
+        """Exclusive use of a table for rewriting its files: compaction (`analytics/compaction.py`), erasure and
+        retention take it, so a compaction never folds a file an erasure is rewriting. Writers of new
+        batch files do not: a new file is simply not part of a running compaction."""
+        locks = self.root / ".locks"  # beside the tables: a whole-table swap must not move its own lock
+        locks.mkdir(parents=True, exist_ok=True)
+        fd = os.open(locks / f"{self.table_path(table).name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     def write_batch(
         self, table: str, rows: Iterable[dict[str, Any]], *, batch_id: str, schema: pa.Schema | None = None
@@ -69,10 +138,11 @@ class Lake:
         files = self._write_into(staging, rows, "snapshot", schema)
         old = final.with_name(f".{table}.old")
         shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        if staging.exists():
-            os.replace(staging, final)
+        with self.lock(table):  # not while a compaction or an erasure rewrites its files
+            if final.exists():
+                os.replace(final, old)
+            if staging.exists():
+                os.replace(staging, final)
         shutil.rmtree(old, ignore_errors=True)
         return [final / f.relative_to(staging) for f in files]
 
@@ -92,16 +162,21 @@ class Lake:
         base = self.table_path(table)
         folder = base / f"tenant_id={tenant_id}" if tenant_id is not None else base
         removed = 0
-        for path in sorted(folder.glob("**/*.parquet")) if folder.is_dir() else []:
-            if path.name.startswith(".") or not _may_contain(path, column, wanted):
-                continue
-            data = pq.read_table(path, partitioning=None)
-            keep = pc.invert(pc.is_in(data[column], value_set=pa.array(sorted(wanted), type=data[column].type)))
-            kept = data.filter(pc.fill_null(keep, True))
-            if kept.num_rows == data.num_rows:
-                continue
-            removed += data.num_rows - kept.num_rows
-            _rewrite(path, kept)
+        if not folder.is_dir():
+            return 0
+        with self.lock(table):  # compacted files (`tenant_id=T/_compacted/`) are reached like batch files
+            manifest = Manifest.load(base)
+            for path in sorted(folder.glob("**/*.parquet")):
+                if path.name.startswith(".") or not _may_contain(path, column, wanted):
+                    continue
+                data = pq.read_table(path, partitioning=None)
+                keep = pc.invert(pc.is_in(data[column], value_set=pa.array(sorted(wanted), type=data[column].type)))
+                kept = data.filter(pc.fill_null(keep, True))
+                if kept.num_rows == data.num_rows:
+                    continue
+                if not _rewrite_keeping_folded(base, manifest, path, kept):
+                    removed += data.num_rows - kept.num_rows
+            manifest.save_if_changed(base)
         return removed
 
     def delete_before(self, table: str, column: str, cutoff: datetime) -> int:
@@ -114,17 +189,42 @@ class Lake:
     def _filter_files(self, table: str, column: str, cutoff: datetime, *, delete: bool) -> int:
         base = self.table_path(table)
         matched = 0
-        for path in sorted(base.glob("**/*.parquet")) if base.is_dir() else []:
-            if path.name.startswith(".") or not _may_be_before(path, column, cutoff):
-                continue
-            data = pq.read_table(path, partitioning=None)
-            old = pc.fill_null(pc.less(data[column], pa.scalar(cutoff, type=data[column].type)), False)
-            count = pc.sum(old).as_py() or 0
-            matched += count
-            if not delete or count == 0:
-                continue
-            _rewrite(path, data.filter(pc.invert(old)))
+        if not base.is_dir():
+            return 0
+        with self.lock(table):
+            manifest = Manifest.load(base)
+            for path in sorted(base.glob("**/*.parquet")):
+                if path.name.startswith(".") or not _may_be_before(path, column, cutoff):
+                    continue
+                data = pq.read_table(path, partitioning=None)
+                old = pc.fill_null(pc.less(data[column], pa.scalar(cutoff, type=data[column].type)), False)
+                count = pc.sum(old).as_py() or 0
+                if manifest.is_folded(base, str(path.relative_to(base))):
+                    count_here = 0  # its rows are counted in the compacted file that holds them
+                else:
+                    count_here = count
+                matched += count_here
+                if not delete or count == 0:
+                    continue
+                _rewrite_keeping_folded(base, manifest, path, data.filter(pc.invert(old)))
+            manifest.save_if_changed(base)
         return matched
+
+
+def _rewrite_keeping_folded(base: Path, manifest: Manifest, path: Path, kept: pa.Table) -> bool:
+    """`_rewrite`, and a file already folded into a compacted file stays folded (its new stamp recorded),
+    so readers still skip it. Returns whether it was folded (its rows are counted elsewhere)."""
+    relative = str(path.relative_to(base))
+    folded = manifest.is_folded(base, relative)
+    _rewrite(path, kept)
+    if folded:
+        stamp = file_stamp(path)
+        if stamp is None:
+            manifest.folded.pop(relative, None)
+        else:
+            manifest.folded[relative] = stamp
+        manifest.changed = True
+    return folded
 
 
 def _rewrite(path: Path, kept: pa.Table) -> None:

@@ -47,15 +47,16 @@ MODEL_AUTOMATION = (
        & ~dg.AutomationCondition.any_deps_in_progress())
 ).with_label("on upstream update, or missing on deploy")
 
-# Also evaluates the monitoring snapshot's 15-minute condition: Dagster's default automation sensor, which
-# would otherwise own it, starts stopped.
+# Also evaluates the monitoring snapshot's 15-minute condition and the lake compaction's 30-minute one:
+# Dagster's default automation sensor, which would otherwise own them, starts stopped.
 sql_models_automation = dg.AutomationConditionSensorDefinition(
     "sql_models_automation",
-    target=dg.AssetSelection.groups(GROUP) | dg.AssetSelection.assets("classifier_monitoring"),
+    target=(dg.AssetSelection.groups(GROUP)
+            | dg.AssetSelection.assets("classifier_monitoring", "lake_compaction")),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,  # at most one rebuild a minute, however often batches land
-    description="Rebuilds the SQL models whose lake tables changed, and the monitoring snapshot every 15 minutes "
-                "(declarative automation).",
+    description="Rebuilds the SQL models whose lake tables changed, the monitoring snapshot every 15 minutes and "
+                "compacts the lake every 30 minutes (declarative automation).",
 )
 
 

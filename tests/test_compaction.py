@@ -1,0 +1,155 @@
+"""Lake compaction on real Parquet files and DuckDB: the views answer the same before and after, only new
+files are folded, readers that listed files before a compaction still read them, erasure reaches the
+compacted files, a re-run batch is not hidden, and the lock keeps erasure and compaction apart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+
+import pyarrow.parquet as pq
+import pytest
+
+from imago_pipeline.core.analytics.analytics import open_analytics
+from imago_pipeline.core.analytics.compaction import Manifest, compact_lake, compact_table, tail_files
+from imago_pipeline.core.stores.lake import Lake
+from imago_pipeline.core.stores.lake_tables import CLASSIFICATION, EXIF, IMAGES
+
+T0 = datetime(2026, 9, 1, tzinfo=UTC)
+
+
+def _classify(lake: Lake, batch: str, images: list[tuple[int, int, date]], label: str, at: datetime) -> None:
+    rows = [{"image_id": i, "tenant_id": tenant, "date": day, "label": label, "probability": 0.9,
+             "model_version": batch, "created_at": at, "run_id": batch} for i, tenant, day in images]
+    lake.write_batch("classification", rows, batch_id=batch, schema=CLASSIFICATION.schema)
+
+
+def _view(root, table="classification", order="image_id"):
+    con = open_analytics(root)
+    try:
+        return con.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def lake(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    sept, octo = date(2026, 9, 3), date(2026, 10, 7)
+    first = [(i, 1 + i % 2, sept if i < 60 else octo) for i in range(1, 101)]
+    _classify(lake, "b1", first, "cat", T0)
+    _classify(lake, "b2", first[:30], "dog", T0 + timedelta(days=1))  # reclassified after a promotion
+    _classify(lake, "b3", first[10:20], "other", T0 + timedelta(days=2))  # and some again
+    lake.write_batch("exif", [{"image_id": i, "tenant_id": t, "date": d, "make": "Canon",
+                               "extracted_at": T0, "run_id": "e1"} for i, t, d in first],
+                     batch_id="e1", schema=EXIF.schema)
+    return lake
+
+
+def test_views_answer_the_same_before_and_after_and_only_new_files_are_folded(lake):
+    before = _view(lake.root)
+    assert len(before) == 100 and {r[0] for r in before} == {1, 2}  # tenant ids
+    reports = {r.table: r for r in compact_lake(lake)}
+
+    assert reports["classification"].tail_files == 4 + 2 + 2 and reports["classification"].months == 4
+    assert reports["classification"].rows == 100 and reports["exif"].rows == 100
+    assert reports["thumbnail"].tail_files == 0  # a table nobody wrote: nothing to do
+    assert _view(lake.root) == before
+    assert _view(lake.root, "exif") and len(_view(lake.root, "exif")) == 100
+    manifest = Manifest.load(lake.table_path("classification"))
+    assert len(manifest.compacted) == 4 and not tail_files(lake.table_path("classification"), manifest)
+    labels = {r[2]: r[3] for r in _view(lake.root)}
+    assert labels[5] == "dog" and labels[15] == "other" and labels[50] == "cat"
+
+    # incremental: one new batch touching one tenant-month is all the next run folds
+    _classify(lake, "b4", [(15, 2, date(2026, 9, 3)), (101, 2, date(2026, 9, 20))], "dog", T0 + timedelta(days=3))
+    expected = _view(lake.root)  # read from the compacted files plus the tail
+    assert {r[2]: r[3] for r in expected}[15] == "dog" and len(expected) == 101
+    again = compact_table(lake, CLASSIFICATION)
+    assert (again.tail_files, again.months) == (2, 1)  # two day files of one tenant-month
+    assert _view(lake.root) == expected
+    assert compact_table(lake, CLASSIFICATION).tail_files == 0  # nothing new: nothing done
+
+
+def test_a_reader_that_listed_files_before_a_compaction_still_reads_them(lake):
+    con = open_analytics(lake.root)  # its views hold the file lists of this moment
+    before = con.execute("SELECT count(*), count(DISTINCT image_id) FROM classification").fetchone()
+    compact_lake(lake)
+    assert con.execute("SELECT count(*), count(DISTINCT image_id) FROM classification").fetchone() == before
+    # past the grace period a later run deletes the folded files; new readers never needed them
+    assert compact_table(lake, CLASSIFICATION, grace_seconds=0).deleted_files == 8
+    _classify(lake, "b5", [(7, 2, date(2026, 9, 3))], "cat", T0 + timedelta(days=5))
+    assert compact_table(lake, CLASSIFICATION, grace_seconds=0).tail_files == 1
+    # the next run deletes what that one folded and the compacted file it replaced
+    assert compact_table(lake, CLASSIFICATION, grace_seconds=0).deleted_files == 2
+    assert not list(lake.table_path("classification").glob("*/date=*/part-b1.parquet"))
+    con.close()
+    rows = _view(lake.root)
+    assert len(rows) == 100 and {r[2]: r[3] for r in rows}[7] == "cat"
+
+
+def test_erasure_reaches_compacted_files_and_a_rerun_batch_is_not_hidden(lake):
+    compact_lake(lake)
+    assert lake.delete_rows("classification", "image_id", [15, 16]) >= 2
+    assert {15, 16}.isdisjoint({r[2] for r in _view(lake.root)})
+    for path in lake.table_path("classification").rglob("*.parquet"):
+        assert {15, 16}.isdisjoint(pq.read_table(path, partitioning=None).column("image_id").to_pylist()), path
+    # a retried run rewrites its own (already folded) file: the new rows are read, then folded
+    _classify(lake, "b1", [(40, 1, date(2026, 9, 3))], "other", T0 + timedelta(days=9))
+    assert {r[2]: r[3] for r in _view(lake.root)}[40] == "other"
+    compact_table(lake, CLASSIFICATION)
+    assert {r[2]: r[3] for r in _view(lake.root)}[40] == "other"
+
+
+def test_compaction_waits_for_an_erasure_holding_the_table(lake):
+    held, released = threading.Event(), threading.Event()
+
+    def erasure():
+        with lake.lock("classification"):
+            held.set()
+            released.wait(5)
+
+    thread = threading.Thread(target=erasure)
+    thread.start()
+    held.wait(5)
+    started = time.perf_counter()
+    timer = threading.Timer(0.5, released.set)
+    timer.start()
+    compact_table(lake, CLASSIFICATION)
+    assert time.perf_counter() - started >= 0.45  # it waited for the lock
+    thread.join()
+
+
+def test_a_table_read_by_newest_of_two_columns_compacts_the_same(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    for batch, status, processed in (("a", "failed", T0), ("b", "done", T0 + timedelta(hours=1))):
+        lake.write_batch("images", [{"image_id": i, "tenant_id": 1, "date": date(2026, 9, 1), "status": status,
+                                     "created_at": T0, "processed_at": processed, "run_id": batch}
+                                    for i in range(1, 6)], batch_id=batch, schema=IMAGES.schema)
+    before = _view(lake.root, "images")
+    compact_table(lake, IMAGES)
+    assert _view(lake.root, "images") == before and {r[8] for r in before} == {"done"}
+
+
+def test_snapshot_tables_are_merged_with_every_row_and_a_rewrite_starts_afresh(tmp_path):
+    from imago_pipeline.core.stores.lake_tables import INFERENCE_LOG
+
+    lake = Lake(tmp_path / "lake")
+
+    def snapshot(count: int) -> None:
+        lake.replace_table("inference_log", [
+            {"id": i, "tenant_id": 1 + i % 2, "date": date(2026, 9, 1) + timedelta(days=i % 40), "success": True,
+             "latency_ms": float(i), "model_version": "v1", "label": "cat", "created_at": T0 + timedelta(days=i % 40)}
+            for i in range(count)], schema=INFERENCE_LOG.schema)
+
+    snapshot(300)
+    before = _view(lake.root, "inference_log", "id")
+    report = compact_table(lake, INFERENCE_LOG)
+    assert report.tail_files == 40 and report.months == 4 and report.rows == 300  # a file per tenant and day
+    assert _view(lake.root, "inference_log", "id") == before
+    assert lake.delete_before("inference_log", "created_at", T0 + timedelta(days=10)) == 80
+    assert len(_view(lake.root, "inference_log", "id")) == 220
+    snapshot(50)  # the monitoring asset rewrites the table whole: its compacted files go with the old one
+    assert len(_view(lake.root, "inference_log", "id")) == 50
+    assert compact_table(lake, INFERENCE_LOG).rows == 50 and len(_view(lake.root, "inference_log", "id")) == 50
