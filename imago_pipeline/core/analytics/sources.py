@@ -3,9 +3,11 @@
 The per-image tables are append-only per batch, so an image processed twice has two rows in two files;
 the view keeps the newest one (its timestamp, then the file name, so equal timestamps still resolve the
 same way every time). `inference_log` and `feedback` are whole-table snapshots with unique ids and are
-read as they are. Each view reads `*/*/part-*.parquet`: the writers' files written aside (`.tmp-…`) never
-match, and DuckDB expands the pattern once per scan, so a query sees each file whole or not at all.
-A table nobody has written yet is an empty view with the writer's columns, so models still run.
+read as they are. A table never compacted is read as `*/*/part-*.parquet`: the writers' files written
+aside (`.tmp-…`) never match, and DuckDB expands the pattern once per scan, so a query sees each file
+whole or not at all. A compacted table is read as its compacted files plus the batch files not folded
+into them yet (`compaction.py`), listed when the view is made. A table nobody has written yet is an empty
+view with the writer's columns, so models still run.
 """
 
 from __future__ import annotations

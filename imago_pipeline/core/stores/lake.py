@@ -3,7 +3,9 @@
 Each batch writes one file per (tenant, date) it touches, named after the run, so files are batch-sized
 and a re-run of the same batch replaces its own files instead of duplicating rows. Files are written
 aside as `.tmp-…` and renamed, so readers match `*/*/part-*.parquet` (`imago sql` registers every table as
-a view that also keeps the newest row per image: `imago_pipeline/sql_models/sources.py`).
+a view that also keeps the newest row per image: `core/analytics/sources.py`). Compaction
+(`core/analytics/compaction.py`) folds batch files into one file per tenant and month, listed in the
+table's manifest; files are rewritten (erasure, retention, compaction) under the table's lock.
 """
 
 from __future__ import annotations
