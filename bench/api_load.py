@@ -108,13 +108,15 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(ordered) * 1000, "p95": pick(0.95) * 1000, "p99": pick(0.99) * 1000}
 
 
-def profile_top(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
+def profile_top(pid: int, seconds: float, out: Path, idle: bool = False) -> subprocess.Popen | None:
+    """py-spy on the API: threads holding the GIL (CPU work), or every thread, waiting ones too (`idle`)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         print("py-spy not installed: no profile")
         return None
     return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
-                             "--format", "raw", "--output", str(out), "--nonblocking", "--gil"],
+                             "--format", "raw", "--output", str(out), "--nonblocking",
+                             "--idle" if idle else "--gil"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -134,7 +136,7 @@ def summarise_profile(path: Path, top: int = 25) -> None:
             own[frames[-1]] = own.get(frames[-1], 0) + n
         for frame in set(frames):
             total[frame] = total.get(frame, 0) + n
-    print(f"profile of the API during its load (threads holding the GIL): {samples} samples")
+    print(f"profile of the API during its load: {samples} samples")
     print("  own time:")
     for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         print(f"    {n / samples:6.1%}  {frame[:150]}")
@@ -150,6 +152,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=15, help="uploads per client")
     parser.add_argument("--sqlite", action="store_true", help="the embedded catalog instead of Postgres")
     parser.add_argument("--profile", action="store_true", help="sample the API with py-spy during its load")
+    parser.add_argument("--profile-waits", action="store_true", help="with --profile: every thread, waiting too")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, for both servers")
     args = parser.parse_args()
 
@@ -191,7 +194,7 @@ def main() -> None:
         load(bare_url, None, [warmup], 1)
         load(api_url, key, [warmup], 1)
         results = {"bare": load(bare_url, None, bare_files[: args.clients * args.requests], args.clients)}
-        spy = profile_top(servers["api"].pid, 600, work / "profile.txt") if args.profile else None
+        spy = profile_top(servers["api"].pid, 600, work / "profile.txt", args.profile_waits) if args.profile else None
         began = time.perf_counter()
         results["api"] = load(api_url, key, api_files[: args.clients * args.requests], args.clients)
         api_seconds = time.perf_counter() - began
