@@ -31,6 +31,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from services import free_port, stop_groups, wait_for_http
+
 BARE_APP = '''
 from fastapi import FastAPI, File, UploadFile, status
 
@@ -42,25 +44,6 @@ def upload(file: UploadFile = File(...)) -> dict:
     data = file.file.read()
     return {"id": 1, "bytes": len(data), "name": file.filename}
 '''
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise TimeoutError(url)
 
 
 def photos(count: int) -> list[tuple[str, bytes]]:
@@ -188,7 +171,7 @@ def main() -> None:
                                           cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True)
         for port in ports.values():
-            wait_for(f"http://127.0.0.1:{port}/docs")
+            wait_for_http(f"http://127.0.0.1:{port}/docs", 60)
         api_url, bare_url = (f"http://127.0.0.1:{ports[n]}" for n in ("api", "bare"))
         # warm both (first-request imports), with a file not used in the measured load
         load(bare_url, None, [warmup], 1)
@@ -214,15 +197,7 @@ def main() -> None:
         if spy is not None and (work / "profile.txt").exists():
             summarise_profile(work / "profile.txt")
     finally:
-        for server in servers.values():
-            try:
-                os.killpg(server.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+        stop_groups(servers.values(), grace=15)
         log.close()
         for undo in cleanup:
             try:

@@ -38,29 +38,12 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from services import free_port, stop_groups, wait_for_http
+
 SAMPLES = REPO / "tests" / "data" / "samples"
 CLEANUP: list = []  # what to undo at the end (the production shape's databases)
 STEPS = ("exif", "thumbnail", "ocr", "embedding", "classification", "vision", "image_summary")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(url)
 
 
 def wait_for_grpc(port: int, env: dict[str, str], timeout: float = 120) -> None:
@@ -115,7 +98,7 @@ def measure(api: str, key: str, paths: list[Path], catalog, instance, poll: bool
                 raise SystemExit(f"upload refused: {answer.text}")
             image_id = answer.json()["id"]
             status, seen = wait_done(client, image_id, poll)
-            parts = {"upload": uploaded - started, **breakdown(instance, image_id, uploaded, seen, None)}
+            parts = {"upload": uploaded - started, **breakdown(instance, image_id, uploaded, seen)}
             rows.append((n + first_counts, path.name, status, seen - started, parts))
             time.sleep(0.5)
     return rows
@@ -167,7 +150,7 @@ def wait_until_processing(catalog, count: int, timeout: float = 900) -> None:
     raise TimeoutError("the bulk ingest never started processing")
 
 
-def breakdown(instance, image_id: int, uploaded: float, seen: float, done_at: float | None) -> dict[str, float]:
+def breakdown(instance, image_id: int, uploaded: float, seen: float) -> dict[str, float]:
     """The run that processed the image and its events -> seconds per part."""
     import dagster as dg
 
@@ -203,7 +186,7 @@ def breakdown(instance, image_id: int, uploaded: float, seen: float, done_at: fl
     parts["lake"] = lake
     parts["finish"] = events.get("RUN_SUCCESS", last_step) - last_step
     summary_done = steps.get("image_summary", [0, last_step])[1] or last_step
-    parts["seen"] = seen - (done_at or summary_done)
+    parts["seen"] = seen - summary_done
     return parts
 
 
@@ -271,9 +254,9 @@ def main() -> None:
         key = subprocess.run([*imago, "admin", "create-client", "latency", "--plan", "enterprise"], env=env,
                              cwd=home, capture_output=True, text=True, check=True).stdout.strip()
         api = f"http://127.0.0.1:{api_port}"
-        wait_for(f"{api}/health", 90)
+        wait_for_http(f"{api}/health", 90)
         if not args.production:
-            wait_for(f"http://127.0.0.1:{dagster_port}/server_info", 120)
+            wait_for_http(f"http://127.0.0.1:{dagster_port}/server_info", 120)
         os.environ.update({k: v for k, v in env.items() if k.startswith(("IMAGO_", "DAGSTER_"))})
         from imago_pipeline.core.config import ImagoSettings
         from imago_pipeline.dagster_instance import get_instance
@@ -300,16 +283,7 @@ def main() -> None:
             finally:
                 ingest.send_signal(signal.SIGINT)
     finally:
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_groups(procs, signal.SIGINT)  # what `imago serve` and dagster expect for a clean stop
         log.close()
         for undo in CLEANUP:
             try:

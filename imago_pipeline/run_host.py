@@ -30,18 +30,16 @@ RUN_PROCESS_NAME = "imago-run"  # the jobs whose steps use the worker pool
 
 def preload() -> None:
     """What every run would import: Dagster, the code location, the stages, the backbone's graph."""
-    import imago_pipeline.dagster_internals
-    import imago_pipeline.definitions
+    import importlib
+
     from imago_pipeline.core.embedding import lite0
     from imago_pipeline.core.parallel import preload_modules
     from imago_pipeline.dagster_instance import use_batched_dagster_events
 
     use_batched_dagster_events()  # a run's events in few transactions, on every storage (not only embedded)
-
-    for module in preload_modules():
-        __import__(module)
+    for module in ("imago_pipeline.dagster_internals", "imago_pipeline.definitions", *preload_modules()):
+        importlib.import_module(module)
     lite0.build_onnx()  # cached: the run builds its onnxruntime session from it
-    del imago_pipeline
 
 
 def _reap(*_args) -> None:

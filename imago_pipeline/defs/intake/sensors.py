@@ -28,12 +28,14 @@ def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
     higher priorities first -> `images` partitions -> one ranged run per batch of `batch_size` images and
     lane, each with its claim token, its lane and its priority (the run queue starts higher ones first and
     keeps a run slot free of bulk work)."""
-    waiting = context.instance.get_runs(dg.RunsFilter(
-        job_name=process_images_job.name, statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED]))
     # back-pressure, per lane: while a lane's runs wait for a slot, its new images gather into fuller batches
-    waiting_lanes = {run.tags.get(LANE_TAG, "bulk") for run in waiting}
-    if "interactive" in waiting_lanes:
-        return dg.SkipReason(f"{len(waiting)} process_images runs are waiting to start; new images wait for them")
+    # (two counts, not the runs themselves: this runs every second)
+    waiting = dict(job_name=process_images_job.name,
+                   statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED])
+    interactive = context.instance.get_runs_count(dg.RunsFilter(**waiting, tags={LANE_TAG: "interactive"}))
+    if interactive:
+        return dg.SkipReason(f"{interactive} process_images runs are waiting to start; new images wait for them")
+    waiting_lanes = {"bulk"} if context.instance.get_runs_count(dg.RunsFilter(**waiting)) else set()
     cat = catalog.get()
     taken_as = run_claim()
     taken = cat.work.take(settings.get().batch_size * MAX_RUNS_PER_TICK, taken_as,
