@@ -17,6 +17,7 @@ from sqlalchemy import text
 from imago_api.main import create_app
 from imago_pipeline.core.catalog import ALL_SCOPES
 from imago_pipeline.core.config import ImagoSettings, Plan
+from imago_pipeline.core.stores.signing import FileGrant, InvalidToken, UrlSigner
 from imago_pipeline.in_process import get_instance, process_images
 from tests.conftest import SAMPLES, shared
 from tests.http_server import serve
@@ -196,6 +197,23 @@ def test_signed_links_work_then_refuse_tampering_and_expiry(world):
     capped = world.http.get(f"/images/{world.alice_image}/download-url", params={"expires_in": 10**9},
                             headers=headers).json()
     assert capped["expires_in"] == world.settings.signed_url_max_ttl_s
+
+
+def test_a_token_differing_only_in_base64_spare_bits_is_refused():
+    """The last base64 character of a signature carries bits the decoder drops; each spelling must be refused."""
+    signer = UrlSigner("a-secret-for-this-test")
+    refused = 0
+    for image_id in range(1, 40):  # signatures whose spare bits are free to flip
+        token = signer.sign(FileGrant(1, image_id, "original", int(time.time()) + 60, "6bfdabd4fc33d112", 1))
+        assert signer.verify(token).image_id == image_id
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        value = alphabet.index(token[-1])
+        for spare in range(1, 4):  # a 20-byte signature leaves the two low bits of its 27th character unused
+            twin = token[:-1] + alphabet[value ^ spare]
+            with pytest.raises(InvalidToken):
+                signer.verify(twin)
+            refused += 1
+    assert refused == 39 * 3
 
 
 def _raw_multipart_upload(world, key: str, filename: bytes, data: bytes) -> httpx.Response:
