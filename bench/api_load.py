@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -83,6 +84,24 @@ def load(url: str, key: str | None, files: list[tuple[str, bytes]], clients: int
     if errors:
         raise SystemExit(f"{len(errors)} uploads failed, e.g. {errors[0]}")
     return latencies
+
+
+def cpu_seconds(pids: list[tuple[str, int]]) -> dict[str, float]:
+    """CPU time (user + system) used so far by each server, the database's processes and this process (the
+    clients). Under a closed load a server's latency follows its CPU per request, so this says where the
+    time goes."""
+    used = {}
+    for name, pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        used[name] = times.user + times.system
+    database = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.info["name"] == "postgres" and process.info["cpu_times"] is not None:
+            database += process.info["cpu_times"].user + process.info["cpu_times"].system
+    used["postgres"] = database
+    own = psutil.Process().cpu_times()
+    used["clients"] = own.user + own.system
+    return used
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -176,11 +195,15 @@ def main() -> None:
         # warm both (first-request imports), with a file not used in the measured load
         load(bare_url, None, [warmup], 1)
         load(api_url, key, [warmup], 1)
+        watched = [("bare", servers["bare"].pid), ("api", servers["api"].pid)]
+        cpu_before = cpu_seconds(watched)
         results = {"bare": load(bare_url, None, bare_files[: args.clients * args.requests], args.clients)}
+        cpu_mid = cpu_seconds(watched)
         spy = profile_top(servers["api"].pid, 600, work / "profile.txt", args.profile_waits) if args.profile else None
         began = time.perf_counter()
         results["api"] = load(api_url, key, api_files[: args.clients * args.requests], args.clients)
         api_seconds = time.perf_counter() - began
+        cpu_after = cpu_seconds(watched)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
@@ -194,6 +217,11 @@ def main() -> None:
         ratio = {q: figures["api"][q] / figures["bare"][q] for q in ("p50", "p95", "p99")}
         print(f"  ratio api/bare: p50 {ratio['p50']:.2f}x  p95 {ratio['p95']:.2f}x  p99 {ratio['p99']:.2f}x; "
               f"API throughput {len(results['api']) / api_seconds:.0f} uploads/s")
+        per_upload = {name: 1000 * (cpu_mid[name] - cpu_before[name]) / len(results["bare"]) for name in cpu_mid}
+        per_api_upload = {name: 1000 * (cpu_after[name] - cpu_mid[name]) / len(results["api"]) for name in cpu_mid}
+        print(f"  CPU per upload, ms: bare app {per_upload['bare']:.2f}; API {per_api_upload['api']:.2f} "
+              f"+ its database {per_api_upload['postgres']:.2f}; the load's clients {per_upload['clients']:.2f} "
+              f"(bare) and {per_api_upload['clients']:.2f} (API), their connection setup included")
         if spy is not None and (work / "profile.txt").exists():
             summarise_profile(work / "profile.txt")
     finally:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import duckdb
 import httpx
@@ -131,6 +133,9 @@ def test_storage_quota_is_enforced_at_upload_and_shown_with_usage(api):
     assert _upload(client, key, first, "again.jpg").status_code == 200  # a duplicate costs nothing
     usage = client.get("/images", headers={"X-API-Key": key}).json()["usage"]
     assert usage == {"images": 1, "bytes_used": first.stat().st_size, "quota_bytes": quota}
+    tenant_folder = Path(app.state.settings.blob_root) / "tenants" / str(catalog.clients.by_name("quoted").id)
+    stored = [p.name for p in tenant_folder.rglob("*") if p.is_file()]
+    assert stored == [hashlib.sha256(first.read_bytes()).hexdigest()]  # the refused upload stored nothing
 
 
 def test_reprocess_requeues_for_the_sensor(api):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
+import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 
-from imago_pipeline.core.catalog import Catalog, ImageFilters, StageOutcome
+from imago_pipeline.core.catalog import Catalog, ImageFilters, QuotaExceeded, StageOutcome
 from imago_pipeline.core.catalog.db import alembic_config
 from imago_pipeline.core.catalog.models import ApiKey, Exif
 from imago_pipeline.core.ingest import clean_filename
@@ -116,3 +119,43 @@ def test_full_text_search_is_tenant_scoped_and_matches_every_word(catalog):
     assert found("dog") == {photo.id} and found("outdoor") == {photo.id}
     assert found("\"; DROP TABLE images; --") == set()  # query syntax is neutralised, not executed
     assert found("") == {page.id, photo.id}  # an empty query does not filter
+
+
+def test_the_same_bytes_uploaded_at_once_make_one_image(catalog):
+    """Both uploads find no duplicate, both insert; the loser of the unique index answers with the winner's
+    image (never an error, never two rows)."""
+    tenant = catalog.clients.get_or_create("racing")
+    both_checked = threading.Barrier(2, timeout=30)
+    results = []
+
+    def upload(name: str) -> None:
+        results.append(catalog.for_tenant(tenant.id).register_image(
+            sha256="e" * 64, original_name=name, media_type="image/jpeg", byte_size=10, width=2, height=3,
+            blob_key="k", quota_bytes=1000, before_insert=both_checked.wait))
+
+    threads = [threading.Thread(target=upload, args=(f"{n}.jpg",)) for n in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(created for _, created in results) == [False, True]
+    assert len({image.id for image, _ in results}) == 1
+    assert len(catalog.for_tenant(tenant.id).list_images(ImageFilters(), limit=10, offset=0)[0]) == 1
+
+
+def test_an_upload_over_quota_is_refused_before_anything_is_stored(catalog):
+    tenant = catalog.clients.get_or_create("full")
+    stored = []
+    tenant_catalog = catalog.for_tenant(tenant.id)
+    tenant_catalog.register_image(sha256="1" * 64, original_name="a.jpg", media_type="image/jpeg", byte_size=600,
+                                  width=2, height=3, blob_key="k1", quota_bytes=1000,
+                                  before_insert=lambda: stored.append("k1"))
+    with pytest.raises(QuotaExceeded) as refused:
+        tenant_catalog.register_image(sha256="2" * 64, original_name="b.jpg", media_type="image/jpeg",
+                                      byte_size=600, width=2, height=3, blob_key="k2", quota_bytes=1000,
+                                      before_insert=lambda: stored.append("k2"))
+    assert (refused.value.used, refused.value.quota, refused.value.size) == (600, 1000, 600)
+    again, created = tenant_catalog.register_image(  # the same bytes again cost nothing, even when full
+        sha256="1" * 64, original_name="c.jpg", media_type="image/jpeg", byte_size=600, width=2, height=3,
+        blob_key="k1", quota_bytes=1000, before_insert=lambda: stored.append("again"))
+    assert not created and again.original_name == "a.jpg" and stored == ["k1"]

@@ -47,7 +47,7 @@ from imago_api.schemas import (
     UsageOut,
     VisionOut,
 )
-from imago_pipeline.core.catalog import ImageFilters, TenantCatalog
+from imago_pipeline.core.catalog import ImageFilters, QuotaExceeded, TenantCatalog
 from imago_pipeline.core.catalog.models import Image
 from imago_pipeline.core.catalog.progress import Progress
 from imago_pipeline.core.embedding.imagenet import class_tags, classes
@@ -55,7 +55,7 @@ from imago_pipeline.core.embedding.similarity import DUPLICATE_THRESHOLD
 from imago_pipeline.core.enrichment.batch import IMAGE_PARTITIONS
 from imago_pipeline.core.enrichment.decode import InvalidImage
 from imago_pipeline.core.erasure import erase_image
-from imago_pipeline.core.ingest import QuotaExceeded, register_image
+from imago_pipeline.core.ingest import register_image
 from imago_pipeline.core.similar_images import NoEmbedding, duplicates, similar
 
 router = APIRouter(prefix="/images", tags=["images"], responses=responses(*AUTHENTICATED, 404))
@@ -76,18 +76,17 @@ def _image_or_404(tenant: TenantCatalog, image_id: int) -> Image:
              summary="Upload an image (scope images:write)",
              responses={200: {"description": "Same bytes already uploaded: the existing image"},
                         **responses(400, 413, 415)})
-def upload_image(request: Request, response: Response, principal: PrincipalDep, catalog: CatalogDep,
-                 blobs: BlobStoreDep, settings: SettingsDep,
-                 file: Annotated[UploadFile, File(description="The image file")]) -> UploadOut:
+async def upload_image(request: Request, response: Response, principal: PrincipalDep,
+                       file: Annotated[UploadFile, File(description="The image file")]) -> UploadOut:
     """Validate the content (magic bytes, pixel limit, full decode), deduplicate by SHA-256 within your
     tenant, check your storage quota, store it and queue it for processing."""
-    metrics = request.app.state.metrics
-    data = file.file.read(settings.max_upload_bytes + 1)
-    try:
-        registration = register_image(catalog, blobs, settings, tenant_id=principal.tenant_id,
-                                      filename=file.filename, data=data,
-                                      quota_bytes=effective_quota(principal, settings),
-                                      priority=plan_priority(principal, settings))
+    state = request.app.state  # not dependencies: each costs more to solve than this route's statements
+    catalog, blobs, settings, metrics = state.catalog, state.blobs, state.settings, state.metrics
+    data = await file.read(settings.max_upload_bytes + 1)
+    try:  # the blocking work in one trip to a worker thread (an upload's latency is mostly such trips)
+        registration = await run_in_threadpool(
+            register_image, catalog, blobs, settings, tenant_id=principal.tenant_id, filename=file.filename,
+            data=data, quota_bytes=effective_quota(principal, settings), priority=plan_priority(principal, settings))
     except InvalidImage as exc:
         metrics.uploads.labels(exc.kind).inc()
         raise InvalidUpload(str(exc), code=exc.kind, status_code=UPLOAD_STATUS.get(exc.kind, 422)) from exc

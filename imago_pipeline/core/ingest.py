@@ -21,12 +21,6 @@ from imago_pipeline.core.stores.blobs import BlobStore, original_key
 from imago_pipeline.core.stores.drops import DropSource
 
 
-class QuotaExceeded(Exception):
-    def __init__(self, used: int, quota: int, size: int):
-        super().__init__(f"storage quota exceeded: {used} of {quota} bytes used, this upload needs {size} more")
-        self.used, self.quota, self.size = used, quota, size
-
-
 @dataclass(frozen=True)
 class Registration:
     image: Image
@@ -55,34 +49,30 @@ def check_upload(data: bytes, settings: ImagoSettings) -> CheckedUpload:
     return CheckedUpload(sha256=hashlib.sha256(data).hexdigest(), info=info)
 
 
-def _store_blob(store: BlobStore, checked: CheckedUpload, *, tenant_id: int, filename: str | None, data: bytes,
-                status: str, claim: str | None = None) -> dict:
-    """Write the bytes (once per tenant and content) and return the catalog row to insert for them."""
-    key = original_key(tenant_id, checked.sha256)
+def _catalog_row(checked: CheckedUpload, *, tenant_id: int, filename: str | None, data: bytes,
+                 status: str) -> dict:
+    return dict(sha256=checked.sha256, original_name=clean_filename(filename), media_type=checked.info.media_type,
+                byte_size=len(data), width=checked.info.width, height=checked.info.height,
+                blob_key=original_key(tenant_id, checked.sha256), status=status)
+
+
+def _write_blob(store: BlobStore, key: str, data: bytes) -> None:
+    """Once per tenant and content: the key is the content's hash."""
     if not store.exists(key):
         store.put(key, data)
-    row = dict(sha256=checked.sha256, original_name=clean_filename(filename), media_type=checked.info.media_type,
-               byte_size=len(data), width=checked.info.width, height=checked.info.height, blob_key=key, status=status)
-    if claim is not None:  # registered straight into work (an in-process ingest): held by its process
-        row.update(claim=claim, claimed_at=utcnow())
-    return row
-
-
-def store_upload(catalog: Catalog, store: BlobStore, checked: CheckedUpload, *, tenant_id: int,
-                 filename: str | None, data: bytes, status: str = "pending", priority: int = 0) -> Registration:
-    row = _store_blob(store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
-    row["priority"] = priority
-    image, created = catalog.for_tenant(tenant_id).register_image(**row)
-    return Registration(image=image, created=created)
 
 
 def store_uploads(catalog: Catalog, store: BlobStore, uploads: Sequence[tuple[CheckedUpload, str | None, bytes]],
                   *, tenant_id: int, status: str = "pending", claim: str | None = None) -> list[Registration]:
-    """`store_upload` for a batch of (checked, filename, data): one catalog transaction for all of them.
+    """Store a batch of (checked, filename, data) in one catalog transaction (bulk ingest).
     With `claim` (status `queued`), the images are held by that in-process worker, not the upload sensor."""
-    items = [_store_blob(store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status,
-                         claim=claim)
-             for checked, filename, data in uploads]
+    items = []
+    for checked, filename, data in uploads:
+        row = _catalog_row(checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
+        _write_blob(store, row["blob_key"], data)
+        if claim is not None:
+            row.update(claim=claim, claimed_at=utcnow())
+        items.append(row)
     return [Registration(image, created) for image, created in catalog.for_tenant(tenant_id).register_images(items)]
 
 
@@ -90,20 +80,13 @@ def register_image(catalog: Catalog, store: BlobStore, settings: ImagoSettings, 
                    filename: str | None, data: bytes, status: str = "pending",
                    quota_bytes: int | None = None, priority: int = 0) -> Registration:
     """Validate and store one upload; raises `InvalidImage` with a reason the uploader can read, or
-    `QuotaExceeded` when a new image would take the tenant past `quota_bytes` (a duplicate costs nothing).
-
-    The quota check and the insert are not one transaction: concurrent uploads can pass it together and
-    overshoot by at most their own size.
-    """
+    `catalog.QuotaExceeded` when a new image would take the tenant past `quota_bytes` (a duplicate costs nothing)."""
     checked = check_upload(data, settings)
-    if quota_bytes is not None:
-        existing, used = catalog.for_tenant(tenant_id).existing_and_used(checked.sha256)
-        if existing is not None:
-            return Registration(image=existing, created=False)
-        if used + len(data) > quota_bytes:
-            raise QuotaExceeded(used, quota_bytes, len(data))
-    return store_upload(catalog, store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status,
-                        priority=priority)
+    row = _catalog_row(checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
+    image, created = catalog.for_tenant(tenant_id).register_image(
+        **row, priority=priority, quota_bytes=quota_bytes,
+        before_insert=lambda: _write_blob(store, row["blob_key"], data))
+    return Registration(image=image, created=created)
 
 
 @dataclass(frozen=True)

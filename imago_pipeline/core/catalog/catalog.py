@@ -10,8 +10,9 @@ tenant-scoped view the API gets after authentication.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from imago_pipeline.core.catalog.audit import AuditLog
@@ -49,10 +50,19 @@ class Catalog:
         return cls(make_engine(url), migrated=False)
 
     def session(self) -> Session:
+        self._ensure_migrated()
+        return self._sessions()
+
+    def begin(self) -> AbstractContextManager[Connection]:
+        """A connection in a transaction, without the ORM: for the hot paths (an upload, authentication),
+        where a session's bookkeeping costs more than the statements."""
+        self._ensure_migrated()
+        return self.engine.begin()
+
+    def _ensure_migrated(self) -> None:
         if not self._migrated:
             migrate(self.engine)
             self._migrated = True
-        return self._sessions()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imago_pipeline.core.catalog.models import ApiKey, Tenant, utcnow
@@ -28,6 +28,16 @@ class ClientExists(ValueError):
 def hash_api_key(raw_key: str) -> str:
     # Keys are 256-bit random, so a plain SHA-256 is enough: there is nothing to brute-force.
     return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+# Every request's statement, built once (building and keying a statement costs more than running it).
+_KEY_LOOKUP = (
+    select(ApiKey.id.label("key_id"), ApiKey.key_hash, ApiKey.scopes.label("key_scopes"),
+           Tenant.id.label("tenant_id"), Tenant.name.label("tenant_name"), Tenant.scopes.label("tenant_scopes"),
+           Tenant.plan, Tenant.quota_bytes)
+    .join(Tenant, Tenant.id == ApiKey.tenant_id)
+    .where(ApiKey.prefix == bindparam("prefix"), ApiKey.revoked_at.is_(None), Tenant.disabled_at.is_(None))
+)
 
 
 @dataclass(frozen=True)
@@ -156,18 +166,14 @@ class ClientStore:
     def authenticate(self, raw_key: str | None) -> Principal | None:
         if not raw_key or not raw_key.startswith(KEY_PREFIX):
             return None
-        with self.catalog.session() as session:
-            row = session.execute(
-                select(ApiKey, Tenant)
-                .join(Tenant, Tenant.id == ApiKey.tenant_id)
-                .where(ApiKey.prefix == raw_key[:12], ApiKey.revoked_at.is_(None), Tenant.disabled_at.is_(None))
-            ).all()
+        with self.catalog.begin() as connection:
+            candidates = connection.execute(_KEY_LOOKUP, {"prefix": raw_key[:12]}).all()
         digest = hash_api_key(raw_key)
-        for key, tenant in row:
+        for key in candidates:
             if secrets.compare_digest(key.key_hash, digest):
-                scopes = [s for s in tenant.scopes if key.scopes is None or s in key.scopes]
-                return Principal(tenant_id=tenant.id, tenant_name=tenant.name, scopes=tuple(scopes),
-                                 plan=tenant.plan, quota_bytes=tenant.quota_bytes, key_id=key.id)
+                scopes = [s for s in key.tenant_scopes if key.key_scopes is None or s in key.key_scopes]
+                return Principal(tenant_id=key.tenant_id, tenant_name=key.tenant_name, scopes=tuple(scopes),
+                                 plan=key.plan, quota_bytes=key.quota_bytes, key_id=key.key_id)
         return None
 
     def key_is_active(self, key_id: int, tenant_id: int) -> bool:

@@ -3,12 +3,12 @@ another tenant's rows by forgetting a WHERE clause."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select
+from sqlalchemy import CursorResult, Table, bindparam, delete, func, literal, select
 from sqlalchemy.exc import IntegrityError
 
 from imago_pipeline.core.catalog import search
@@ -32,6 +32,23 @@ if TYPE_CHECKING:
     from imago_pipeline.core.catalog.catalog import Catalog
 
 
+# The upload's statements, built once (building and keying a statement costs more than running it).
+_IMAGES = cast(Table, Image.__table__)
+_SAME_CONTENT = (select(_IMAGES.c.id)
+                 .where(_IMAGES.c.tenant_id == bindparam("tenant_id"), _IMAGES.c.sha256 == bindparam("sha256"))
+                 .scalar_subquery())
+_UPLOAD_CHECK = select(_SAME_CONTENT, select(func.coalesce(func.sum(_IMAGES.c.byte_size), 0))
+                       .where(_IMAGES.c.tenant_id == bindparam("tenant_id")).scalar_subquery())
+_DUPLICATE_CHECK = select(_SAME_CONTENT, literal(0))
+_INSERT_IMAGE = _IMAGES.insert().returning(*_IMAGES.c)
+
+
+class QuotaExceeded(Exception):
+    def __init__(self, used: int, quota: int, size: int):
+        super().__init__(f"storage quota exceeded: {used} of {quota} bytes used, this upload needs {size} more")
+        self.used, self.quota, self.size = used, quota, size
+
+
 @dataclass(frozen=True)
 class ImageFilters:
     status: str | None = None
@@ -50,28 +67,42 @@ class TenantCatalog:
         self.tenant_id = tenant_id
 
     def register_image(self, *, sha256: str, original_name: str, media_type: str, byte_size: int, width: int,
-                       height: int, blob_key: str, status: str = "pending", priority: int = 0
+                       height: int, blob_key: str, status: str = "pending", priority: int = 0,
+                       quota_bytes: int | None = None, before_insert: Callable[[], None] | None = None
                        ) -> tuple[Image, bool]:
-        """Insert an image, or return the tenant's existing image with the same content.
+        """Insert an image, or return the tenant's existing image with the same content (a duplicate costs
+        nothing). With `quota_bytes`, raises `QuotaExceeded` when the new image would take the tenant past
+        it. `before_insert` runs once the image is known to be new and within quota, inside the
+        transaction (the upload writes its bytes there, so a refused upload stores nothing).
 
-        `pending` images are picked up by the upload sensor; `queued` ones by whoever registered them.
+        One connection and two statements, without the ORM: this is the upload's hot path. The quota check
+        and the insert are not serialised: concurrent uploads can pass it together and overshoot by at most
+        their own size. `pending` images are picked up by the upload sensor; `queued` ones by whoever
+        registered them.
         """
-        with self.catalog.session() as session:
-            existing = session.scalar(select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256 == sha256))
-            if existing is not None:
-                return existing, False
-            image = Image(tenant_id=self.tenant_id, sha256=sha256, original_name=original_name,
-                          media_type=media_type, byte_size=byte_size, width=width, height=height,
-                          blob_key=blob_key, status=status, priority=priority)
-            session.add(image)
+        check = _UPLOAD_CHECK if quota_bytes is not None else _DUPLICATE_CHECK
+        for attempt in range(3):  # a concurrent erasure can remove the duplicate found: look again
             try:
-                session.commit()
-            except IntegrityError:  # the same bytes uploaded concurrently
-                session.rollback()
-                existing = session.scalars(
-                    select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256 == sha256)).one()
+                with self.catalog.begin() as connection:
+                    existing_id, used = connection.execute(check, {"tenant_id": self.tenant_id,
+                                                                   "sha256": sha256}).one()
+                    if existing_id is None:
+                        if quota_bytes is not None and used + byte_size > quota_bytes:
+                            raise QuotaExceeded(int(used), quota_bytes, byte_size)
+                        if before_insert is not None:
+                            before_insert()
+                        row = connection.execute(_INSERT_IMAGE, dict(
+                            tenant_id=self.tenant_id, sha256=sha256, original_name=original_name,
+                            media_type=media_type, byte_size=byte_size, width=width, height=height,
+                            blob_key=blob_key, status=status, priority=priority)).one()
+                        return Image(**row._asdict()), True
+            except IntegrityError:  # the same bytes uploaded concurrently: theirs is the image
+                if attempt == 2:
+                    raise
+            existing = self.find_by_sha256(sha256)
+            if existing is not None:  # else it was erased meanwhile: register this upload after all
                 return existing, False
-            return image, True
+        raise RuntimeError(f"the image with SHA-256 {sha256} kept appearing and disappearing")
 
     def register_images(self, items: Sequence[dict[str, Any]]) -> list[tuple[Image, bool]]:
         """`register_image` for many uploads in one transaction (bulk ingest); same order as `items`."""
@@ -106,15 +137,6 @@ class TenantCatalog:
     def find_by_sha256(self, sha256: str) -> Image | None:
         with self.catalog.session() as session:
             return session.scalar(select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256 == sha256))
-
-    def existing_and_used(self, sha256: str) -> tuple[Image | None, int]:
-        """The tenant's image with these bytes (if any) and the bytes its originals take, on one connection
-        (what an upload checks before storing anything)."""
-        with self.catalog.session() as session:
-            existing = session.scalar(select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256 == sha256))
-            used = session.scalar(select(func.coalesce(func.sum(Image.byte_size), 0))
-                                  .where(Image.tenant_id == self.tenant_id))
-            return existing, int(used or 0)
 
     def storage_used(self) -> tuple[int, int]:
         """(bytes of originals, images) held by the tenant: what the storage quota counts."""
