@@ -17,6 +17,7 @@ from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.stores.blobs import build_blob_store
 from imago_pipeline.core.stores.lake import Lake
+from imago_pipeline.core.stores.lake_files import lake_files_for
 from imago_pipeline.core.stores.signing import UrlSigner, load_or_create_secret
 
 DESCRIPTION = """Upload images and query what the pipeline extracted.
@@ -35,7 +36,7 @@ def create_app(settings: ImagoSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.catalog = Catalog.open(settings.catalog_url)  # the API starts (unhealthy) with the database down
     app.state.blobs = build_blob_store(settings)
-    app.state.lake = Lake(settings.lake_root)
+    app.state.lake = Lake(lake_files_for(settings))
     secret = settings.signing_secret.get_secret_value() if settings.signing_secret is not None else ""
     secret = secret or load_or_create_secret(settings.resolved_home / "signing.key")
     app.state.signer = UrlSigner(secret)

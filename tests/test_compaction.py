@@ -1,19 +1,23 @@
 """Lake compaction on real Parquet files and DuckDB: the views answer the same before and after, only new
 files are folded, readers that listed files before a compaction still read them, erasure reaches the
-compacted files, a re-run batch is not hidden, and the lock keeps erasure and compaction apart."""
+compacted files, a re-run batch is not hidden, and the lock keeps erasure and compaction apart. Every test
+runs on a lake in a folder and on a lake in S3 (a real S3 server: moto), read by DuckDB through the
+registered filesystem."""
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
-import pyarrow.parquet as pq
+import boto3
 import pytest
 
 from imago_pipeline.core.analytics.analytics import open_analytics
 from imago_pipeline.core.analytics.compaction import Manifest, compact_lake, compact_table, tail_files
 from imago_pipeline.core.stores.lake import Lake
+from imago_pipeline.core.stores.lake_files import S3LakeFiles, file_lock
 from imago_pipeline.core.stores.lake_tables import CLASSIFICATION, EXIF, IMAGES
 
 T0 = datetime(2026, 9, 1, tzinfo=UTC)
@@ -33,9 +37,22 @@ def _view(root, table="classification", order="image_id"):
         con.close()
 
 
+@pytest.fixture(params=["folder", "s3"])
+def new_lake(request, tmp_path):
+    """A function making an empty lake: in a folder, or under a prefix of a fresh bucket on S3."""
+    if request.param == "folder":
+        return lambda: Lake(tmp_path / "lake")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                 aws_secret_access_key="test").create_bucket(Bucket=bucket)
+    return lambda: Lake(S3LakeFiles(bucket, "lake", endpoint_url=endpoint, access_key="test", secret_key="test",
+                                    lock=file_lock(tmp_path / "locks")))
+
+
 @pytest.fixture
-def lake(tmp_path):
-    lake = Lake(tmp_path / "lake")
+def lake(new_lake):
+    lake = new_lake()
     sept, octo = date(2026, 9, 3), date(2026, 10, 7)
     first = [(i, 1 + i % 2, sept if i < 60 else octo) for i in range(1, 101)]
     _classify(lake, "b1", first, "cat", T0)
@@ -48,32 +65,32 @@ def lake(tmp_path):
 
 
 def test_views_answer_the_same_before_and_after_and_only_new_files_are_folded(lake):
-    before = _view(lake.root)
+    before = _view(lake)
     assert len(before) == 100 and {r[0] for r in before} == {1, 2}  # tenant ids
     reports = {r.table: r for r in compact_lake(lake)}
 
     assert reports["classification"].tail_files == 4 + 2 + 2 and reports["classification"].months == 4
     assert reports["classification"].rows == 100 and reports["exif"].rows == 100
     assert reports["thumbnail"].tail_files == 0  # a table nobody wrote: nothing to do
-    assert _view(lake.root) == before
-    assert _view(lake.root, "exif") and len(_view(lake.root, "exif")) == 100
-    manifest = Manifest.load(lake.table_path("classification"))
-    assert len(manifest.compacted) == 4 and not tail_files(lake.table_path("classification"), manifest)
-    labels = {r[2]: r[3] for r in _view(lake.root)}
+    assert _view(lake) == before
+    assert _view(lake, "exif") and len(_view(lake, "exif")) == 100
+    manifest = Manifest.load(lake.files, "classification")
+    assert len(manifest.compacted) == 4 and not tail_files(lake.files, "classification", manifest)
+    labels = {r[2]: r[3] for r in _view(lake)}
     assert labels[5] == "dog" and labels[15] == "other" and labels[50] == "cat"
 
     # incremental: one new batch touching one tenant-month is all the next run folds
     _classify(lake, "b4", [(15, 2, date(2026, 9, 3)), (101, 2, date(2026, 9, 20))], "dog", T0 + timedelta(days=3))
-    expected = _view(lake.root)  # read from the compacted files plus the tail
+    expected = _view(lake)  # read from the compacted files plus the tail
     assert {r[2]: r[3] for r in expected}[15] == "dog" and len(expected) == 101
     again = compact_table(lake, CLASSIFICATION)
     assert (again.tail_files, again.months) == (2, 1)  # two day files of one tenant-month
-    assert _view(lake.root) == expected
+    assert _view(lake) == expected
     assert compact_table(lake, CLASSIFICATION).tail_files == 0  # nothing new: nothing done
 
 
 def test_a_reader_that_listed_files_before_a_compaction_still_reads_them(lake):
-    con = open_analytics(lake.root)  # its views hold the file lists of this moment
+    con = open_analytics(lake)  # its views hold the file lists of this moment
     before = con.execute("SELECT count(*), count(DISTINCT image_id) FROM classification").fetchone()
     compact_lake(lake)
     assert con.execute("SELECT count(*), count(DISTINCT image_id) FROM classification").fetchone() == before
@@ -83,23 +100,23 @@ def test_a_reader_that_listed_files_before_a_compaction_still_reads_them(lake):
     assert compact_table(lake, CLASSIFICATION, grace_seconds=0).tail_files == 1
     # the next run deletes what that one folded and the compacted file it replaced
     assert compact_table(lake, CLASSIFICATION, grace_seconds=0).deleted_files == 2
-    assert not list(lake.table_path("classification").glob("*/date=*/part-b1.parquet"))
+    assert not lake.files.glob("classification/*/date=*/part-b1.parquet")
     con.close()
-    rows = _view(lake.root)
+    rows = _view(lake)
     assert len(rows) == 100 and {r[2]: r[3] for r in rows}[7] == "cat"
 
 
 def test_erasure_reaches_compacted_files_and_a_rerun_batch_is_not_hidden(lake):
     compact_lake(lake)
     assert lake.delete_rows("classification", "image_id", [15, 16]) >= 2
-    assert {15, 16}.isdisjoint({r[2] for r in _view(lake.root)})
-    for path in lake.table_path("classification").rglob("*.parquet"):
-        assert {15, 16}.isdisjoint(pq.read_table(path, partitioning=None).column("image_id").to_pylist()), path
+    assert {15, 16}.isdisjoint({r[2] for r in _view(lake)})
+    for path in lake.files.glob("classification/**/*.parquet"):
+        assert {15, 16}.isdisjoint(lake.files.read_table(path).column("image_id").to_pylist()), path
     # a retried run rewrites its own (already folded) file: the new rows are read, then folded
     _classify(lake, "b1", [(40, 1, date(2026, 9, 3))], "other", T0 + timedelta(days=9))
-    assert {r[2]: r[3] for r in _view(lake.root)}[40] == "other"
+    assert {r[2]: r[3] for r in _view(lake)}[40] == "other"
     compact_table(lake, CLASSIFICATION)
-    assert {r[2]: r[3] for r in _view(lake.root)}[40] == "other"
+    assert {r[2]: r[3] for r in _view(lake)}[40] == "other"
 
 
 def test_compaction_waits_for_an_erasure_holding_the_table(lake):
@@ -121,21 +138,21 @@ def test_compaction_waits_for_an_erasure_holding_the_table(lake):
     thread.join()
 
 
-def test_a_table_read_by_newest_of_two_columns_compacts_the_same(tmp_path):
-    lake = Lake(tmp_path / "lake")
+def test_a_table_read_by_newest_of_two_columns_compacts_the_same(new_lake):
+    lake = new_lake()
     for batch, status, processed in (("a", "failed", T0), ("b", "done", T0 + timedelta(hours=1))):
         lake.write_batch("images", [{"image_id": i, "tenant_id": 1, "date": date(2026, 9, 1), "status": status,
                                      "created_at": T0, "processed_at": processed, "run_id": batch}
                                     for i in range(1, 6)], batch_id=batch, schema=IMAGES.schema)
-    before = _view(lake.root, "images")
+    before = _view(lake, "images")
     compact_table(lake, IMAGES)
-    assert _view(lake.root, "images") == before and {r[8] for r in before} == {"done"}
+    assert _view(lake, "images") == before and {r[8] for r in before} == {"done"}
 
 
-def test_snapshot_tables_are_merged_with_every_row_and_a_rewrite_starts_afresh(tmp_path):
+def test_snapshot_tables_are_merged_with_every_row_and_a_rewrite_starts_afresh(new_lake):
     from imago_pipeline.core.stores.lake_tables import INFERENCE_LOG
 
-    lake = Lake(tmp_path / "lake")
+    lake = new_lake()
 
     def snapshot(count: int) -> None:
         lake.replace_table("inference_log", [
@@ -144,12 +161,52 @@ def test_snapshot_tables_are_merged_with_every_row_and_a_rewrite_starts_afresh(t
             for i in range(count)], schema=INFERENCE_LOG.schema)
 
     snapshot(300)
-    before = _view(lake.root, "inference_log", "id")
+    before = _view(lake, "inference_log", "id")
     report = compact_table(lake, INFERENCE_LOG)
     assert report.tail_files == 40 and report.months == 4 and report.rows == 300  # a file per tenant and day
-    assert _view(lake.root, "inference_log", "id") == before
+    assert _view(lake, "inference_log", "id") == before
     assert lake.delete_before("inference_log", "created_at", T0 + timedelta(days=10)) == 80
-    assert len(_view(lake.root, "inference_log", "id")) == 220
+    assert len(_view(lake, "inference_log", "id")) == 220
     snapshot(50)  # the monitoring asset rewrites the table whole: its compacted files go with the old one
-    assert len(_view(lake.root, "inference_log", "id")) == 50
-    assert compact_table(lake, INFERENCE_LOG).rows == 50 and len(_view(lake.root, "inference_log", "id")) == 50
+    assert len(_view(lake, "inference_log", "id")) == 50
+    assert compact_table(lake, INFERENCE_LOG).rows == 50 and len(_view(lake, "inference_log", "id")) == 50
+
+
+def test_an_s3_lakes_lock_is_shared_through_postgres_and_dies_with_its_holder(postgres_admin_url):
+    """Machines sharing an S3 lake share no file system: the table lock is a Postgres advisory lock. Another
+    process holding it makes us wait; a holder killed with SIGKILL releases it (its connection dies)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from imago_pipeline.core.stores.lake_files import postgres_lock
+
+    lock = postgres_lock(postgres_admin_url)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from imago_pipeline.core.stores.lake_files import postgres_lock
+        with postgres_lock({postgres_admin_url!r})("s3://bucket/lake/classification"):
+            print("held", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        got = threading.Event()
+
+        def take():
+            with lock("s3://bucket/lake/classification"):
+                got.set()
+
+        waiter = threading.Thread(target=take)
+        waiter.start()
+        assert not got.wait(1.0)  # held by the other process
+        with lock("s3://bucket/lake/exif"):  # another table is free
+            pass
+        os.kill(holder.pid, signal.SIGKILL)
+        assert got.wait(10)  # released when the holder's connection died
+        waiter.join(5)
+    finally:
+        holder.kill()
+        holder.wait()

@@ -29,6 +29,7 @@ def sql(
     import duckdb
 
     from imago_pipeline.core.analytics import QueryRejected, describe_views, open_analytics, run_query
+    from imago_pipeline.core.stores.lake_files import lake_files_for
 
     if (tables and query) or not (tables or query or build) or (as_csv and as_json):
         typer.echo("imago sql: give a query, --tables or --build, and at most one of --csv and --json", err=True)
@@ -39,7 +40,7 @@ def sql(
         if not (tables or query):
             return
     out = Console(width=max(Console().width, 170))  # a readable table also when piped
-    con = open_analytics(settings.lake_root)
+    con = open_analytics(lake_files_for(settings))
     try:
         if tables:
             listing = Table(title="Views: lake tables (newest row per image) and built SQL models",
@@ -85,8 +86,9 @@ def compact(
     new batch files folded into one file per tenant and month, newest row per image."""
     from imago_pipeline.core.analytics.compaction import compact_lake
     from imago_pipeline.core.stores.lake import Lake
+    from imago_pipeline.core.stores.lake_files import lake_files_for
 
-    for report in compact_lake(Lake(ImagoSettings().lake_root), grace_seconds=grace):
+    for report in compact_lake(Lake(lake_files_for(ImagoSettings())), grace_seconds=grace):
         console.print(f"{report.table:15s} {report.tail_files:7,} files folded into {report.months:4,} tenant-months "
                       f"({report.rows:,} rows), {report.deleted_files:,} old files deleted, {report.seconds:.1f} s")
 
@@ -97,12 +99,13 @@ def _build_sql_models(settings: ImagoSettings) -> None:
     import dagster as dg
 
     from imago_pipeline.defs.analytics.assets import build_sql_model_assets
-    from imago_pipeline.defs.resources import LakeResource
+    from imago_pipeline.defs.resources import LakeResource, SettingsResource
     from imago_pipeline.in_process import QUIET_CONSOLE, get_instance
 
     started = time.perf_counter()
     result = dg.materialize(build_sql_model_assets(settings), instance=get_instance(settings),
-                            resources={"lake": LakeResource(root=str(settings.lake_root))},
+                            resources={"lake": LakeResource(root=settings.lake_location,
+                                                                  settings=SettingsResource.of(settings))},
                             run_config=QUIET_CONSOLE, raise_on_error=False)
     built = result.get_asset_materialization_events()
     failed = sorted(e.check_name for e in result.get_asset_check_evaluations() if not e.passed)

@@ -35,12 +35,13 @@ def purge(
     from imago_pipeline.core.catalog import Catalog
     from imago_pipeline.core.retention import purge_expired
     from imago_pipeline.core.stores.lake import Lake
+    from imago_pipeline.core.stores.lake_files import lake_files_for
 
     settings = ImagoSettings()
     out = Console(soft_wrap=True)
     if dry_run:
         catalog = Catalog.connect(settings.catalog_url)
-        results = purge_expired(catalog, Lake(settings.lake_root), settings.retention_days,
+        results = purge_expired(catalog, Lake(lake_files_for(settings)), settings.retention_days,
                                 dry_run=True)
         for r in results:
             out.print(f"{r.table}: {r.catalog_rows} catalog rows and {r.lake_rows} lake rows older than "

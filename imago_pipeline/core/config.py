@@ -50,6 +50,9 @@ class ImagoSettings(BaseSettings):
     s3_secret_access_key: SecretStr | None = Field(default=None, repr=False)
     s3_drop_uri: str | None = Field(default=None, description="s3://bucket/prefix/ watched by the S3 drop sensor.")
     lake_dir: Path | None = None
+    lake_uri: str | None = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$",
+                                 description="s3://bucket/prefix: the Parquet lake on S3 (the blob store's "
+                                 "endpoint and credentials), reachable from every machine; unset, a folder.")
     drop_dir: Path | None = Field(default=None, description="Folder watched by the drop-folder sensor.")
     default_tenant: str = Field(default="default", description="Tenant that owns drop-folder and CLI ingests.")
 
@@ -139,6 +142,11 @@ class ImagoSettings(BaseSettings):
     @property
     def lake_root(self) -> Path:
         return (self.lake_dir or self.resolved_home / "lake").expanduser().resolve()
+
+    @property
+    def lake_location(self) -> str:
+        """The lake's root as `LakeResource` and `imago` name it: the S3 URI, else the folder."""
+        return self.lake_uri or str(self.lake_root)
 
     @property
     def drop_root(self) -> Path:

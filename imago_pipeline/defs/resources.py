@@ -19,6 +19,7 @@ from imago_pipeline.core.config import SECRET_FIELDS, ImagoSettings
 from imago_pipeline.core.parallel import WorkerPool, worker_pool
 from imago_pipeline.core.stores.blobs import BlobStore, build_blob_store, s3_client_for
 from imago_pipeline.core.stores.lake import Lake
+from imago_pipeline.core.stores.lake_files import lake_files_for
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -82,11 +83,17 @@ class BlobStoreResource(dg.ConfigurableResource):
 
 
 class LakeResource(dg.ConfigurableResource):
-    """The Parquet lake that DuckDB reads."""
+    """The Parquet lake that DuckDB reads: a folder, or `s3://bucket/prefix` (reached with the settings'
+    S3 endpoint and credentials)."""
 
     root: str
+    settings: SettingsResource | None = None
 
     def get(self) -> Lake:
+        if self.root.startswith("s3://"):
+            if self.settings is None:
+                raise ValueError("an S3 lake needs the settings (endpoint, credentials, catalog for its locks)")
+            return Lake(lake_files_for(self.settings.get(), self.root))
         return Lake(self.root)
 
 
@@ -144,7 +151,7 @@ def build_resources(settings: ImagoSettings | None = None) -> dict[str, dg.Confi
         "settings": settings_resource,
         "catalog": catalog,
         "blobs": blobs,
-        "lake": LakeResource(root=str(settings.lake_root)),
+        "lake": LakeResource(root=settings.lake_location, settings=settings_resource),
         "worker_pool": WorkerPoolResource(workers=settings.workers),
         "models": ModelStoreResource(catalog=catalog, blobs=blobs, cache_dir=str(settings.models_dir)),
     }

@@ -1,22 +1,21 @@
 """Materializing a model and running its data tests.
 
 A model is written with DuckDB's `COPY (<compiled SQL>) TO` into a file beside its final place, then
-swapped in with `os.replace`: a reader sees the previous build or the new one, never half of one.
+published (renamed; on S3 copied server-side): a reader sees the previous build or the new one, never half
+of one, and a refused build leaves the previous one in place.
 """
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 
 from imago_pipeline.core.analytics.analytics import open_analytics, register_model
 from imago_pipeline.core.analytics.project import DataTest, ModelError, SqlProject, model_file
 from imago_pipeline.core.analytics.sources import quote_literal
+from imago_pipeline.core.stores.lake import LakeRoot, files_of
 
 # Columns that name a single image: a model holding them would keep an erased image after erasure.
 IDENTIFYING_COLUMNS = frozenset({"image_id", "sha256"})
@@ -25,7 +24,7 @@ IDENTIFYING_COLUMNS = frozenset({"image_id", "sha256"})
 @dataclass(frozen=True)
 class BuiltModel:
     name: str
-    path: Path
+    path: str  # where DuckDB reads it (a local path or the lake's S3 name)
     rows: int
     columns: list[tuple[str, str]]  # (name, DuckDB type)
     seconds: float
@@ -42,35 +41,36 @@ class DataTestOutcome:
         return self.error is None and self.failing_rows == 0
 
 
-def build_model(con: duckdb.DuckDBPyConnection, project: SqlProject, name: str, lake_root: Path) -> BuiltModel:
+def build_model(con: duckdb.DuckDBPyConnection, project: SqlProject, name: str, lake: LakeRoot) -> BuiltModel:
     """Write the model's Parquet file and (re)register its view on `con` (from `open_analytics`)."""
+    files = files_of(lake)
     model = project.models[name]
     for ref in model.refs:
-        if not model_file(lake_root, ref).exists():
+        if not files.exists(model_file(ref)):
             raise ModelError(f"{model.path}: ref('{ref}') has not been built yet; build it first")
     started = time.perf_counter()
-    target = model_file(lake_root, name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    aside = target.with_name(f".tmp-{uuid.uuid4().hex}.parquet")
+    target = model_file(name)
+    aside = files.staging_name(target)
     try:
-        copied = con.execute(f"COPY ({project.compile(name, lake_root)}) TO {quote_literal(str(aside))} "
+        copied = con.execute(f"COPY ({project.compile(name, files)}) TO {quote_literal(files.uri(aside))} "
                              "(FORMAT parquet, COMPRESSION zstd)").fetchone()
         rows = copied[0] if copied else 0
         columns = [(row[0], row[1]) for row in con.execute(
-            f"DESCRIBE SELECT * FROM read_parquet({quote_literal(str(aside))})").fetchall()]
+            f"DESCRIBE SELECT * FROM read_parquet({quote_literal(files.uri(aside))})").fetchall()]
         identifying = sorted(IDENTIFYING_COLUMNS & {column for column, _ in columns})
         if identifying:
             raise ModelError(f"{model.path}: outputs {', '.join(identifying)}; models hold aggregates only "
                              "(an erased image must not survive in a model)")
-        os.replace(aside, target)
-    finally:
-        aside.unlink(missing_ok=True)
-    register_model(con, name, target)
-    return BuiltModel(name, target, int(rows), columns, time.perf_counter() - started)
+        files.publish(aside, target)
+    except BaseException:
+        files.delete(aside)
+        raise
+    register_model(con, name, files.uri(target))
+    return BuiltModel(name, files.uri(target), int(rows), columns, time.perf_counter() - started)
 
 
-def run_tests(con: duckdb.DuckDBPyConnection, project: SqlProject, name: str, lake_root: Path) -> list[DataTestOutcome]:
-    relation = f"read_parquet({quote_literal(str(model_file(lake_root, name)))})"
+def run_tests(con: duckdb.DuckDBPyConnection, project: SqlProject, name: str, lake: LakeRoot) -> list[DataTestOutcome]:
+    relation = f"read_parquet({quote_literal(files_of(lake).uri(model_file(name)))})"
     outcomes = []
     for test in project.models[name].tests:
         try:
@@ -82,11 +82,12 @@ def run_tests(con: duckdb.DuckDBPyConnection, project: SqlProject, name: str, la
     return outcomes
 
 
-def build_all(project: SqlProject, lake_root: Path) -> list[tuple[BuiltModel, list[DataTestOutcome]]]:
+def build_all(project: SqlProject, lake: LakeRoot) -> list[tuple[BuiltModel, list[DataTestOutcome]]]:
     """Every model in dependency order, each followed by its tests (the CLI-less path: bench, tests)."""
-    con = open_analytics(lake_root)
+    files = files_of(lake)
+    con = open_analytics(files)
     try:
-        return [(build_model(con, project, name, lake_root), run_tests(con, project, name, lake_root))
+        return [(build_model(con, project, name, files), run_tests(con, project, name, files))
                 for name in project.models]
     finally:
         con.close()

@@ -12,11 +12,11 @@ sit in one tenant and day (the day it was uploaded), so tenant-months compact in
   a re-run batch replaces its own file), and rewrites only the tenant-months they touch: the month's
   compacted file plus its new tail files, newest row per image (same order as the SQL views: the table's
   `newest_first` columns, then the file name; a compacted row loses a tie to a tail row).
-- **Atomic for readers.** New files are written aside and renamed; the manifest is replaced in one
-  `os.replace`. Readers (`analytics/sources.py`) take the manifest's compacted files plus the tail files
-  not folded, keeping a tail row over a compacted row of the same image. Folded tail files and replaced
-  compacted files stay on disk for a grace period (queries already running may still read them), then a
-  later run deletes them.
+- **Atomic for readers.** New files appear whole (written aside and renamed on a local lake; an S3
+  object appears when its upload completes); the manifest is replaced in one step. Readers
+  (`analytics/sources.py`) take the manifest's compacted files plus the tail files not folded, keeping a
+  tail row over a compacted row of the same image. Folded tail files and replaced compacted files stay
+  for a grace period (queries already running may still read them), then a later run deletes them.
 - **Safe with writers and erasure.** A run holds the table's lock (`Lake.lock`) from reading to
   swapping; erasure and retention take the same lock to rewrite files (compacted files included: they are
   ordinary Parquet files under the table), so a compaction never brings back an erased row. Writers of new
@@ -25,15 +25,14 @@ sit in one tenant and day (the day it was uploaded), so tenant-months compact in
 
 from __future__ import annotations
 
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from imago_pipeline.core.analytics.sources import quote_identifier, quote_literal
-from imago_pipeline.core.stores.lake import COMPACTED_DIR, Lake, Manifest, file_stamp
+from imago_pipeline.core.stores.lake import COMPACTED_DIR, Lake, Manifest
+from imago_pipeline.core.stores.lake_files import LakeFiles
 from imago_pipeline.core.stores.lake_tables import LAKE_TABLES, LakeTable
 
 GRACE_SECONDS = 900.0  # a folded or replaced file stays this long for queries that already listed it
@@ -49,14 +48,14 @@ class CompactionReport:
     seconds: float
 
 
-def tail_files(table_dir: Path, manifest: Manifest) -> list[str]:
-    """The batch files not folded into a compacted file (relative paths, sorted)."""
-    found = sorted(str(p.relative_to(table_dir)) for p in table_dir.glob("*/*/part-*.parquet"))
-    return [f for f in found if not manifest.is_folded(table_dir, f)]
+def tail_files(files: LakeFiles, table: str, manifest: Manifest) -> list[str]:
+    """The batch files not folded into a compacted file (relative to the table's folder, sorted)."""
+    found = [p.removeprefix(table + "/") for p in files.glob(f"{table}/*/*/part-*.parquet")]
+    return [f for f in found if not manifest.is_folded(files, table, f)]
 
 
-def compacted_files(table_dir: Path, manifest: Manifest) -> list[str]:
-    return sorted(p for p in manifest.compacted.values() if (table_dir / p).is_file())
+def compacted_files(files: LakeFiles, table: str, manifest: Manifest) -> list[str]:
+    return sorted(p for p in manifest.compacted.values() if files.exists(f"{table}/{p}"))
 
 
 def compact_table(lake: Lake, table: LakeTable, *, grace_seconds: float = GRACE_SECONDS,
@@ -65,16 +64,16 @@ def compact_table(lake: Lake, table: LakeTable, *, grace_seconds: float = GRACE_
     import duckdb
 
     started = time.perf_counter()
-    table_dir = lake.table_path(table.name)
-    if not table_dir.is_dir():
+    files, name = lake.files, lake.table_path(table.name)
+    if not files.has_files(name):
         return CompactionReport(table.name, 0, 0, 0, 0, time.perf_counter() - started)
     with lake.lock(table.name):
-        manifest = Manifest.load(table_dir)
-        deleted = _collect_garbage(table_dir, manifest, grace_seconds)
-        tail = tail_files(table_dir, manifest)
+        manifest = Manifest.load(files, name)
+        deleted = _collect_garbage(files, name, manifest, grace_seconds)
+        tail = tail_files(files, name, manifest)
         by_month: dict[str, list[str]] = defaultdict(list)
         for relative in tail:
-            tenant, day = (part.split("=", 1)[1] for part in Path(relative).parts[:2])
+            tenant, day = (part.split("=", 1)[1] for part in relative.split("/")[:2])
             by_month[f"{tenant}/{day[:7]}"].append(relative)
         rows = 0
         if by_month:
@@ -82,19 +81,20 @@ def compact_table(lake: Lake, table: LakeTable, *, grace_seconds: float = GRACE_
             con = (connect or duckdb.connect)(":memory:")
             try:
                 con.execute("SET enable_external_file_cache = false")
-                for key, files in sorted(by_month.items()):
-                    rows += _compact_month(con, table, table_dir, manifest, key, files)
+                files.register(con)
+                for key, month_files in sorted(by_month.items()):
+                    rows += _compact_month(con, table, files, name, manifest, key, month_files)
             finally:
                 con.close()
             now = time.time()
             for relative in tail:
-                stamp = file_stamp(table_dir / relative)
+                stamp = files.stamp(f"{name}/{relative}")
                 if stamp is not None:
                     manifest.folded[relative] = stamp
                     manifest.retired.append((relative, now))
-            manifest.save(table_dir)  # the swap: readers now take the new compacted files, not these tail files
+            manifest.save(files, name)  # the swap: readers now take the new compacted files, not these tail files
         elif deleted:
-            manifest.save(table_dir)
+            manifest.save(files, name)
         return CompactionReport(table.name, len(tail), len(by_month), rows, deleted, time.perf_counter() - started)
 
 
@@ -102,21 +102,21 @@ def compact_lake(lake: Lake, tables: list[str] | None = None, **options) -> list
     return [compact_table(lake, LAKE_TABLES[name], **options) for name in (tables or list(LAKE_TABLES))]
 
 
-def _compact_month(con, table: LakeTable, table_dir: Path, manifest: Manifest, key: str, files: list[str]) -> int:
+def _compact_month(con, table: LakeTable, files: LakeFiles, name: str, manifest: Manifest, key: str,
+                   month_files: list[str]) -> int:
     tenant, month = key.split("/")
     columns = ["date", *table.schema.names]
     select = ", ".join(quote_identifier(c) for c in columns)
-    tail_list = "[" + ", ".join(quote_literal(str(table_dir / f)) for f in files) + "]"
+    tail_list = "[" + ", ".join(quote_literal(files.uri(f"{name}/{f}")) for f in month_files) + "]"
     sources = [f"SELECT {select}, filename FROM read_parquet({tail_list}, hive_partitioning = true, "
                "hive_types = {'tenant_id': BIGINT, 'date': DATE}, filename = true, union_by_name = true)"]
     previous = manifest.compacted.get(key)
-    if previous and (table_dir / previous).is_file():
-        sources.append(f"SELECT {select}, '' AS filename FROM read_parquet({quote_literal(str(table_dir / previous))}, "
-                       "hive_partitioning = false)")
+    if previous and files.exists(f"{name}/{previous}"):
+        sources.append(f"SELECT {select}, '' AS filename FROM "
+                       f"read_parquet({quote_literal(files.uri(f'{name}/{previous}'))}, hive_partitioning = false)")
     relative = f"tenant_id={tenant}/{COMPACTED_DIR}/{month}-g{manifest.generation}.parquet"
-    target = table_dir / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".tmp-{target.name}")
+    target = f"{name}/{relative}"
+    staged = files.staging_name(target)
     if table.newest_first:  # a per-image table: the newest row per image
         order = ", ".join(f"{quote_identifier(c)} DESC NULLS LAST" for c in table.newest_first)
         rows = (f"SELECT {select} FROM ({' UNION ALL BY NAME '.join(sources)}) "
@@ -124,15 +124,15 @@ def _compact_month(con, table: LakeTable, table_dir: Path, manifest: Manifest, k
                 "ORDER BY image_id")
     else:  # a snapshot table (rows with their own ids, rewritten whole by their writer): every row
         rows = f"SELECT {select} FROM ({' UNION ALL BY NAME '.join(sources)})"
-    con.execute(f"COPY ({rows}) TO {quote_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
-    os.replace(tmp, target)
+    con.execute(f"COPY ({rows}) TO {quote_literal(files.uri(staged))} (FORMAT parquet, COMPRESSION zstd)")
+    files.publish(staged, target)
     if previous and previous != relative:
         manifest.retired.append((previous, time.time()))
     manifest.compacted[key] = relative
-    return int(con.execute(f"SELECT count(*) FROM read_parquet({quote_literal(str(target))})").fetchone()[0])
+    return int(con.execute(f"SELECT count(*) FROM read_parquet({quote_literal(files.uri(target))})").fetchone()[0])
 
 
-def _collect_garbage(table_dir: Path, manifest: Manifest, grace_seconds: float) -> int:
+def _collect_garbage(files: LakeFiles, name: str, manifest: Manifest, grace_seconds: float) -> int:
     """Delete folded tail files and replaced compacted files whose grace period is over. A tail file
     rewritten since it was folded is new work: it is kept (and leaves the folded set)."""
     now, kept, deleted = time.time(), [], 0
@@ -140,13 +140,12 @@ def _collect_garbage(table_dir: Path, manifest: Manifest, grace_seconds: float) 
         if now - since < grace_seconds:
             kept.append((relative, since))
             continue
-        path = table_dir / relative
-        if relative in manifest.folded and not manifest.is_folded(table_dir, relative):
+        if relative in manifest.folded and not manifest.is_folded(files, name, relative):
             manifest.folded.pop(relative, None)  # rewritten by a re-run batch: back in the tail
             continue
         if relative in manifest.compacted.values():
             continue  # still current
-        path.unlink(missing_ok=True)
+        files.delete(f"{name}/{relative}")
         manifest.folded.pop(relative, None)
         deleted += 1
     manifest.retired = kept

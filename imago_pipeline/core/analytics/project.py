@@ -23,6 +23,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from sqlglot import exp
 
 from imago_pipeline.core.analytics.sources import SOURCE_NAME
+from imago_pipeline.core.stores.lake import LakeRoot, files_of
 from imago_pipeline.core.stores.lake_tables import LAKE_TABLES
 
 MODELS_FOLDER = "dbt_like_sql"
@@ -119,7 +120,7 @@ class SqlProject:
     root: Path
     models: dict[str, Model]  # in dependency order: every model after the models it refs
 
-    def compile(self, name: str, lake_root: Path) -> str:
+    def compile(self, name: str, lake: LakeRoot) -> str:
         """DuckDB SQL for the model: sources read the lake views of `open_analytics`, refs read the
         upstream model's Parquet file."""
         tree = self.models[name].tree.copy()
@@ -131,7 +132,7 @@ class SqlProject:
             elif placeholder.startswith(_REF_PREFIX):
                 target = placeholder.removeprefix(_REF_PREFIX)
                 replacement = exp.Table(this=exp.Anonymous(
-                    this="read_parquet", expressions=[exp.Literal.string(str(model_file(lake_root, target)))]))
+                    this="read_parquet", expressions=[exp.Literal.string(files_of(lake).uri(model_file(target)))]))
             else:
                 continue
             replacement.set("alias", exp.TableAlias(this=exp.to_identifier(table.alias or target)))
@@ -139,9 +140,9 @@ class SqlProject:
         return tree.sql(dialect="duckdb", pretty=True)
 
 
-def model_file(lake_root: Path, name: str) -> Path:
-    """Where a built model lives: one Parquet file, `<lake>/models/<name>/<name>.parquet`."""
-    return Path(lake_root) / "models" / name / f"{name}.parquet"
+def model_file(name: str) -> str:
+    """Where a built model lives, relative to the lake's root: one Parquet file, `models/<name>/<name>.parquet`."""
+    return f"models/{name}/{name}.parquet"
 
 
 def load_project(root: Path | None = None, *, min_group_size: int = DEFAULT_MIN_GROUP_SIZE) -> SqlProject:

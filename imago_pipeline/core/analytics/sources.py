@@ -12,11 +12,10 @@ view with the writer's columns, so models still run.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 
 from imago_pipeline.core.stores.lake import Manifest
+from imago_pipeline.core.stores.lake_files import LakeFiles
 from imago_pipeline.core.stores.lake_tables import LakeTable
 
 SOURCE_NAME = "lake"
@@ -50,11 +49,7 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def files_pattern(lake_root: Path, table: str) -> str:
-    return str(lake_root / table / "*" / "*" / "part-*.parquet")
-
-
-def view_sql(lake_root: Path, table: LakeTable) -> str:
+def view_sql(files: LakeFiles, table: LakeTable) -> str:
     """The SELECT behind a source view: deduplicated when the table is append-only, empty when absent.
 
     A compacted table (`compaction.py`) is read as its compacted files (one row per image
@@ -64,25 +59,25 @@ def view_sql(lake_root: Path, table: LakeTable) -> str:
 
     columns = view_columns(table)
     select = ", ".join(quote_identifier(name) for name, _ in columns)
-    table_dir = lake_root / table.name
-    manifest = Manifest.load(table_dir) if table_dir.is_dir() else Manifest()
-    compacted = compacted_files(table_dir, manifest)
-    if not compacted and not any(table_dir.glob("*/*/part-*.parquet")):
+    name = table.name
+    manifest = Manifest.load(files, name)
+    compacted = compacted_files(files, name, manifest)
+    if not compacted and not files.any_match(f"{name}/*/*/part-*.parquet"):
         typed = ", ".join(f"CAST(NULL AS {kind}) AS {quote_identifier(name)}" for name, kind in columns)
         return f"SELECT {typed} WHERE false"
     hive = "hive_partitioning = true, hive_types = {'tenant_id': BIGINT, 'date': DATE}"
     if not compacted:
-        scan = (f"read_parquet({quote_literal(files_pattern(lake_root, table.name))}, {hive}"
+        scan = (f"read_parquet({quote_literal(files.uri(f'{name}/*/*/part-*.parquet'))}, {hive}"
                 + (", filename = true)" if table.newest_first else ")"))
         if not table.newest_first:
             return f"SELECT {select} FROM {scan}"
         return f"SELECT {select} FROM {scan} QUALIFY {_newest(table)} = 1"
-    tail = tail_files(table_dir, manifest)
-    compacted_scan = (f"read_parquet({_list(table_dir, compacted)}, hive_partitioning = true, "
+    tail = tail_files(files, name, manifest)
+    compacted_scan = (f"read_parquet({_list(files, name, compacted)}, hive_partitioning = true, "
                       "hive_types = {'tenant_id': BIGINT}, union_by_name = true)")
     if not tail:
         return f"SELECT {select} FROM {compacted_scan}"
-    tail_scan = f"read_parquet({_list(table_dir, tail)}, {hive}, filename = true, union_by_name = true)"
+    tail_scan = f"read_parquet({_list(files, name, tail)}, {hive}, filename = true, union_by_name = true)"
     if not table.newest_first:
         return f"SELECT {select} FROM {compacted_scan} UNION ALL BY NAME SELECT {select} FROM {tail_scan}"
     return (f"WITH tail AS (SELECT {select} FROM {tail_scan} QUALIFY {_newest(table)} = 1) "
@@ -95,5 +90,5 @@ def _newest(table: LakeTable) -> str:
     return f"row_number() OVER (PARTITION BY image_id ORDER BY {order}, filename DESC)"
 
 
-def _list(folder: Path, relative: list[str]) -> str:
-    return "[" + ", ".join(quote_literal(str(folder / f)) for f in relative) + "]"
+def _list(files: LakeFiles, table: str, relative: list[str]) -> str:
+    return "[" + ", ".join(quote_literal(files.uri(f"{table}/{f}")) for f in relative) + "]"

@@ -1,35 +1,42 @@
 """The Parquet lake: one dataset per table under `<root>/<table>/`, hive-partitioned by tenant and date.
+The root is a local (or shared) folder or an S3 prefix (`lake_files.py`).
 
 Each batch writes one file per (tenant, date) it touches, named after the run, so files are batch-sized
-and a re-run of the same batch replaces its own files instead of duplicating rows. Files are written
-aside as `.tmp-…` and renamed, so readers match `*/*/part-*.parquet` (`imago sql` registers every table as
-a view that also keeps the newest row per image: `core/analytics/sources.py`). Compaction
+and a re-run of the same batch replaces its own files instead of duplicating rows. Files appear whole (a
+local file is written aside as `.tmp-…` and renamed), so readers match `*/*/part-*.parquet` (`imago sql`
+registers every table as a view that also keeps the newest row per image: `core/analytics/sources.py`). Compaction
 (`core/analytics/compaction.py`) folds batch files into one file per tenant and month, listed in the
 table's manifest; files are rewritten (erasure, retention, compaction) under the table's lock.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
-import shutil
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from imago_pipeline.core.stores.lake_files import LakeFiles, LocalLakeFiles
+
+LakeRoot = Union["Lake", LakeFiles, Path, str]
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 MANIFEST = "_manifest.json"  # a compacted table's manifest (`core/analytics/compaction.py`)
 COMPACTED_DIR = "_compacted"
+
+
+def files_of(root: LakeRoot) -> LakeFiles:
+    """The files of a lake named by its `Lake`, its `LakeFiles` or a local folder."""
+    if isinstance(root, Lake):
+        return root.files
+    return root if isinstance(root, LakeFiles) else LocalLakeFiles(root)
 
 
 @dataclass
@@ -45,73 +52,63 @@ class Manifest:
     changed: bool = False
 
     @classmethod
-    def load(cls, table_dir: Path) -> Manifest:
-        path = table_dir / MANIFEST
-        if not path.is_file():
+    def load(cls, files: LakeFiles, table: str) -> Manifest:
+        text = files.read_text(f"{table}/{MANIFEST}")
+        if text is None:
             return cls()
-        data = json.loads(path.read_text())
+        data = json.loads(text)
         return cls(data["generation"], data["compacted"], data["folded"],
                    [(p, float(s)) for p, s in data.get("retired", [])])
 
-    def save(self, table_dir: Path) -> None:
-        tmp = table_dir / f".tmp-{MANIFEST}"
-        tmp.write_text(json.dumps({"generation": self.generation, "compacted": self.compacted,
-                                   "folded": self.folded, "retired": self.retired}))
-        os.replace(tmp, table_dir / MANIFEST)
+    def save(self, files: LakeFiles, table: str) -> None:
+        files.write_text(f"{table}/{MANIFEST}", json.dumps({
+            "generation": self.generation, "compacted": self.compacted, "folded": self.folded,
+            "retired": self.retired}))
         self.changed = False
 
-    def save_if_changed(self, table_dir: Path) -> None:
-        if self.changed and (table_dir / MANIFEST).is_file():
-            self.save(table_dir)
+    def save_if_changed(self, files: LakeFiles, table: str) -> None:
+        if self.changed and files.exists(f"{table}/{MANIFEST}"):
+            self.save(files, table)
 
-    def is_folded(self, table_dir: Path, relative: str) -> bool:
-        """Folded into a compacted file and not rewritten since."""
+    def is_folded(self, files: LakeFiles, table: str, relative: str) -> bool:
+        """Folded into a compacted file and not rewritten since (`relative` to the table's folder)."""
         stamp = self.folded.get(relative)
-        return stamp is not None and file_stamp(table_dir / relative) == stamp
-
-
-def file_stamp(path: Path) -> list[int] | None:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return [stat.st_mtime_ns, stat.st_size]
+        return stamp is not None and files.stamp(f"{table}/{relative}") == stamp
 
 
 
 
 class Lake:
-    def __init__(self, root: Path | str):
-        self.root = Path(root).resolve()
+    """The lake's tables, wherever its files live (`lake_files.py`: a folder, or an S3 prefix)."""
 
-    def table_path(self, table: str) -> Path:
+    def __init__(self, root: LakeRoot):
+        self.files = files_of(root)
+
+    @property
+    def location(self) -> str:
+        return self.files.location
+
+    def table_path(self, table: str) -> str:
+        """The table's folder, relative to the lake's root."""
         if not _SAFE_NAME.match(table):
             raise ValueError(f"bad lake table name {table!r}")
-        return self.root / table
+        return table
 
-    @contextmanager
-    def lock(self, table: str) -> Iterator[None]:
+    def lock(self, table: str) -> AbstractContextManager[None]:
         """Exclusive use of a table for rewriting its files: compaction (`analytics/compaction.py`), erasure and
         retention take it, so a compaction never folds a file an erasure is rewriting. Writers of new
         batch files do not: a new file is simply not part of a running compaction."""
-        locks = self.root / ".locks"  # beside the tables: a whole-table swap must not move its own lock
-        locks.mkdir(parents=True, exist_ok=True)
-        fd = os.open(locks / f"{self.table_path(table).name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        return self.files.lock(self.table_path(table))
 
     def write_batch(
         self, table: str, rows: Iterable[dict[str, Any]], *, batch_id: str, schema: pa.Schema | None = None
-    ) -> list[Path]:
-        """Write rows (each with `tenant_id` and a `date` key) as one file per hive partition."""
+    ) -> list[str]:
+        """Write rows (each with `tenant_id` and a `date` key) as one file per hive partition; returns the
+        files' paths relative to the lake's root."""
         return self._write_into(self.table_path(table), rows, batch_id, schema)
 
-    def _write_into(self, base: Path, rows: Iterable[dict[str, Any]], batch_id: str,
-                    schema: pa.Schema | None) -> list[Path]:
+    def _write_into(self, base: str, rows: Iterable[dict[str, Any]], batch_id: str,
+                    schema: pa.Schema | None) -> list[str]:
         if not _SAFE_NAME.match(batch_id):
             raise ValueError(f"bad batch id {batch_id!r}")
         groups: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
@@ -121,36 +118,21 @@ class Lake:
             groups[(int(row["tenant_id"]), day[:10])].append(row)
         written = []
         for (tenant_id, day), group in sorted(groups.items()):
-            folder = base / f"tenant_id={tenant_id}" / f"date={day}"
-            folder.mkdir(parents=True, exist_ok=True)
             records = [{k: v for k, v in row.items() if k not in ("tenant_id", "date")} for row in group]
-            arrow = pa.Table.from_pylist(records, schema=schema)
-            target = folder / f"part-{batch_id}.parquet"
-            tmp = folder / f".tmp-{batch_id}.parquet"
-            pq.write_table(arrow, tmp, compression="zstd")
-            os.replace(tmp, target)  # readers see the whole file or none of it
+            target = f"{base}/tenant_id={tenant_id}/date={day}/part-{batch_id}.parquet"
+            self.files.write_table(pa.Table.from_pylist(records, schema=schema), target)  # whole or nothing
             written.append(target)
         return written
 
-    def replace_table(self, table: str, rows: Iterable[dict[str, Any]], *, schema: pa.Schema) -> list[Path]:
-        """Rewrite a whole (small) table: written aside, then swapped in, so readers never see half of it."""
+    def replace_table(self, table: str, rows: Iterable[dict[str, Any]], *, schema: pa.Schema) -> list[str]:
+        """Rewrite a whole (small) table: written aside, then swapped in (`LakeFiles.swap_tree`)."""
         final = self.table_path(table)
-        staging = final.with_name(f".{table}.staging")
-        shutil.rmtree(staging, ignore_errors=True)
+        staging = f".{table}.staging"
+        self.files.delete_tree(staging)
         files = self._write_into(staging, rows, "snapshot", schema)
-        old = final.with_name(f".{table}.old")
-        shutil.rmtree(old, ignore_errors=True)
         with self.lock(table):  # not while a compaction or an erasure rewrites its files
-            if final.exists():
-                os.replace(final, old)
-            if staging.exists():
-                os.replace(staging, final)
-        shutil.rmtree(old, ignore_errors=True)
-        return [final / f.relative_to(staging) for f in files]
-
-    def tables(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _SAFE_NAME.match(p.name)) \
-            if self.root.is_dir() else []
+            self.files.swap_tree(staging, final)
+        return [final + f.removeprefix(staging) for f in files]
 
     def delete_rows(self, table: str, column: str, values: Iterable[Any], *, tenant_id: int | None = None) -> int:
         """Remove the rows whose `column` is in `values` (erasure, retention) and return how many went.
@@ -162,23 +144,21 @@ class Lake:
         if not wanted:
             return 0
         base = self.table_path(table)
-        folder = base / f"tenant_id={tenant_id}" if tenant_id is not None else base
+        folder = f"{base}/tenant_id={tenant_id}" if tenant_id is not None else base
         removed = 0
-        if not folder.is_dir():
-            return 0
         with self.lock(table):  # compacted files (`tenant_id=T/_compacted/`) are reached like batch files
-            manifest = Manifest.load(base)
-            for path in sorted(folder.glob("**/*.parquet")):
-                if path.name.startswith(".") or not _may_contain(path, column, wanted):
+            manifest = Manifest.load(self.files, base)
+            for path in self.files.glob(f"{folder}/**/*.parquet"):
+                if not _may_contain(self.files, path, column, wanted):
                     continue
-                data = pq.read_table(path, partitioning=None)
+                data = self.files.read_table(path)
                 keep = pc.invert(pc.is_in(data[column], value_set=pa.array(sorted(wanted), type=data[column].type)))
                 kept = data.filter(pc.fill_null(keep, True))
                 if kept.num_rows == data.num_rows:
                     continue
-                if not _rewrite_keeping_folded(base, manifest, path, kept):
+                if not _rewrite_keeping_folded(self.files, base, manifest, path, kept):
                     removed += data.num_rows - kept.num_rows
-            manifest.save_if_changed(base)
+            manifest.save_if_changed(self.files, base)
         return removed
 
     def delete_before(self, table: str, column: str, cutoff: datetime) -> int:
@@ -191,36 +171,34 @@ class Lake:
     def _filter_files(self, table: str, column: str, cutoff: datetime, *, delete: bool) -> int:
         base = self.table_path(table)
         matched = 0
-        if not base.is_dir():
-            return 0
         with self.lock(table):
-            manifest = Manifest.load(base)
-            for path in sorted(base.glob("**/*.parquet")):
-                if path.name.startswith(".") or not _may_be_before(path, column, cutoff):
+            manifest = Manifest.load(self.files, base)
+            for path in self.files.glob(f"{base}/**/*.parquet"):
+                if not _may_be_before(self.files, path, column, cutoff):
                     continue
-                data = pq.read_table(path, partitioning=None)
+                data = self.files.read_table(path)
                 old = pc.fill_null(pc.less(data[column], pa.scalar(cutoff, type=data[column].type)), False)
                 count = pc.sum(old).as_py() or 0
-                if manifest.is_folded(base, str(path.relative_to(base))):
+                if manifest.is_folded(self.files, base, path.removeprefix(base + "/")):
                     count_here = 0  # its rows are counted in the compacted file that holds them
                 else:
                     count_here = count
                 matched += count_here
                 if not delete or count == 0:
                     continue
-                _rewrite_keeping_folded(base, manifest, path, data.filter(pc.invert(old)))
-            manifest.save_if_changed(base)
+                _rewrite_keeping_folded(self.files, base, manifest, path, data.filter(pc.invert(old)))
+            manifest.save_if_changed(self.files, base)
         return matched
 
 
-def _rewrite_keeping_folded(base: Path, manifest: Manifest, path: Path, kept: pa.Table) -> bool:
+def _rewrite_keeping_folded(files: LakeFiles, base: str, manifest: Manifest, path: str, kept: pa.Table) -> bool:
     """`_rewrite`, and a file already folded into a compacted file stays folded (its new stamp recorded),
     so readers still skip it. Returns whether it was folded (its rows are counted elsewhere)."""
-    relative = str(path.relative_to(base))
-    folded = manifest.is_folded(base, relative)
-    _rewrite(path, kept)
+    relative = path.removeprefix(base + "/")
+    folded = manifest.is_folded(files, base, relative)
+    _rewrite(files, path, kept)
     if folded:
-        stamp = file_stamp(path)
+        stamp = files.stamp(path)
         if stamp is None:
             manifest.folded.pop(relative, None)
         else:
@@ -229,31 +207,30 @@ def _rewrite_keeping_folded(base: Path, manifest: Manifest, path: Path, kept: pa
     return folded
 
 
-def _rewrite(path: Path, kept: pa.Table) -> None:
-    """Replace a file by the rows kept (written aside, then swapped in), or remove it when none are."""
+def _rewrite(files: LakeFiles, path: str, kept: pa.Table) -> None:
+    """Replace a file by the rows kept (readers see the old file or the new one), or remove it when none are."""
     if kept.num_rows == 0:
-        path.unlink()
+        files.delete(path)
         return
-    tmp = path.with_name(f".tmp-{path.name}")
-    pq.write_table(kept, tmp, compression="zstd")
-    os.replace(tmp, path)
+    files.write_table(kept, path)
 
 
-def _may_be_before(path: Path, column: str, cutoff: datetime) -> bool:
+def _may_be_before(files: LakeFiles, path: str, column: str, cutoff: datetime) -> bool:
     return any(low is None or (low if low.tzinfo else low.replace(tzinfo=cutoff.tzinfo)) < cutoff
-               for low, _ in _row_group_ranges(path, column))
+               for low, _ in _row_group_ranges(files, path, column))
 
 
-def _may_contain(path: Path, column: str, wanted: set[Any]) -> bool:
+def _may_contain(files: LakeFiles, path: str, column: str, wanted: set[Any]) -> bool:
     """False only when the file's statistics prove no row has a wanted value (or it has no such column)."""
     low, high = min(wanted), max(wanted)
-    return any(least is None or not (most < low or least > high) for least, most in _row_group_ranges(path, column))
+    return any(least is None or not (most < low or least > high)
+               for least, most in _row_group_ranges(files, path, column))
 
 
-def _row_group_ranges(path: Path, column: str) -> Iterable[tuple[Any, Any]]:
+def _row_group_ranges(files: LakeFiles, path: str, column: str) -> Iterable[tuple[Any, Any]]:
     """(min, max) of `column` per row group from the Parquet footer, (None, None) where unknown; nothing
     when the file has no such column."""
-    metadata = pq.read_metadata(path)
+    metadata = files.read_metadata(path)
     names = [metadata.schema.column(i).name for i in range(metadata.num_columns)]
     if column not in names:
         return

@@ -23,6 +23,7 @@ from imago_pipeline.core.analytics import (
     run_tests,
 )
 from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.stores.lake_files import LakeFiles, lake_files_for
 from imago_pipeline.defs.resources import LakeResource
 
 GROUP = "sql_models"
@@ -67,10 +68,11 @@ def model_key(name: str) -> dg.AssetKey:
 def build_sql_model_assets(settings: ImagoSettings, project_dir: Path | None = None) -> list[dg.AssetsDefinition]:
     """An asset per model of the project (with its checks), in dependency order."""
     project = load_project(project_dir, min_group_size=settings.analytics_min_group_size)
-    return [_model_asset(project, model, settings.lake_root) for model in project.models.values()]
+    files = lake_files_for(settings)  # names the files in the compiled SQL shown; connects to nothing
+    return [_model_asset(project, model, files) for model in project.models.values()]
 
 
-def _model_asset(project: SqlProject, model: Model, lake_root: Path) -> dg.AssetsDefinition:
+def _model_asset(project: SqlProject, model: Model, files: LakeFiles) -> dg.AssetsDefinition:
     key = model_key(model.name)
     deps = [model_key(ref) for ref in model.refs] + [
         dg.AssetKey(asset) for asset in dict.fromkeys(SOURCE_ASSETS[source] for source in model.sources)]
@@ -89,14 +91,14 @@ def _model_asset(project: SqlProject, model: Model, lake_root: Path) -> dg.Asset
         retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
         metadata={"sql_file": dg.MetadataValue.path(shown_path),
                   "sql": dg.MetadataValue.md(f"```sql\n{model.sql.strip()}\n```"),
-                  "compiled_sql": dg.MetadataValue.md(f"```sql\n{project.compile(model.name, lake_root)}\n```")},
+                  "compiled_sql": dg.MetadataValue.md(f"```sql\n{project.compile(model.name, files)}\n```")},
     )
     def _build(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        root = Path(lake.root)
-        con = open_analytics(root)
+        files = lake.get().files
+        con = open_analytics(files)
         try:
-            built = build_model(con, project, model.name, root)
-            outcomes = run_tests(con, project, model.name, root)
+            built = build_model(con, project, model.name, files)
+            outcomes = run_tests(con, project, model.name, files)
         finally:
             con.close()
         failed = [o.test.name for o in outcomes if not o.passed]
@@ -107,7 +109,7 @@ def _model_asset(project: SqlProject, model: Model, lake_root: Path) -> dg.Asset
                 "dagster/row_count": built.rows,
                 "dagster/column_schema": dg.TableSchema(
                     columns=[dg.TableColumn(name, kind) for name, kind in built.columns]),
-                "path": dg.MetadataValue.path(str(built.path)),
+                "path": dg.MetadataValue.path(built.path),
                 "duration_s": dg.MetadataValue.float(round(built.seconds, 3)),
             },
             check_results=[_check_result(outcome) for outcome in outcomes],
