@@ -16,6 +16,8 @@ and `tests/test_dagster_internals.py` fails when a Dagster upgrade breaks one of
 - **The sensor daemon's loop** wakes every `SENSOR_LOOP_SECONDS` instead of every 5 s, so an upload waits
   for `upload_sensor` about half a second, not 2.5 s (`tick_sensors_often`, applied when this module is
   loaded: the daemon loads it with the instance's run launcher and event log).
+- **The step executor chosen when a run starts** (`defs/execution.py`): Dagster's in-process executor is
+  made directly (`in_process_step_executor`), as its executor definition would with no config.
 """
 
 from __future__ import annotations
@@ -380,3 +382,17 @@ class FastSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
             self._store_asset_event_tags(connection, events, ids)
             self._store_asset_event(connection, events[-1], ids[-1])
         return None
+
+
+def no_retries():
+    """Step retries off (an executor's own retries; runs are retried whole by the run-retry daemon)."""
+    from dagster._core.execution.retries import RetryMode
+
+    return RetryMode(RetryMode.DISABLED)
+
+
+def in_process_step_executor():
+    """Dagster's in-process executor, made directly: `imago_executor` picks it or Celery when a run starts."""
+    from dagster._core.executor.in_process import InProcessExecutor
+
+    return InProcessExecutor(retries=no_retries(), marker_to_close=None)

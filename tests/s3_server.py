@@ -22,12 +22,12 @@ def _binary() -> str:
 
 
 @contextmanager
-def moto_server():
-    """Yield the endpoint URL of a fresh moto server; stop it afterwards."""
+def moto_server(host: str = "127.0.0.1"):
+    """Yield the endpoint URL of a fresh moto server listening on `host`; stop it afterwards."""
     port = free_port()
-    process = subprocess.Popen([_binary(), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([_binary(), "-H", host, "-p", str(port)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://{host}:{port}"
     try:
         deadline = time.time() + 30
         while True:

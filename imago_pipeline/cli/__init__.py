@@ -7,6 +7,7 @@
     maintenance.py  purge, reprocess
     admin.py        admin create-client
     serve.py        serve: the Dagster UI and the API together, supervised
+    worker.py       worker: a Celery worker of the distributed executor
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from typing import Annotated
 
 import typer
 
-from imago_pipeline.cli import admin, analytics, images, ingest, maintenance, similar  # noqa: F401  (they register commands)
+from imago_pipeline.cli import (  # noqa: F401  (they register commands)
+    admin,
+    analytics,
+    images,
+    ingest,
+    maintenance,
+    similar,
+    worker,
+)
 from imago_pipeline.cli.app import app
 
 __all__ = ["app"]

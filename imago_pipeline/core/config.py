@@ -58,6 +58,16 @@ class ImagoSettings(BaseSettings):
 
     batch_size: int = Field(default=100, ge=1, description="Images per Dagster run.")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    partition_window_days: float = Field(
+        default=7.0, ge=0, description="Images finished and unchanged for this many days leave Dagster's "
+        "`images` partitions (their history stays in the event log, catalog and lake; a reprocess adds them "
+        "back), so a run's cost does not grow with every image ever ingested. 0 keeps every partition.")
+    executor: Literal["in_process", "celery"] = Field(
+        default="in_process", description="Where a process_images run executes its steps: in its own process "
+        "(its images spread over IMAGO_WORKERS processes), or on Celery workers (`imago worker`) of any "
+        "machine reaching the broker, the catalog, Dagster's Postgres, S3 and the lake.")
+    celery_broker_url: str = Field(default="pyamqp://guest:guest@127.0.0.1:5672//",
+                                   description="The Celery broker of the distributed executor (RabbitMQ).")
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_pixels: int = Field(default=MAX_PIXELS, description="Images with more pixels are refused before decoding.")
     thumbnail_size: int = THUMBNAIL_SIZE

@@ -28,6 +28,7 @@ from imago_pipeline.core.enrichment.stages import vision as vision_stage
 from imago_pipeline.core.enrichment.versions import SUMMARY_VERSION, stage_code_versions
 from imago_pipeline.core.model_store import production_tag
 from imago_pipeline.core.vision.factory import build_provider
+from imago_pipeline.defs.execution import imago_executor
 from imago_pipeline.defs.resources import (
     BlobStoreResource,
     CatalogResource,
@@ -195,8 +196,9 @@ process_images_job = dg.define_asset_job(
     "process_images",
     selection=dg.AssetSelection.assets(*PER_IMAGE_ASSET_KEYS),
     partitions_def=image_partitions,
-    # One process per run; the images of the batch are spread over the cores by the assets themselves.
-    executor_def=dg.in_process_executor,
+    # One process per run, its images spread over the cores by the assets themselves; or, with
+    # IMAGO_EXECUTOR=celery, each step on a Celery worker of any machine (defs/execution.py).
+    executor_def=imago_executor,
     description="Enrich a batch of images: EXIF, thumbnail, OCR, embedding, classification, vision, then each "
     "image's overall status.",
 )
