@@ -57,8 +57,11 @@ __all__ = ["ASSET_PARTITION_RANGE_END_TAG", "ASSET_PARTITION_RANGE_START_TAG", "
 UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
               DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", socket.gethostname()}
-RETRY_PATIENCE_S = 600
-SENSOR_LOOP_SECONDS = 1  # a failed run marked "will retry" whose retry never came is given up after this
+# A failed run marked "will retry" whose retry has not appeared after this long is given up on, and its
+# images go back to the queue: the retry daemon normally launches it within seconds, but was seen (once in
+# a fault test) never to retry one of two runs failed at the same moment, which left its images waiting.
+RETRY_PATIENCE_S = 120
+SENSOR_LOOP_SECONDS = 1  # how often the sensor daemon looks (`tick_sensors_often`)
 
 
 def tick_sensors_often(seconds: float = SENSOR_LOOP_SECONDS) -> None:

@@ -63,7 +63,7 @@ def test_unfinished_stages_are_the_missing_or_failed_ones_and_what_reads_them():
 
 
 def test_images_of_a_run_that_ended_without_finishing_them_are_requeued_with_what_is_left(
-        catalog, settings, dagster_instance):
+        catalog, settings, dagster_instance, monkeypatch):
     tenant, ids = _upload(catalog, settings)
     tick = _take(dagster_instance, settings)
     claim = tick.run_requests[0].tags[CLAIM_TAG]
@@ -78,6 +78,9 @@ def test_images_of_a_run_that_ended_without_finishing_them_are_requeued_with_wha
     # a launched run that failed and that Dagster's run retries will re-execute: its retry finishes them
     dagster_instance.add_run_tags(failed.run_id, {"dagster/will_retry": "true"})
     assert reconcile(catalog, alive, max_retries=3, grace_s=0).images == 0
+    with monkeypatch.context() as patience:  # ... unless that retry has not come after RETRY_PATIENCE_S
+        patience.setattr("imago_pipeline.dagster_internals.RETRY_PATIENCE_S", 0)
+        assert claim_alive(dagster_instance, claim) is False
     dagster_instance.add_run_tags(failed.run_id, {"dagster/will_retry": "false"})  # no retry (or it ran out)
     plan = reconcile(catalog, alive, max_retries=3, grace_s=0)
 
