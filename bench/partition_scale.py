@@ -23,6 +23,15 @@ evaluations, step and run events), through the same storage classes and the same
 Only the number of runs differs: N / run size instead of N / `IMAGO_BATCH_SIZE`.
 
     .venv/bin/python bench/partition_scale.py [--partitions 1000,10000,50000] [--postgres URL] [--ticks 5]
+
+`--ever-ingested 10000,100000,1000000 --window 10000` measures the partition window instead
+(`partition_window_sensor`): N images ever ingested, of which the newest `--window` still hold partitions
+(materialized by stand-in runs as above) and the others were retired after finishing (their partitions
+gone, their history kept: one materialization per image and asset in the event log, written in bulk with
+the same event shape and metadata as the stand-ins', under one run id per `--run-size` images). Then it
+times new ranged runs of `--run-size` images, the partition list and the window sensor's evaluation.
+
+    .venv/bin/python bench/partition_scale.py --ever-ingested 10000,100000,1000000 --window 10000
 """
 
 import argparse
@@ -63,7 +72,7 @@ from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.ingest import register_image
 from imago_pipeline.core.stores.blobs import build_blob_store
 from imago_pipeline.dagster_instance import embedded_instance_yaml, use_batched_dagster_events
-from imago_pipeline.defs.batching import Batch
+from imago_pipeline.defs.batching import PartitionRange
 from imago_pipeline.defs.enrichment.assets import PER_IMAGE_ASSET_KEYS, image_partitions
 from imago_pipeline.defs.intake.sensors import upload_sensor
 from imago_pipeline.defs.resources import build_resources
@@ -208,7 +217,7 @@ def materialize(instance: dg.DagsterInstance, job: dg.JobDefinition, keys: list[
     read_all = instance.get_dynamic_partitions
     runs = []
     for start in range(0, len(keys), run_size):
-        batch = Batch(keys[start:start + run_size])
+        batch = PartitionRange(keys[start:start + run_size])
         reads.clear()
         instance.get_dynamic_partitions = lambda *args, **kwargs: reads.append(1) or read_all(*args, **kwargs)
         started = time.perf_counter()
@@ -426,6 +435,112 @@ def run_one(backend: str, n: int, args) -> dict:
     return figures
 
 
+# --- the partition window: N ever ingested, a window of partitions ---------------------------------------
+
+def record_history(instance: dg.DagsterInstance, job: dg.JobDefinition, keys: list[str], run_size: int) -> None:
+    """What ranged runs of the stand-ins leave in the event log for `keys`, written in bulk: a
+    materialization per image and asset with the stand-ins' metadata, one run id per `run_size` images.
+    Each asset's event is serialized once with placeholders, then copied per image (a million images are
+    six million rows: serializing each would take most of an hour)."""
+    from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+    from dagster._core.events.log import EventLogEntry
+    from dagster._core.storage.event_log import SqlEventLogStorageTable
+
+    if not keys:
+        return
+    storage = instance.event_log_storage
+    assets = [node.key for node in job.asset_layer.asset_graph.asset_nodes
+              if node.key.to_user_string() in PER_IMAGE_ASSET_KEYS]
+    metadata = {"images": run_size, "succeeded": run_size, "failed": 0, "missing_from_catalog": 0,
+                "duration_s": dg.MetadataValue.float(run_size * 0.05), "images_per_s": dg.MetadataValue.float(20.0),
+                "p50_image_ms": dg.MetadataValue.float(48.5), "max_image_ms": dg.MetadataValue.float(310.2),
+                "code_version": "v", "lake_files_written": 1}
+
+    def event(asset: dg.AssetKey, key: str, run_id: str, at: float) -> EventLogEntry:
+        step = asset.to_user_string()
+        return EventLogEntry(
+            error_info=None, level=logging.DEBUG, user_message="", run_id=run_id, timestamp=at, step_key=step,
+            job_name="process_images", dagster_event=DagsterEvent(
+                DagsterEventType.ASSET_MATERIALIZATION.value, "process_images", step_key=step,
+                event_specific_data=StepMaterializationData(dg.AssetMaterialization(
+                    asset_key=asset, partition=key, metadata=metadata)), message=f"Materialized value {step}."))
+
+    at = time.time() - 86400 * 30
+    templates = [storage._event_to_row(event(asset, "KEY@@", "RUN@@", at)) for asset in assets]
+    rows = []
+
+    def flush() -> None:
+        with storage.index_connection() as connection:
+            connection.execute(SqlEventLogStorageTable.insert(), rows)
+        rows.clear()
+
+    for start in range(0, len(keys), run_size):
+        run_id = str(uuid.uuid4())
+        for template in templates:
+            for key in keys[start:start + run_size]:
+                rows.append({**template, "run_id": run_id, "partition": key,
+                             "event": template["event"].replace('"KEY@@"', f'"{key}"').replace("RUN@@", run_id)})
+        if len(rows) >= 60_000:
+            flush()
+    if rows:
+        flush()
+    for asset in assets:  # the asset's latest materialization, through the storage's own path
+        storage.store_event(event(asset, keys[-1], str(uuid.uuid4()), at))
+
+
+def run_window(backend: str, ever: int, window: int, args) -> dict:
+    """N images ever ingested, the newest `window` holding partitions: what a new ranged run costs."""
+    from imago_pipeline.defs.intake.sensors import partition_window_sensor
+
+    figures: dict = {"backend": backend, "ever_ingested": ever, "partitions": min(ever, window)}
+    with scratch_home(backend, ever, args.postgres) as settings:
+        use_batched_dagster_events()
+        catalog = Catalog.connect(settings.catalog_url)
+        with dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"]) as instance:
+            _, ids = insert_processed_images(catalog, ever + 3 * args.run_size)
+            keys = [str(i) for i in ids[:ever]]
+            new_keys = [str(i) for i in ids[ever:]]
+            retired, kept = keys[:max(0, ever - window)], keys[max(0, ever - window):]
+            job = stand_in_job(settings)
+            started = time.perf_counter()
+            record_history(instance, job, retired, args.run_size)
+            figures["history_s"] = time.perf_counter() - started
+            instance.add_dynamic_partitions(image_partitions.name, kept)
+            started = time.perf_counter()
+            materialize(instance, job, kept, args.run_size)
+            figures["window_s"] = time.perf_counter() - started
+            console.print(f"[{backend} {ever:,}] history of {len(retired):,} retired images in "
+                          f"{figures['history_s']:.0f} s, {len(kept):,} partitions in {figures['window_s']:.0f} s")
+            figures["events"], figures["dagster_storage_mb"] = dagster_storage(instance, backend)
+            # new uploads: added as partitions (as the upload sensor does) and run in ranged batches
+            instance.add_dynamic_partitions(image_partitions.name, new_keys)
+            figures.update(materialize(instance, job, new_keys, args.run_size))
+            figures["get_dynamic_partitions_s"], found = median_time(
+                lambda: instance.get_dynamic_partitions(image_partitions.name), args.ticks)
+            assert len(found) == len(kept) + len(new_keys)
+            resources = build_resources(settings.model_copy(update={"partition_window_days": 7}))
+
+            def window_tick():
+                with dg.build_sensor_context(instance=instance, resources=resources) as context:
+                    return partition_window_sensor(context)
+
+            figures["window_tick_s"], _ = median_time(window_tick, args.ticks)
+        catalog.dispose()
+    console.print(json.dumps(figures))
+    return figures
+
+
+WINDOW_COLUMNS = [
+    ("partitions", "image partitions (the window)", "{:,}"),
+    ("history_s", "writing the retired images' history (s)", "{:.0f}"),
+    ("events", "event log rows", "{:,}"), ("dagster_storage_mb", "Dagster storage (MiB)", "{:.0f}"),
+    ("run_s", "one ranged run of --run-size new images (s)", "{:.2f}"),
+    ("partition_list_reads_per_run", "partition-list reads in a run", "{}"),
+    ("get_dynamic_partitions_s", "instance.get_dynamic_partitions (s)", "{:.3f}"),
+    ("window_tick_s", "partition_window_sensor tick (s)", "{:.3f}"),
+]
+
+
 COLUMNS = [  # (figure, label, format)
     ("runs", "stand-in runs", "{}"), ("materialize_s", "recording N images (s)", "{:.0f}"),
     ("run_s", "one ranged run of --run-size images (s)", "{:.2f}"),
@@ -447,11 +562,15 @@ COLUMNS = [  # (figure, label, format)
 
 
 def print_table(rows: list[dict]) -> None:
-    table = Table(title="What grows with the number of image partitions N (medians)", title_justify="left")
+    window = "ever_ingested" in rows[0]
+    title = ("A ranged run against images ever ingested, with a window of partitions (medians)" if window
+             else "What grows with the number of image partitions N (medians)")
+    table = Table(title=title, title_justify="left")
     table.add_column("")
     for row in rows:
-        table.add_column(f"{row['backend']}\nN = {row['partitions']:,}", justify="right")
-    for key, label, fmt in COLUMNS:
+        n = row["ever_ingested"] if window else row["partitions"]
+        table.add_column(f"{row['backend']}\nN = {n:,}", justify="right")
+    for key, label, fmt in WINDOW_COLUMNS if window else COLUMNS:
         table.add_row(label, *[fmt.format(row[key]) for row in rows])
     console.print(table)
 
@@ -467,16 +586,23 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=5, help="sensor ticks (and instance calls) per median")
     parser.add_argument("--page-loads", type=int, default=3, help="asset page loads (the first, then a median)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--ever-ingested", help="comma-separated N values: the partition window mode")
+    parser.add_argument("--window", type=int, default=10_000, help="partitions kept (the window mode)")
     args = parser.parse_args()
     logging.disable(logging.INFO)  # the sensor logs every tick it is asked for
     backends = ([] if args.no_sqlite else ["sqlite"]) + (["postgres"] if args.postgres else [])
     rows = []
-    for n in [int(value) for value in args.partitions.split(",")]:
-        for backend in backends:
-            rows.append(run_one(backend, n, args))
-            if args.json:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps(rows, indent=1))
+    if args.ever_ingested:
+        measure = [(backend, n, lambda b, n: run_window(b, n, args.window, args))
+                   for n in map(int, args.ever_ingested.split(",")) for backend in backends]
+    else:
+        measure = [(backend, n, lambda b, n: run_one(b, n, args))
+                   for n in map(int, args.partitions.split(",")) for backend in backends]
+    for backend, n, run in measure:
+        rows.append(run(backend, n))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(rows, indent=1))
     print_table(rows)
 
 

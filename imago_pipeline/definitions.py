@@ -16,7 +16,12 @@ from imago_pipeline.defs.analytics.assets import build_sql_model_assets, sql_mod
 from imago_pipeline.defs.analytics.compaction import lake_compaction
 from imago_pipeline.defs.enrichment.assets import build_image_assets, process_images_job, uploads
 from imago_pipeline.defs.governance.assets import retention_job, retention_purge, retention_schedule
-from imago_pipeline.defs.intake.sensors import drop_folder_sensor, s3_drop_sensor, upload_sensor
+from imago_pipeline.defs.intake.sensors import (
+    drop_folder_sensor,
+    partition_window_sensor,
+    s3_drop_sensor,
+    upload_sensor,
+)
 from imago_pipeline.defs.monitoring.assets import classifier_monitoring
 from imago_pipeline.defs.reprocessing.jobs import batch_reprocess_job, nightly_reprocess_schedule
 from imago_pipeline.defs.reprocessing.sensors import reclassify_sensor, stale_reprocess_sensor, stranded_images_sensor
@@ -37,8 +42,8 @@ def build_definitions(settings: ImagoSettings | None = None) -> dg.Definitions:
                 classifier_monitoring, retention_purge, lake_compaction, *build_sql_model_assets(settings)],
         jobs=[process_images_job, retrain_classifier_job, retention_job, batch_reprocess_job],
         schedules=[retention_schedule, nightly_reprocess_schedule],
-        sensors=[upload_sensor, stranded_images_sensor, drop_folder_sensor, s3_drop_sensor, stale_reprocess_sensor,
-                 reclassify_sensor, feedback_sensor, sql_models_automation],
+        sensors=[upload_sensor, partition_window_sensor, stranded_images_sensor, drop_folder_sensor, s3_drop_sensor,
+                 stale_reprocess_sensor, reclassify_sensor, feedback_sensor, sql_models_automation],
         resources=build_resources(settings),
     )
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-from sqlalchemy import text
+from sqlalchemy import text, update
 
+from imago_pipeline.core.catalog.models import Image
 from imago_pipeline.core.claims import CLAIM_TAG, LANE_TAG
 from imago_pipeline.core.ingest import register_image
 from imago_pipeline.core.stores.blobs import LocalBlobStore
 from imago_pipeline.dagster_internals import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from imago_pipeline.defs.intake.sensors import drop_folder_sensor, upload_sensor
+from imago_pipeline.defs.intake.sensors import drop_folder_sensor, partition_window_sensor, upload_sensor
 from imago_pipeline.defs.resources import build_resources
 from tests.conftest import SAMPLES, shared
 
@@ -195,3 +197,37 @@ def test_uploads_go_by_plan_priority_in_runs_of_their_own_lane_and_bulk_waits_on
 def _range(request) -> list[int]:
     start, end = (int(request.tags[t]) for t in (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG))
     return list(range(start, end + 1))
+
+
+def test_settled_images_leave_the_partition_window_and_come_back_when_reprocessed(catalog, settings,
+                                                                                   dagster_instance):
+    """Images finished more than `partition_window_days` ago leave the `images` partitions (their history
+    stays); images in work or finished recently keep theirs; reprocessing a retired one adds it back."""
+    tenant, ids, resources = _uploads_in_batches_of_four(catalog, settings)
+    _tick(upload_sensor, dagster_instance, resources)  # all taken into work, all partitions
+    old, recent, in_work = ids[:3], ids[3:5], ids[5:]
+    with catalog.session() as session:  # their runs finished them: the old ones eight days ago
+        session.execute(update(Image).where(Image.id.in_(old + recent)).values(status="done", claim=None))
+        session.execute(update(Image).where(Image.id.in_(old)).values(updated_at=datetime.now(UTC) - timedelta(days=8)))
+        session.commit()
+
+    result = _tick(partition_window_sensor, dagster_instance, resources)
+    assert isinstance(result, dg.SensorResult)
+    [request] = result.dynamic_partitions_requests
+    assert isinstance(request, dg.DeleteDynamicPartitionsRequest)
+    assert list(request.partition_keys) == [str(i) for i in old]
+    for key in request.partition_keys:  # what the daemon does with the request
+        dagster_instance.delete_dynamic_partition(request.partitions_def_name, key)
+    assert dagster_instance.get_dynamic_partitions("images") == [str(i) for i in recent + in_work]
+    again = _tick(partition_window_sensor, dagster_instance, resources)
+    assert isinstance(again, dg.SkipReason) and "none settled" in again.skip_message
+
+    # a user asks for a retired image again: the upload sensor makes it a partition and a run again
+    catalog.for_tenant(tenant.id).request_reprocess(old[1])
+    rerun = _tick(upload_sensor, dagster_instance, resources)
+    assert [(r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG])
+            for r in rerun.run_requests] == [(str(old[1]), str(old[1]))]
+    assert dagster_instance.has_dynamic_partition("images", str(old[1]))
+
+    keep_all = build_resources(settings.model_copy(update={"partition_window_days": 0}))
+    assert "every image keeps" in _tick(partition_window_sensor, dagster_instance, keep_all).skip_message

@@ -40,11 +40,9 @@ def plan_ranges(new_keys: list[str], known_keys: list[str], batch_size: int) -> 
 
 
 def split_new_and_known(instance, partitions_name: str, keys: list[str]) -> tuple[list[str], list[str]]:
-    """Which keys are not yet partitions (to add, in order) and which already are."""
-    if len(keys) > 50:  # one query for the whole list beats a query per key
-        existing = set(instance.get_dynamic_partitions(partitions_name))
-    else:
-        existing = {k for k in keys if instance.has_dynamic_partition(partitions_name, k)}
+    """Which keys are not yet partitions (to add, in order) and which already are: membership queries over
+    these keys (in chunks), never the whole partition list."""
+    existing = set(instance.get_existing_dynamic_partitions(partitions_name, keys)) if keys else set()
     return [k for k in keys if k not in existing], [k for k in keys if k in existing]
 
 

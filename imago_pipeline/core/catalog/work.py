@@ -38,6 +38,17 @@ class WorkQueue:
             return list(session.scalars(select(Image.id).where(Image.status.in_(statuses)).order_by(Image.id)
                                         .limit(limit)))
 
+    def settled_before(self, image_ids: Iterable[int], cutoff: datetime) -> list[int]:
+        """Of these images, those finished (done or failed, held by no run) and unchanged since `cutoff`:
+        what no run will touch unless someone asks again (an erasure, a reprocess request, a retry)."""
+        found: list[int] = []
+        with self.catalog.session() as session:
+            for chunk in _chunks(sorted(set(image_ids)), 5000):
+                found += session.scalars(select(Image.id).where(
+                    Image.id.in_(chunk), Image.status.in_(("done", "failed")), Image.claim.is_(None),
+                    Image.updated_at < cutoff))
+        return sorted(found)
+
     def images_by_id(self, image_ids: Iterable[int]) -> dict[int, Image]:
         ids = list(image_ids)
         with self.catalog.session() as session:

@@ -7,6 +7,8 @@ carries the claim token of its images. The drop sensors only register files (a l
 prefix: one `DropSource` each); the upload sensor does the rest.
 """
 
+from datetime import UTC, datetime, timedelta
+
 import dagster as dg
 
 from imago_pipeline.core.claims import BULK_PRIORITY, CLAIM_TAG, LANE_TAG, lane, run_claim
@@ -106,3 +108,26 @@ def s3_drop_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource
     uri = settings.get().s3_drop_uri
     return _ingest(S3Drop(blobs.s3(), uri) if uri else None, "no S3 drop prefix configured (IMAGO_S3_DROP_URI)",
                    catalog, blobs, settings)
+
+
+RETIRE_PER_TICK = 5000
+
+
+@dg.sensor(minimum_interval_seconds=600, default_status=dg.DefaultSensorStatus.RUNNING)
+def partition_window_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                            settings: SettingsResource) -> dg.SensorResult | dg.SkipReason:
+    """Keep the `images` partitions to a window: images finished and unchanged for `partition_window_days`
+    leave the partition set, so what every ranged run pays for the partition list (Dagster reads it whole,
+    27 times a run) follows the images of the last days, not every image ever ingested. Their history stays:
+    materializations in the event log, results in the catalog and the lake; reprocessing one adds it back."""
+    window = settings.get().partition_window_days
+    if not window:
+        return dg.SkipReason("IMAGO_PARTITION_WINDOW_DAYS=0: every image keeps its partition")
+    keys = context.instance.get_dynamic_partitions(image_partitions.name)
+    cutoff = datetime.now(UTC) - timedelta(days=window)
+    settled = catalog.get().work.settled_before((int(k) for k in keys if k.isdigit()), cutoff)[:RETIRE_PER_TICK]
+    if not settled:
+        return dg.SkipReason(f"{len(keys)} partitions, none settled for {window:g} days")
+    context.log.info(f"{len(settled)} of {len(keys)} image partitions retired (settled for {window:g} days)")
+    return dg.SensorResult(dynamic_partitions_requests=[
+        image_partitions.build_delete_request([str(i) for i in settled])])
