@@ -1,6 +1,7 @@
 """Request ids, the structured access log and the request metrics, in one middleware.
 
-Logs are JSON lines (python-json-logger) on stderr. They carry the request id (taken from a sane
+Logs are JSON lines (python-json-logger) on stderr, or for development a coloured console
+(`IMAGO_LOG_FORMAT=console`, the default of `imago serve`) or plain text. They carry the request id (taken from a sane
 `X-Request-ID` header or made here, and sent back), the route *template* (`/images/{image_id}`, never the
 query string, which may hold search words), the status, the duration and the client id: no keys, no file
 names, no content. Run uvicorn with `--no-access-log`, whose lines include query strings.
@@ -16,6 +17,8 @@ import uuid
 
 from fastapi import FastAPI
 from pythonjsonlogger.json import JsonFormatter
+from rich.console import Console
+from rich.logging import RichHandler
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -30,15 +33,23 @@ class _RequestIdFilter(logging.Filter):
 
 
 def configure_logging(log_format: str = "json") -> None:
-    """Idempotent: one handler on the `imago` logger, JSON or plain text (the latest call's format)."""
+    """Idempotent: one handler on the `imago` logger, JSON lines (production), plain text, or a readable
+    coloured console for development (the latest call's format)."""
     logger = logging.getLogger("imago")
     handler = next((h for h in logger.handlers if getattr(h, "_imago", False)), None)
+    wanted = RichHandler if log_format == "console" else logging.StreamHandler
+    if handler is not None and type(handler) is not wanted:
+        logger.removeHandler(handler)
+        handler = None
     if handler is None:
-        handler = logging.StreamHandler()
+        handler = (RichHandler(console=Console(stderr=True), show_path=False, markup=False,
+                               log_time_format="[%X]") if log_format == "console" else logging.StreamHandler())
         handler._imago = True  # type: ignore[attr-defined]
         handler.addFilter(_RequestIdFilter())
         logger.addHandler(handler)
-    if log_format == "json":
+    if log_format == "console":  # RichHandler draws the time and a coloured level itself
+        handler.setFormatter(logging.Formatter("%(name)s [%(request_id)s] %(message)s"))
+    elif log_format == "json":
         handler.setFormatter(JsonFormatter("{asctime}{levelname}{name}{message}", style="{",
                                            rename_fields={"asctime": "time", "levelname": "level",
                                                           "name": "logger"}))

@@ -20,7 +20,7 @@ from imago_api.ai import fetch
 from imago_api.ai.addresses import refusal
 from imago_api.ai.extract import NoText, extract_text
 from imago_api.ai.fetch import FetchLimits, UrlNotAllowed, fetch_page
-from imago_api.ai.providers import GeminiTextProvider, LocalTextProvider
+from imago_api.ai.providers import LocalTextProvider, RemoteTextProvider
 from imago_api.main import create_app
 from imago_pipeline.core.vision.base import VisionError
 from imago_pipeline.core.vision.gemini import GeminiClient
@@ -378,8 +378,8 @@ def test_local_summary_keeps_page_order_and_the_requested_count():
     assert LocalTextProvider().summarize("Only one sentence here.", 5).sentences == ["Only one sentence here."]
 
 
-def _gemini(server) -> GeminiTextProvider:
-    return GeminiTextProvider(GeminiClient(api_key="test-key", model="gemini-2.5-flash", base_url=server.url,
+def _gemini(server) -> RemoteTextProvider:
+    return RemoteTextProvider(GeminiClient(api_key="test-key", model="gemini-2.5-flash", base_url=server.url,
                                            attempts=2, initial_delay=0.01, max_delay=0.05, timeout_s=10))
 
 

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -319,3 +320,28 @@ def test_logs_are_json_with_a_request_id_and_no_secrets(api):
     everything = stream.getvalue()
     for secret in (key, "imk_wrong-key-value", "private-name", "confidential"):
         assert secret not in everything
+
+
+def test_development_logs_are_a_coloured_console_and_json_comes_back(api):
+    """IMAGO_LOG_FORMAT=console (`imago serve`'s default): readable coloured lines with the request id."""
+    from rich.console import Console
+
+    from imago_api.observability import configure_logging
+
+    client, app, _ = api
+    key = app.state.catalog.clients.issue_key(app.state.catalog.clients.create("console").id)
+    configure_logging("console")
+    try:
+        handler = next(h for h in logging.getLogger("imago").handlers if getattr(h, "_imago", False))
+        screen = io.StringIO()
+        handler.console = Console(file=screen, force_terminal=True, color_system="standard", width=200)
+        client.get("/images", headers={"X-API-Key": key, "X-Request-ID": "console-trace-1234"})
+    finally:
+        configure_logging("json")
+    shown = screen.getvalue()
+    assert "\x1b[" in shown  # coloured
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", shown)
+    assert "INFO" in plain and "imago.api [console-trace-1234] GET /images 200" in plain
+    assert key not in shown
+    handlers = [h for h in logging.getLogger("imago").handlers if getattr(h, "_imago", False)]
+    assert len(handlers) == 1 and type(handlers[0]) is logging.StreamHandler  # back to JSON lines

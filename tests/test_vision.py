@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from imago_pipeline.core.vision.base import VisionContext, VisionError
-from imago_pipeline.core.vision.gemini import GeminiClient, GeminiVisionProvider
+from imago_pipeline.core.vision.gemini import GeminiClient
 from imago_pipeline.core.vision.local import LocalVisionProvider
+from imago_pipeline.core.vision.remote import RemoteVisionProvider
 from tests.conftest import SAMPLES
 from tests.gemini_server import GeminiProtocolServer, blocked_answer, error_answer, json_answer, text_answer
 
@@ -30,8 +31,8 @@ def _context(**extra) -> VisionContext:
     return VisionContext(image_jpeg=_thumbnail(), width=100, height=68, **extra)
 
 
-def _provider(server, attempts=3) -> GeminiVisionProvider:
-    return GeminiVisionProvider(GeminiClient(api_key="test-key", model="gemini-2.5-flash", base_url=server.url,
+def _provider(server, attempts=3) -> RemoteVisionProvider:
+    return RemoteVisionProvider(GeminiClient(api_key="test-key", model="gemini-2.5-flash", base_url=server.url,
                                              attempts=attempts, initial_delay=0.01, max_delay=0.05, timeout_s=10))
 
 
@@ -99,7 +100,7 @@ def test_read_text_returns_the_transcription():
 
 def test_missing_api_key_is_a_clear_error():
     with pytest.raises(VisionError, match="API key"):
-        GeminiVisionProvider(GeminiClient(api_key="", model="gemini-2.5-flash"))
+        RemoteVisionProvider(GeminiClient(api_key="", model="gemini-2.5-flash"))
 
 
 def test_local_provider_describes_only_what_it_measured():

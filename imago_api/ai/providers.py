@@ -1,8 +1,8 @@
 """Who answers the AI utility endpoints: summaries of pages and task drafts from requests.
 
 `local` (the offline default) quotes the page's own most central sentences and drafts tasks by rules;
-`gemini` asks the configured Gemini model, with the same client (retries, schema checks) the pipeline's
-vision provider uses. Chosen by `IMAGO_VISION_PROVIDER`, like the vision provider.
+`gemini` and `openrouter` ask the configured hosted model, with the same client (retries, schema checks)
+the pipeline's vision provider uses. Chosen by `IMAGO_VISION_PROVIDER`, like the vision provider.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from imago_api.ai import task_draft
 from imago_api.ai.models import Summary, TaskDraft
 from imago_api.ai.summary import extractive_summary
 from imago_pipeline.core.config import ImagoSettings
-from imago_pipeline.core.vision.factory import gemini_client
+from imago_pipeline.core.vision.factory import remote_client
 
 # The page or request travels as a separate part, and the prompt says it is data: a page may carry instructions.
 SUMMARIZE_PROMPT = (
@@ -54,7 +54,7 @@ class LocalTextProvider(TextProvider):
         return task_draft.draft_task(description, today)
 
 
-class GeminiTextProvider(TextProvider):
+class RemoteTextProvider(TextProvider):
     def __init__(self, client):
         self.client = client
         self.name = client.name
@@ -69,4 +69,4 @@ class GeminiTextProvider(TextProvider):
 
 
 def text_provider(settings: ImagoSettings) -> TextProvider:
-    return GeminiTextProvider(gemini_client(settings)) if settings.vision_provider == "gemini" else LocalTextProvider()
+    return LocalTextProvider() if settings.vision_provider == "local" else RemoteTextProvider(remote_client(settings))

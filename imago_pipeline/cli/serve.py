@@ -105,6 +105,7 @@ def serve(host: str = "127.0.0.1", api_port: int = 8000, dagster_port: int = 300
         print(f"failed {len(failed)} run{'s' if len(failed) != 1 else ''} a previous stop or crash left "
               "unfinished; they will be retried", flush=True)
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
+    env.setdefault("IMAGO_LOG_FORMAT", "console")  # a person reads these; production keeps JSON
     children: dict[str, subprocess.Popen] = {}
     stopping = False
 

@@ -101,10 +101,14 @@ class ImagoSettings(BaseSettings):
     claim_grace_s: int = Field(default=120, ge=0, description="Age at which an image taken into work is checked: "
                                "if its run or process is gone, it is requeued with its unfinished stages.")
 
-    vision_provider: Literal["local", "gemini"] = "local"
+    vision_provider: Literal["local", "gemini", "openrouter"] = "local"
     gemini_model: str = "gemini-2.5-flash"
     gemini_api_key: str | None = Field(default=None, repr=False)
     gemini_base_url: str | None = Field(default=None, description="Override the API endpoint (tests, proxies).")
+    openrouter_model: str = Field(default="google/gemini-2.5-flash",
+                                  description="Any OpenRouter model that takes images and answers JSON.")
+    openrouter_api_key: str | None = Field(default=None, repr=False)
+    openrouter_base_url: str | None = Field(default=None, description="Override the API endpoint (tests, proxies).")
     vision_attempts: int = Field(default=4, ge=1, description="Tries per request on 429 and 5xx.")
     vision_initial_delay_s: float = 1.0
     # AI utility endpoints
@@ -132,7 +136,9 @@ class ImagoSettings(BaseSettings):
         default=None, description="HMAC secret of signed download links; default: made once in <home>/signing.key.")
     signed_url_ttl_s: int = Field(default=900, ge=1, description="Default lifetime of a signed download link.")
     signed_url_max_ttl_s: int = Field(default=86400, ge=1)
-    log_format: Literal["json", "text"] = "json"
+    log_format: Literal["json", "text", "console"] = Field(
+        default="json", description="The API's logs: JSON lines (production), plain text, or a coloured console "
+        "for development (`imago serve` uses it unless this is set).")
     public_url: str | None = Field(
         default=None, description="Base URL of the API as clients reach it (https://images.example.com), used "
         "to build signed download links; when unset, the request's own address (its Host header) is used.")
@@ -178,4 +184,4 @@ class ImagoSettings(BaseSettings):
 
 
 # Never in a Dagster run's configuration (shown in the UI): read from the environment where they are used.
-SECRET_FIELDS = {"gemini_api_key", "s3_secret_access_key", "admin_api_key", "signing_secret"}
+SECRET_FIELDS = {"gemini_api_key", "openrouter_api_key", "s3_secret_access_key", "admin_api_key", "signing_secret"}

@@ -35,6 +35,7 @@ class SettingsResource(dg.ConfigurableResource):
 
     values: str  # the settings as JSON, without the secrets
     gemini_api_key: str
+    openrouter_api_key: str = ""
     s3_secret_access_key: str
     _settings: ImagoSettings | None = PrivateAttr(default=None)
 
@@ -44,11 +45,13 @@ class SettingsResource(dg.ConfigurableResource):
         hidden = SECRET_FIELDS | ({"database_url"} if _from_environment(settings) else set())
         return cls(values=settings.model_dump_json(exclude=hidden),
                    gemini_api_key=_secret("IMAGO_GEMINI_API_KEY", settings.gemini_api_key),
+                   openrouter_api_key=_secret("IMAGO_OPENROUTER_API_KEY", settings.openrouter_api_key),
                    s3_secret_access_key=_secret("IMAGO_S3_SECRET_ACCESS_KEY", secret))
 
     def get(self) -> ImagoSettings:
         if self._settings is None:
             secrets = {"gemini_api_key": self.gemini_api_key or None,
+                       "openrouter_api_key": self.openrouter_api_key or None,
                        "s3_secret_access_key": self.s3_secret_access_key or None}
             self._settings = ImagoSettings(**json.loads(self.values), **secrets)
         return self._settings

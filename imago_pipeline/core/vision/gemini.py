@@ -9,33 +9,18 @@ speaking the same protocol.
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google import genai
 from google.genai import errors, types
 from pydantic import BaseModel, ValidationError
 
-from imago_pipeline.core.vision.base import (
-    PROMPT_VERSION,
-    TextReading,
-    VisionContext,
-    VisionError,
-    VisionOutput,
-    VisionProvider,
-)
+from imago_pipeline.core.vision.base import PROMPT_VERSION, VisionError
+from imago_pipeline.core.vision.remote import Jpeg
 
 RETRIED_STATUS_CODES = [408, 429, 500, 502, 503, 504]
 T = TypeVar("T", bound=BaseModel)
 
-DESCRIBE_PROMPT = (
-    "Describe this image for a searchable photo catalog. Answer in English with JSON only: "
-    "`description` (one or two factual sentences), `tags` (up to 20 short lowercase nouns or adjectives: "
-    "subjects, setting, colours, kind of image) and `confidence` (0 to 1). Do not identify people.{hints}"
-)
-READ_TEXT_PROMPT = (
-    "Transcribe all legible text in this image in reading order, keeping line breaks. Answer with JSON: "
-    "`text` and `language` (ISO 639-1 code, null when there is no text)."
-)
 class GeminiClient:
     """Structured generation: `generate(contents, schema)` answers an instance of the pydantic `schema`."""
 
@@ -50,7 +35,8 @@ class GeminiClient:
         self.client = genai.Client(api_key=api_key, http_options=types.HttpOptions(
             base_url=base_url, retry_options=retry, timeout=int(timeout_s * 1000)))
 
-    def generate(self, contents: list, schema: type[T]) -> T:
+    def generate(self, parts: list[str | Jpeg], schema: type[T]) -> T:
+        contents: Any = [_part(p) for p in parts]  # the SDK's union of content types
         try:
             response = self.client.models.generate_content(
                 model=self.model,
@@ -76,27 +62,10 @@ class GeminiClient:
                               f"{str(exc).splitlines()[0][:200]}") from exc
 
 
-class GeminiVisionProvider(VisionProvider):
-    def __init__(self, client: GeminiClient):
-        self.client = client
-        self.name = client.name
-
-    @property
-    def remote(self) -> bool:
-        return True
-
-    def describe(self, context: VisionContext) -> VisionOutput:
-        hints = ""
-        if context.has_text and context.ocr_text:
-            hints = f" OCR found this text in it: {context.ocr_text[:500]!r}."
-        return self.client.generate([_jpeg(context.image_jpeg), DESCRIBE_PROMPT.format(hints=hints)], VisionOutput)
-
-    def read_text(self, image_jpeg: bytes) -> TextReading:
-        return self.client.generate([_jpeg(image_jpeg), READ_TEXT_PROMPT], TextReading)
+def _part(part: str | Jpeg) -> types.Part:
+    if isinstance(part, Jpeg):
+        return types.Part.from_bytes(data=part.data, mime_type="image/jpeg")
+    return types.Part.from_text(text=part)
 
 
-def _jpeg(data: bytes) -> types.Part:
-    return types.Part.from_bytes(data=data, mime_type="image/jpeg")
-
-
-__all__ = ["PROMPT_VERSION", "GeminiClient", "GeminiVisionProvider"]
+__all__ = ["PROMPT_VERSION", "GeminiClient"]
