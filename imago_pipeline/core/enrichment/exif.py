@@ -1,4 +1,5 @@
-"""EXIF as one flat record, read by Pillow (and pillow-heif) from JPEG, TIFF, PNG, WebP, HEIC/HEIF and AVIF.
+"""EXIF as one flat record from JPEG, TIFF, PNG, WebP, HEIC/HEIF and AVIF: read by ExifTool when it is
+installed (`exiftool.py`: maker notes and unusual layouts too), by Pillow (and pillow-heif) otherwise.
 
 Camera metadata is hostile input: every field is parsed on its own, and a value of the wrong type,
 a zero denominator or an impossible date becomes None instead of failing the whole record.
@@ -14,6 +15,7 @@ from typing import Any
 from PIL import ExifTags, Image
 
 from imago_pipeline.core.enrichment.decode import InvalidImage, open_image
+from imago_pipeline.core.enrichment.exiftool import read_tags
 from imago_pipeline.core.limits import MAX_PIXELS
 
 _IFD0 = ExifTags.Base
@@ -56,6 +58,8 @@ def _text(value: Any) -> str | None:
     value = _first(value)
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # ExifTool's JSON turns a text tag like Software "8.3" into a number
     if not isinstance(value, str):
         return None
     value = value.replace("\x00", "").strip()
@@ -182,11 +186,43 @@ def exif_from_image(image: Image.Image) -> ExifRecord:
     )
 
 
+def exif_from_exiftool(tags: dict[str, Any]) -> ExifRecord:
+    """ExifTool's tags (numeric values, no group names), checked field by field like Pillow's."""
+    def coordinate(name: str) -> float | None:
+        value = _number(tags.get(name))
+        return round(value, 8) if value is not None and abs(value) <= 180 else None
+
+    return ExifRecord(
+        make=_safe(_text, tags.get("Make")),
+        model=_safe(_text, tags.get("Model")),
+        lens_model=_safe(_text, tags.get("LensModel")),
+        datetime_original=_safe(_datetime, tags.get("DateTimeOriginal"), tags.get("OffsetTimeOriginal")),
+        exposure_time=_safe(_positive_number, tags.get("ExposureTime")),
+        f_number=_safe(_positive_number, tags.get("FNumber")),
+        iso=_safe(_integer, tags.get("ISO")),
+        focal_length_mm=_safe(_positive_number, tags.get("FocalLength")),
+        focal_length_35mm=_safe(_integer, tags.get("FocalLengthIn35mmFormat")),
+        orientation=_safe(_orientation, tags.get("Orientation")),
+        width=_safe(_integer, tags.get("ImageWidth")),
+        height=_safe(_integer, tags.get("ImageHeight")),
+        gps_latitude=_safe(coordinate, "GPSLatitude"),
+        gps_longitude=_safe(coordinate, "GPSLongitude"),
+        gps_altitude=_safe(_number, tags.get("GPSAltitude")),
+        software=_safe(_text, tags.get("Software")),
+    )
+
+
 def extract_exif(data: bytes, *, max_pixels: int = MAX_PIXELS) -> ExifRecord:
-    """The EXIF record of an image file's bytes; raises InvalidImage when it is not a readable image."""
-    image = open_image(data, max_pixels)
+    """The EXIF record of an image file's bytes, read by ExifTool when it is installed, else by Pillow;
+    raises InvalidImage when it is not a readable image."""
+    image = open_image(data, max_pixels)  # the same checks as every stage: a non-image never reaches ExifTool
     try:
-        return exif_from_image(image)
+        tags = read_tags(data)
+        if tags is None:
+            return exif_from_image(image)
+        if not str(tags.get("Warning", "[minor]")).startswith("[minor]"):
+            exif_from_image(image)  # ExifTool found the file damaged: Pillow says whether it is unreadable
+        return exif_from_exiftool(tags)
     except InvalidImage:
         raise
     except Exception as exc:

@@ -7,15 +7,22 @@ from __future__ import annotations
 
 from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.embedding import encoder as embedding_encoder
+from imago_pipeline.core.enrichment.exiftool import exiftool_version
 from imago_pipeline.core.enrichment.ocr import OCR_LOGIC_VERSION, tesseract_version
 from imago_pipeline.core.vision.base import PROMPT_VERSION
 from imago_pipeline.core.vision.factory import provider_model
 
-EXIF_VERSION = "exif-v1"
+EXIF_VERSION = "exif-v2"  # v2: ExifTool when installed
 THUMBNAIL_VERSION = "thumbnail-v1"
 VISION_VERSION = "vision-v1"
 CLASSIFY_VERSION = "classify-v2"  # v2: a head on the embedding, cat | dog | other
 SUMMARY_VERSION = "image-summary-v1"
+
+
+def exif_code_version() -> str:
+    """The EXIF logic and its reader: ExifTool's version, or Pillow when ExifTool is not installed."""
+    version = exiftool_version()
+    return f"{EXIF_VERSION}|" + (f"exiftool-{version}" if version else "pillow")
 
 
 def ocr_code_version(settings: ImagoSettings) -> str:
@@ -32,7 +39,7 @@ def classification_code_version(model_tag: str) -> str:
 
 def stage_code_versions(settings: ImagoSettings, production_model_tag: str) -> dict[str, str]:
     """Every stage's current code version; the classifier's follows the production model's tag."""
-    return {"exif": EXIF_VERSION, "thumbnail": THUMBNAIL_VERSION, "ocr": ocr_code_version(settings),
+    return {"exif": exif_code_version(), "thumbnail": THUMBNAIL_VERSION, "ocr": ocr_code_version(settings),
             "embedding": embedding_encoder.code_version(),
             "classification": classification_code_version(production_model_tag),
             "vision": vision_code_version(settings)}
