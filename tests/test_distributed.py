@@ -31,6 +31,7 @@ from tests import netns, postgres
 from tests.conftest import REPO, SAMPLES, shared
 from tests.http_server import free_port
 from tests.s3_server import CREDENTIALS, moto_server
+from tests.serve_harness import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(1200),
               pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))]
@@ -39,15 +40,13 @@ WORKERS = ("w1", "w2")
 
 
 def _wait(predicate, timeout: float, what: str, log: Path | None = None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    if log is not None:
-        print(log.read_text()[-12000:])
-    raise TimeoutError(what)
+    """`wait_until`, printing the end of the services' log when it times out."""
+    try:
+        return wait_until(predicate, timeout, what, interval=0.2)
+    except AssertionError:
+        if log is not None:
+            print(log.read_text()[-12000:])
+        raise
 
 
 @pytest.fixture
