@@ -7,30 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.http_server import free_port
+from tests.http_server import free_port, wait_for_http
 
 __all__ = ["free_port", "stop_groups", "wait_for_http"]
-
-
-def wait_for_http(url: str, timeout: float) -> None:
-    """Until `url` answers 200."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(url)
 
 
 def stop_groups(processes: Iterable[subprocess.Popen], sig: int = signal.SIGTERM, grace: float = 30) -> None:

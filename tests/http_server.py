@@ -7,6 +7,7 @@ import threading
 import time
 from contextlib import contextmanager
 
+import httpx
 import uvicorn
 
 
@@ -14,6 +15,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float) -> None:
+    """Until `url` answers 200 (a server started in another process)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(url)
 
 
 @contextmanager

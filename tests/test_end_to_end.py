@@ -18,21 +18,10 @@ import psutil
 import pytest
 
 from tests.conftest import REPO, SAMPLES, shared
-from tests.http_server import free_port
+from tests.http_server import free_port, wait_for_http
+from tests.serve_harness import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-def _wait_for(url: str, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(url)
 
 
 def _subset(target, split: str, per_class: int):
@@ -41,16 +30,6 @@ def _subset(target, split: str, per_class: int):
         for path in sorted(shared("catsdogs", split, label).glob("*.jpg"))[:per_class]:
             shutil.copy(path, target / label / path.name)
     return target
-
-
-def _wait_until(condition, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, capsys):
@@ -73,8 +52,8 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
                              env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         api = f"http://127.0.0.1:{api_port}"
-        _wait_for(f"{api}/health", 60)
-        _wait_for(f"http://127.0.0.1:{dagster_port}/server_info", 120)
+        wait_for_http(f"{api}/health", 60)
+        wait_for_http(f"http://127.0.0.1:{dagster_port}/server_info", 120)
         # the first sensor tick after start-up is slower (code server warm-up): prime it with one image
         headers = {"X-API-Key": key}
         with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
@@ -96,7 +75,7 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
                     for p in sorted(shared("catsdogs", "val", label).glob("*.jpg"))[50:52]]
             ids = [client.post("/images", files={"file": (p.name, p.read_bytes())}).json()["id"] for p in pets]
             for pet_id in ids:
-                _wait_until(lambda pet_id=pet_id: client.get(f"/images/{pet_id}").json()["status"] == "done", 120,
+                wait_until(lambda pet_id=pet_id: client.get(f"/images/{pet_id}").json()["status"] == "done", 120,
                             "pets processed")
             first_model = client.get(f"/images/{ids[0]}").json()["classification"]["model_version"]
             for pet_id, path in zip(ids, pets):
@@ -104,7 +83,7 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
                 answer = client.post(f"/images/{pet_id}/feedback", json={"correct": False, "label": truth})
                 assert answer.status_code == 201
             started = time.time()
-            new_model = _wait_until(
+            new_model = wait_until(
                 lambda: (v := client.get(f"/images/{ids[0]}").json()["classification"]["model_version"]) != first_model
                 and v, 600, "the retrained model to reclassify the image")
             loop_seconds = time.time() - started
