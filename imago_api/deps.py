@@ -10,9 +10,11 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, Path, Request, Response, Security
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 
-from imago_api.errors import MissingScope, NotAuthenticated, RateLimited
+from imago_api.errors import MissingScope, NotAuthenticated, NotFound, RateLimited
 from imago_pipeline.core.catalog import Catalog, Principal, TenantCatalog
 from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.stores.blobs import BlobStore
@@ -23,7 +25,7 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Y
 # Ids are 32-bit integers in the catalog (Postgres INTEGER): a larger one names nothing and is refused (422)
 # before it reaches the database, where it would overflow.
 MAX_ID = 2**31 - 1
-ImageId = Annotated[int, Path(ge=1, le=MAX_ID, description="The image's id")]
+UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ClientId = Annotated[int, Path(ge=1, le=MAX_ID, description="The client's id")]
 
 
@@ -97,6 +99,30 @@ async def get_tenant_catalog(catalog: CatalogDep, principal: PrincipalDep) -> Te
 
 
 TenantDep = Annotated[TenantCatalog, Depends(get_tenant_catalog)]
+
+
+async def resolve_image_id(
+    image_id: Annotated[str, Path(pattern=rf"^(\d{{1,10}}|{UUID_PATTERN})$",
+                                  description="The image's id, or its uuid (what the original service's "
+                                              "clients know it by)")],
+    request: Request, principal: PrincipalDep,
+) -> int:
+    """An image named by id or by uuid, as its id. A uuid is looked up among the caller's images only."""
+    if image_id.isdigit():
+        value = int(image_id)
+        if not 1 <= value <= MAX_ID:
+            raise RequestValidationError([{"type": "less_than_equal" if value else "greater_than_equal",
+                                           "loc": ("path", "image_id"), "input": image_id,
+                                           "msg": f"Input should be between 1 and {MAX_ID}"}])
+        return value
+    tenant = await get_tenant_catalog(request.app.state.catalog, principal)
+    found = await run_in_threadpool(tenant.image_id_for_uuid, image_id.lower())
+    if found is None:
+        raise NotFound(f"image {image_id} not found")
+    return found
+
+
+ImageId = Annotated[int, Depends(resolve_image_id)]
 
 
 def plan_priority(principal: Principal, settings: ImagoSettings) -> int:

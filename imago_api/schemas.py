@@ -1,10 +1,19 @@
-"""Response shapes, kept apart from the catalog tables."""
+"""Response shapes, kept apart from the catalog tables.
+
+One representation serves both kinds of clients: Imago's own fields, and beside them the fields the
+original Imago service's clients read (`../shared/SEED-API.md`, docs/api.md "Clients of the original
+service"): `uuid`, `message`, `processing_status`, `started_at`/`done_at`, `exif.camera` and `exif.gps`.
+Those are computed from the same rows by the same routes, never a second code path.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+
+from imago_pipeline.core.enrichment.places import country_name
 
 
 class _FromRow(BaseModel):
@@ -29,16 +38,20 @@ class CheckOut(_FromRow):
 
 class StatusOut(BaseModel):
     id: int
+    uuid: str
     status: str
     error: str | None
     attempts: int
     dead_letter: bool
+    started_at: datetime | None = Field(description="When the current processing attempt was taken into work")
+    done_at: datetime | None = Field(description="When processing finished (`done` or `failed`), else null")
     stages: list[StageOut]
     checks: list[CheckOut]
 
 
 class ImageOut(_FromRow):
     id: int
+    uuid: str = Field(description="Another stable id of the image: `/images/{uuid}` works like `/images/{id}`")
     sha256: str
     original_name: str
     media_type: str
@@ -62,6 +75,52 @@ class ImageOut(_FromRow):
 class UploadOut(ImageOut):
     duplicate: bool
 
+    @computed_field
+    @property
+    def message(self) -> str:
+        if self.duplicate:
+            return f"These bytes were already uploaded as image {self.id} (status {self.status}): nothing new stored"
+        return f"Image received: processing has started; follow it at /images/{self.id}/status"
+
+
+def _trimmed(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def shutter_speed(seconds: float | None) -> str | None:
+    """1/250 for short exposures, seconds otherwise (0.5, 2, 30), the way cameras and ExifTool print it."""
+    if seconds is None or seconds <= 0:
+        return None
+    return f"1/{round(1 / seconds)}" if seconds < 0.25001 else _trimmed(seconds, 1)
+
+
+class CameraOut(BaseModel):
+    make: str | None
+    model: str | None
+    iso: int | None
+    aperture: str | None = Field(description="The f-number as written on a lens, e.g. `f/2.8`")
+    shutter_speed: str | None = Field(description="Exposure time, e.g. `1/250` or `2` (seconds)")
+    focal_length: str | None = Field(description="e.g. `50mm` (the lens's own, not the 35 mm equivalent)")
+    taken_at: str | None = Field(description="Capture time, ISO 8601, with its offset when the file or the "
+                                             "GPS position tells it")
+
+
+class PlaceOut(BaseModel):
+    city: str | None = Field(description="Nearest town of 1,000+ people within 100 km (GeoNames)")
+    admin1: str | None = Field(description="Region: state, province, région")
+    country_code: str | None = Field(description="ISO 3166-1 alpha-2")
+    country: str | None
+    timezone: str | None = Field(description="IANA time zone of the point")
+
+
+class GpsOut(BaseModel):
+    latitude: float | None = Field(description="Signed decimal degrees (south is negative)")
+    longitude: float | None = Field(description="Signed decimal degrees (west is negative)")
+    altitude: float | None = Field(description="Metres above sea level")
+    has_gps: bool
+    maps_url: str | None = Field(description="OpenStreetMap at the point")
+    place: PlaceOut | None = Field(description="Where that is, looked up offline; null without GPS")
+
 
 class ExifOut(_FromRow):
     make: str | None
@@ -80,7 +139,45 @@ class ExifOut(_FromRow):
     gps_longitude: float | None
     gps_altitude: float | None
     software: str | None
+    city: str | None = None
+    admin1: str | None = None
+    country_code: str | None = None
+    timezone: str | None = None
+    datetime_utc: str | None = Field(default=None, description="Capture time in UTC: the file's offset, else "
+                                                                "the time zone of its GPS position")
     extracted_at: datetime
+
+    @computed_field
+    @property
+    def camera(self) -> CameraOut:
+        return CameraOut(
+            make=self.make, model=self.model, iso=self.iso,
+            aperture=f"f/{_trimmed(self.f_number, 1)}" if self.f_number else None,
+            shutter_speed=shutter_speed(self.exposure_time),
+            focal_length=f"{_trimmed(self.focal_length_mm, 1)}mm" if self.focal_length_mm else None,
+            taken_at=self._taken_at())
+
+    def _taken_at(self) -> str | None:
+        taken = self.datetime_original
+        if taken and self.datetime_utc and self.timezone:
+            local = datetime.fromisoformat(taken)
+            if local.tzinfo is None:  # the camera wrote a local time: its offset is the GPS position's zone's
+                return local.replace(tzinfo=ZoneInfo(self.timezone)).isoformat()
+        return taken
+
+    @computed_field
+    @property
+    def gps(self) -> GpsOut:
+        has_gps = self.gps_latitude is not None and self.gps_longitude is not None
+        place = None
+        if self.timezone or self.country_code:
+            place = PlaceOut(city=self.city, admin1=self.admin1, country_code=self.country_code,
+                             country=country_name(self.country_code), timezone=self.timezone)
+        return GpsOut(latitude=self.gps_latitude, longitude=self.gps_longitude, altitude=self.gps_altitude,
+                      has_gps=has_gps, place=place,
+                      maps_url=(f"https://www.openstreetmap.org/?mlat={self.gps_latitude:.6f}"
+                                f"&mlon={self.gps_longitude:.6f}#map=16/{self.gps_latitude:.6f}/"
+                                f"{self.gps_longitude:.6f}") if has_gps else None)
 
 
 class ThumbnailOut(_FromRow):
@@ -90,9 +187,14 @@ class ThumbnailOut(_FromRow):
     created_at: datetime
 
 
+def _unit_confidence(value: float | None) -> float | None:
+    """OCR engines score 0-100 (kept so in the catalog); the API, like every other confidence, says 0-1."""
+    return None if value is None else round(value / 100, 4)
+
+
 class WordOut(BaseModel):
     text: str
-    confidence: float
+    confidence: float = Field(description="0 to 1")
     left: int
     top: int
     width: int
@@ -101,7 +203,7 @@ class WordOut(BaseModel):
 
 class OcrOut(_FromRow):
     text: str
-    confidence: float | None
+    confidence: float | None = Field(description="Mean word confidence, 0 to 1")
     language: str | None
     has_text: bool
     rotation: int
@@ -109,6 +211,16 @@ class OcrOut(_FromRow):
     engine: str
     words: list[WordOut]
     created_at: datetime
+
+    @field_validator("confidence", mode="after")
+    @classmethod
+    def _scaled(cls, value: float | None) -> float | None:
+        return _unit_confidence(value)
+
+    @field_validator("words", mode="before")
+    @classmethod
+    def _scaled_words(cls, words: list) -> list:
+        return [{**w, "confidence": _unit_confidence(w["confidence"])} if isinstance(w, dict) else w for w in words]
 
 
 class VisionOut(_FromRow):
@@ -169,6 +281,11 @@ class ImageDetailOut(ImageOut):
     classification: ClassificationOut | None
     content: list[ContentOut] | None = Field(default=None, description="What the backbone sees (top ImageNet classes)")
     ai: VisionOut | None
+
+    @computed_field(description="The image's status, under the name the original service's clients read")
+    @property
+    def processing_status(self) -> str:
+        return self.status
 
 
 class UsageOut(BaseModel):

@@ -29,10 +29,12 @@ RUN_PROCESS_NAME = "imago-run"  # the jobs whose steps use the worker pool
 
 
 def preload() -> None:
-    """What every run would import: Dagster, the code location, the stages, the backbone's graph."""
+    """What every run would import or load: Dagster, the code location, the stages, the backbone's graph,
+    the place data."""
     import importlib
 
     from imago_pipeline.core.embedding import lite0
+    from imago_pipeline.core.enrichment import places
     from imago_pipeline.core.parallel import preload_modules
     from imago_pipeline.dagster_instance import use_batched_dagster_events
 
@@ -40,6 +42,7 @@ def preload() -> None:
     for module in ("imago_pipeline.dagster_internals", "imago_pipeline.definitions", *preload_modules()):
         importlib.import_module(module)
     lite0.build_onnx()  # cached: the run builds its onnxruntime session from it
+    places.warm()
 
 
 def _reap(*_args) -> None:

@@ -398,6 +398,14 @@ def test_gemini_summary_is_validated_and_trimmed():
     assert config["responseMimeType"] == "application/json"
     schema = config.get("responseSchema") or config.get("responseJsonSchema")
     assert set(schema["properties"]) == {"sentences"}
+    assert "in the language of the text" in _sent_text(request)
+
+
+def test_a_summary_language_asked_for_reaches_a_hosted_provider():
+    with GeminiProtocolServer([json_answer({"sentences": ["Les abeilles font du miel."]})]) as server:
+        summary = _gemini(server).summarize("Honeybees make honey from nectar.", 1, "fr")
+    assert summary.sentences == ["Les abeilles font du miel."]
+    assert "ISO 639-1 code is fr" in _sent_text(server.requests[0])
 
     with GeminiProtocolServer([json_answer({"sentences": []})]) as server, \
             pytest.raises(VisionError, match="does not match the schema"):

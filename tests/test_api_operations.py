@@ -9,6 +9,7 @@ import logging
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -336,6 +337,9 @@ def test_development_logs_are_a_coloured_console_and_json_comes_back(api):
         screen = io.StringIO()
         handler.console = Console(file=screen, force_terminal=True, color_system="standard", width=200)
         client.get("/images", headers={"X-API-Key": key, "X-Request-ID": "console-trace-1234"})
+        deadline = time.monotonic() + 10  # the access line is written once the answer is sent: after we have it
+        while "console-trace-1234" not in screen.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.02)
     finally:
         configure_logging("json")
     shown = screen.getvalue()

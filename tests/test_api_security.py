@@ -32,8 +32,9 @@ ROUTES = [
     ("GET", "/health", None, {}),
     ("GET", "/metrics", None, {}),
     ("GET", "/files/signed/{token}", None, {}),
-    ("GET", "/health/detailed", "admin", {}),
+    ("GET", "/health/detailed", None, {}),  # any valid key (tested in test_seed_contract and test_api_operations)
     ("POST", "/images", "images:write", {"files": {"file": ("x.jpg", PHOTO.read_bytes(), "image/jpeg")}}),
+    ("POST", "/images/upload", "images:write", {"files": {"file": ("y.jpg", PHOTO.read_bytes(), "image/jpeg")}}),
     ("GET", "/images", "images:read", {}),
     ("GET", "/images/tags/all", "images:read", {}),
     ("GET", "/images/duplicates", "images:read", {}),

@@ -14,6 +14,7 @@ import pytest
 from imago_pipeline.core.enrichment.decode import InvalidImage
 from imago_pipeline.core.enrichment.exif import EXIF_FIELDS, extract_exif
 from imago_pipeline.core.enrichment.exiftool import exiftool_version
+from imago_pipeline.core.enrichment.places import PLACE_FIELDS, place_fields, places_version, utc_time
 from tests.conftest import REPO, SAMPLES, shared
 
 SAMPLE = SAMPLES / "Canon_40D.jpg"
@@ -116,8 +117,11 @@ def test_cli_prints_one_json_object_with_every_field():
     result = _cli("exif", str(shared("exif", "exif-samples", "jpg", "gps", "DSCN0010.jpg")), "--json")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
-    assert list(record) == list(EXIF_FIELDS)
+    assert list(record) == [*EXIF_FIELDS, *PLACE_FIELDS]
     assert record["make"] == "NIKON" and record["iso"] == 64
+    assert (record["city"], record["admin1"], record["country_code"], record["timezone"]) == (
+        "Arezzo", "Tuscany", "IT", "Europe/Rome")
+    assert record["datetime_utc"] == "2008-10-22T14:28:39Z"  # 16:28:39 local, CEST (UTC+2) in October 2008
     assert record["gps_latitude"] == pytest.approx(43.4674483, abs=1e-6)
     assert record["lens_model"] is None  # absent fields are null, not missing
 
@@ -154,6 +158,48 @@ def test_the_exiftool_process_ends_with_the_process_that_started_it():
 def test_the_stage_code_version_names_the_reader(monkeypatch):
     from imago_pipeline.core.enrichment import versions
 
-    assert versions.exif_code_version() == f"exif-v2|exiftool-{exiftool_version()}"
+    assert versions.exif_code_version() == f"exif-v3|exiftool-{exiftool_version()}|{places_version()}"
     monkeypatch.setattr(versions, "exiftool_version", lambda: None)
-    assert versions.exif_code_version() == "exif-v2|pillow"
+    assert versions.exif_code_version() == f"exif-v3|pillow|{places_version()}"
+
+
+# Every GPS file of shared/data/exif, with the place a map shows at its coordinates (checked by hand on
+# OpenStreetMap) and the capture time in UTC its clock and zone give.
+GPS_PLACES = {
+    ("heic", "IMG_5195.HEIC"): ("Blue Springs", "Missouri", "US", "America/Chicago", "2021-04-11T20:47:53Z"),
+    **{("jpg", "gps", f"DSCN00{n}.jpg"): ("Arezzo", "Tuscany", "IT", "Europe/Rome", f"2008-10-22T{utc}Z")
+       for n, utc in (("10", "14:28:39"), ("12", "14:29:49"), ("21", "14:38:20"), ("25", "14:43:21"),
+                      ("27", "14:44:01"), ("29", "14:46:53"), ("38", "14:52:15"), ("40", "14:55:37"),
+                      ("42", "15:00:07"))},
+    **{("jpg", "hdr", f"iphone_hdr_{hdr}.jpg"): ("Moncloa-Aravaca", "Madrid", "ES", "Europe/Madrid",
+                                                "2015-04-10T18:12:23Z") for hdr in ("NO", "YES")},
+    ("jpg", "tests", "87_OSError.jpg"): ("Florence", "Tuscany", "IT", "Europe/Rome", "2005-12-14T13:39:47Z"),
+}
+
+
+def test_gps_files_get_their_place_time_zone_and_utc_time():
+    records = [extract_exif(shared("exif", "exif-samples", *path).read_bytes()).to_dict() for path in GPS_PLACES]
+    found = {path: tuple(place.values()) for path, place in zip(GPS_PLACES, place_fields(records), strict=True)}
+    assert found == GPS_PLACES
+
+
+def test_a_place_needs_a_position_on_land_near_a_town():
+    at_sea, null_island, no_gps, madrid = place_fields([
+        {"gps_latitude": 10.0, "gps_longitude": -30.0, "datetime_original": "2020-01-01T12:00:00"},  # Atlantic
+        {"gps_latitude": 0.0, "gps_longitude": 0.0, "datetime_original": "2020-01-01T12:00:00"},  # a default
+        {"gps_latitude": None, "gps_longitude": None, "datetime_original": "2020-07-01T12:00:00+02:00"},
+        {"gps_latitude": 40.4168, "gps_longitude": -3.7038, "datetime_original": "2020-01-15T12:00:00"},
+    ])
+    assert at_sea == {"city": None, "admin1": None, "country_code": None, "timezone": "Etc/GMT+2",
+                      "datetime_utc": "2020-01-01T14:00:00Z"}  # the sea's nautical zone still places the clock
+    assert null_island == dict.fromkeys(PLACE_FIELDS)
+    assert no_gps == {**dict.fromkeys(PLACE_FIELDS), "datetime_utc": "2020-07-01T10:00:00Z"}  # its own offset
+    assert (madrid["city"], madrid["country_code"], madrid["datetime_utc"]) == ("Madrid", "ES", "2020-01-15T11:00:00Z")
+
+
+def test_utc_time_follows_daylight_saving_and_refuses_to_guess():
+    assert utc_time("2021-07-01T12:00:00", "Europe/Paris") == "2021-07-01T10:00:00Z"  # CEST
+    assert utc_time("2021-12-01T12:00:00", "Europe/Paris") == "2021-12-01T11:00:00Z"  # CET
+    assert utc_time("2021-12-01T12:00:00-05:00", "Europe/Paris") == "2021-12-01T17:00:00Z"  # the file's offset wins
+    assert utc_time("2021-12-01T12:00:00", None) is None  # a local time and no position: unknown
+    assert utc_time("not a date", "Europe/Paris") is None

@@ -115,7 +115,7 @@ def test_build_materializes_every_model_as_a_dagster_run(lake, tmp_path, monkeyp
     result = _sql("--build", "--json", "SELECT * FROM camera_counts")
     assert result.exit_code == 0, result.output
     # no `images` table in this lake: daily_ingest is empty, which its row-count floor warns about
-    assert "7 SQL models built" in result.stderr and "failed data tests: row_count_min_daily_ingest" in result.stderr
+    assert "8 SQL models built" in result.stderr and "failed data tests: row_count_min_daily_ingest" in result.stderr
     assert [json.loads(line)["images"] for line in result.stdout.splitlines()] == [2, 1]
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey(["analytics", "camera_counts"]))

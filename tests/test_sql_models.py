@@ -18,6 +18,7 @@ from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.core.catalog.models import utcnow
 from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.enrichment.exif import extract_exif
+from imago_pipeline.core.enrichment.places import place_fields
 from imago_pipeline.core.ingest import register_image
 from imago_pipeline.core.stores.blobs import LocalBlobStore
 from imago_pipeline.core.stores.lake import Lake
@@ -110,7 +111,7 @@ def test_schema_yml_is_validated(tmp_path):
 def test_the_shipped_project_loads_with_a_test_on_every_model():
     project = load_project(default_project_dir())
     assert {"daily_ingest", "tenant_overview", "camera_counts", "label_distribution", "feedback_agreement",
-            "inference_latency", "ocr_languages"} <= set(project.models)
+            "inference_latency", "ocr_languages", "places"} <= set(project.models)
     assert project.models["tenant_overview"].refs == ("daily_ingest",)
     assert all(model.tests and model.description for model in project.models.values())
     names = {test.name for model in project.models.values() for test in model.tests}
@@ -186,6 +187,11 @@ def test_models_on_the_samples_hold_their_real_figures(processed, lake_copy):
             expected[(record.make, record.model)] += 1
     cameras = {(make, model): images for make, model, images, _, _ in _model(lake_copy, "camera_counts")}
     assert cameras == dict(expected) and cameras[("Canon", "Canon EOS 40D")] == 1  # reprocessed, counted once
+
+    records = [extract_exif((SAMPLES / name).read_bytes(), max_pixels=89_000_000).to_dict() for name in ids]
+    where = Counter((p["country_code"], p["city"]) for p in place_fields(records) if p["city"])
+    places = {(country, city): images for country, city, _, images, _, _, _ in _model(lake_copy, "places")}
+    assert places == dict(where) and places[("ES", "Moncloa-Aravaca")] == 1  # iphone_hdr_YES.jpg, in Madrid
 
     (tenant, _day, images, size, done, failed), = _model(lake_copy, "daily_ingest")
     assert (images, done, failed) == (len(ids), len(ids), 0)
@@ -279,6 +285,7 @@ def test_models_of_image_content_leave_out_groups_too_small_to_be_anonymous(proc
     _, ids = processed
     build_all(load_project(), lake_copy)
     assert _model(lake_copy, "camera_counts") == []  # every sample camera is alone
+    assert _model(lake_copy, "places") == []  # one photo in Madrid
     labels = _model(lake_copy, "label_distribution")
     assert all(row[2] >= 5 for row in labels)
     assert _model(lake_copy, "ocr_languages") == []  # one English page

@@ -119,6 +119,7 @@ def test_upload_watch_results_and_feedback_in_a_real_browser(site):
         exif = dict(zip(page.locator("#exif td:first-child").all_text_contents(),
                         page.locator("#exif td:last-child").all_text_contents()))
         assert exif["make"] == "Canon" and exif["model"] == "Canon EOS 40D" and canon != image_id
+        assert page.is_hidden("#place")  # no GPS in this one
         # an iguana: neither a cat nor a dog; "wrong" asks what it is
         assert page.text_content("#label") == "No cat or dog"
         assert page.is_hidden("#true-label")
@@ -156,6 +157,16 @@ def test_upload_watch_results_and_feedback_in_a_real_browser(site):
         page.click("#refresh-recent")
         page.wait_for_selector("#recent-list li >> nth=3")
         assert "4 images" in page.text_content("#usage")
+
+        # a phone photo with GPS: where it was taken (looked up offline), linked to the map, at local time
+        _upload_through_the_page(page, SAMPLES / "iphone_hdr_YES.jpg")
+        _process_pending(app, settings)
+        page.wait_for_selector("#image-status[data-status='done']", timeout=30_000)
+        page.wait_for_selector("#place:not([hidden])")
+        assert page.text_content("#place-name") == "Moncloa-Aravaca, Madrid, Spain"
+        assert page.get_attribute("#place-name", "href").startswith("https://www.openstreetmap.org/?mlat=40.446972")
+        assert page.text_content("#place-time") == "on 2015-04-10 20:12:23+02:00 (Europe/Madrid)"
+        screenshot(page, "web-page-place.png")
 
         # a refused upload says why
         page.set_input_files("#file", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"hello"}])

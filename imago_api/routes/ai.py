@@ -47,6 +47,9 @@ FETCH_ERRORS: dict[type[Exception], tuple[int, str]] = {
 class SummarizeIn(BaseModel):
     url: str = Field(min_length=1, max_length=2048, description="An http or https page (HTML or plain text).")
     max_sentences: int = Field(default=3, ge=1, le=10)
+    language: str | None = Field(default=None, pattern="^[a-z]{2}$", description=(
+        "Language of the summary (ISO 639-1, e.g. fr). Hosted providers write in it; the offline provider "
+        "extracts the page's own sentences, so its summary stays in the page's language."))
 
 
 class SummaryOut(BaseModel):
@@ -63,6 +66,8 @@ class DraftTaskIn(BaseModel):
     description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
     today: date | None = Field(default=None, description="Your local date, for relative due dates such as "
                                "'by Friday'; the server's date when absent.")
+    context: Annotated[str | None, StringConstraints(strip_whitespace=True, max_length=5000)] = Field(
+        default=None, description="What the task belongs to (a page, a project): read after the description")
 
 
 class TaskDraftOut(TaskDraft):
@@ -106,7 +111,7 @@ async def summarize(body: SummarizeIn, settings: SettingsDep, provider: Provider
     except tuple(FETCH_ERRORS) as exc:
         status, code = FETCH_ERRORS[type(exc)]
         raise ApiError(str(exc), code=code, status_code=status) from exc
-    summary = await _ask(provider.summarize, text.text, body.max_sentences)
+    summary = await _ask(provider.summarize, text.text, body.max_sentences, body.language)
     return SummaryOut(url=page.url, title=text.title, summary=" ".join(summary.sentences),
                       sentences=summary.sentences, provider=provider.name, characters_read=len(text.text),
                       truncated=text.truncated)
@@ -117,5 +122,6 @@ async def summarize(body: SummarizeIn, settings: SettingsDep, provider: Provider
              responses=responses(502))
 async def draft_task(body: DraftTaskIn, provider: ProviderDep) -> TaskDraftOut:
     """Title, priority, due date, tags and checklist, read from the request by the configured provider."""
-    draft = await _ask(provider.draft_task, body.description, body.today or date.today())
+    request = f"{body.description}\n\n{body.context}" if body.context else body.description
+    draft = await _ask(provider.draft_task, request, body.today or date.today())
     return TaskDraftOut(**draft.model_dump(), provider=provider.name)

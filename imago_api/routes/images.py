@@ -72,10 +72,14 @@ def _image_or_404(tenant: TenantCatalog, image_id: int) -> Image:
     return image
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadOut, dependencies=[WRITE],
-             summary="Upload an image (scope images:write)",
-             responses={200: {"description": "Same bytes already uploaded: the existing image"},
-                        **responses(400, 413, 415)})
+_UPLOAD = dict(status_code=status.HTTP_201_CREATED, response_model=UploadOut, dependencies=[WRITE],
+               responses={200: {"description": "Same bytes already uploaded: the existing image"},
+                          **responses(400, 413, 415)})
+
+
+@router.post("", summary="Upload an image (scope images:write)", **_UPLOAD)
+@router.post("/upload", summary="Upload an image: the original service's route, same answer (scope images:write)",
+             **_UPLOAD)
 async def upload_image(request: Request, response: Response, principal: PrincipalDep,
                        file: Annotated[UploadFile, File(description="The image file")]) -> UploadOut:
     """Validate the content (magic bytes, pixel limit, full decode), deduplicate by SHA-256 within your
@@ -114,15 +118,18 @@ def list_images(
     created_from: Annotated[datetime | None, Query(description="Uploaded at or after (ISO 8601)")] = None,
     created_to: Annotated[datetime | None, Query(description="Uploaded before (ISO 8601)")] = None,
     camera_make: Annotated[str | None, Query(max_length=128, description="EXIF make, case-insensitive")] = None,
-    q: Annotated[str | None, Query(max_length=200, description="Full-text search over OCR text and AI "
-                                   "descriptions and tags; every word must match")] = None,
+    country: Annotated[str | None, Query(pattern="^[A-Za-z]{2}$", description="Taken in this country "
+                                         "(ISO 3166-1 alpha-2, e.g. ES), from the GPS position")] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Full-text search over OCR text, AI "
+                                   "descriptions and tags and the place (city, region, country name); every "
+                                   "word must match")] = None,
     dead_letter: Annotated[bool | None, Query(description="Only failed images whose retries ran out (true), "
                                               "or none of them (false)")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> ImagePage:
     filters = ImageFilters(status=status_, created_from=created_from, created_to=created_to, camera_make=camera_make,
-                           text_query=q, dead_letter=dead_letter)
+                           country_code=country, text_query=q, dead_letter=dead_letter)
     items, total = tenant.list_images(filters, limit=limit, offset=offset)
     used, count = tenant.storage_used()
     return ImagePage(items=[ImageOut.model_validate(i) for i in items], total=total, limit=limit, offset=offset,
@@ -204,8 +211,10 @@ def get_image(image_id: ImageId, tenant: TenantDep) -> ImageDetailOut:
             summary="Per-stage status, errors and data-quality checks (scope images:read)")
 def get_status(image_id: ImageId, tenant: TenantDep) -> StatusOut:
     image = _image_or_404(tenant, image_id)
-    return StatusOut(id=image.id, status=image.status, error=image.error, attempts=image.attempts or 0,
-                     dead_letter=image.gave_up_at is not None,
+    return StatusOut(id=image.id, uuid=image.uuid, status=image.status, error=image.error,
+                     attempts=image.attempts or 0, dead_letter=image.gave_up_at is not None,
+                     started_at=image.started_at,
+                     done_at=image.processed_at if image.status in ("done", "failed") else None,
                      stages=[StageOut.model_validate(s) for s in tenant.get_stages(image_id)],
                      checks=[CheckOut.model_validate(c) for c in tenant.get_checks(image_id)])
 

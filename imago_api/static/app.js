@@ -192,7 +192,7 @@ function render(detail) {
   }
   if (detail.exif) {
     const rows = Object.entries(detail.exif)
-      .filter(([name, value]) => value !== null && name !== "extracted_at")
+      .filter(([name, value]) => value !== null && typeof value !== "object" && name !== "extracted_at")
       .map(([name, value]) => {
         const row = document.createElement("tr");
         const key = document.createElement("td");
@@ -203,6 +203,16 @@ function render(detail) {
         return row;
       });
     $("exif").tBodies[0].replaceChildren(...rows);
+    const place = detail.exif.gps.place;
+    if (place && place.city) {  // where the GPS position is, looked up offline by the EXIF stage
+      $("place-name").textContent = [place.city, place.admin1, place.country].filter(Boolean).join(", ");
+      $("place-name").href = detail.exif.gps.maps_url;
+      const taken = detail.exif.camera.taken_at;
+      $("place-time").textContent = taken ? `on ${taken.replace("T", " ")} (${place.timezone})` : "";
+      $("place").hidden = false;
+    } else {
+      $("place").hidden = true;
+    }
     $("exif-box").hidden = rows.length === 0;
   }
 }

@@ -16,9 +16,11 @@ from imago_pipeline.core.config import ImagoSettings
 
 @app.command()
 def exif(file: Path, as_json: Annotated[bool, typer.Option("--json", help="One JSON object")] = False) -> None:
-    """Print the EXIF record of one image file (null for absent fields)."""
+    """Print the EXIF record of one image file, with the place and time zone of its GPS position and its
+    capture time in UTC (null for absent fields; nothing leaves the machine)."""
     from imago_pipeline.core.enrichment.decode import InvalidImage
     from imago_pipeline.core.enrichment.exif import extract_exif
+    from imago_pipeline.core.enrichment.places import place_fields
 
     settings = ImagoSettings()
     try:
@@ -26,6 +28,7 @@ def exif(file: Path, as_json: Annotated[bool, typer.Option("--json", help="One J
         if len(data) > settings.max_upload_bytes:
             raise InvalidImage(f"{len(data)} bytes is over the limit of {settings.max_upload_bytes} bytes")
         record = extract_exif(data, max_pixels=settings.max_pixels).to_dict()
+        record.update(place_fields([record])[0])
     except (OSError, InvalidImage) as exc:
         typer.echo(f"imago exif: {file}: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -71,7 +71,7 @@ def store_uploads(catalog: Catalog, store: BlobStore, uploads: Sequence[tuple[Ch
         row = _catalog_row(checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
         _write_blob(store, row["blob_key"], data)
         if claim is not None:
-            row.update(claim=claim, claimed_at=utcnow())
+            row.update(claim=claim, claimed_at=(now := utcnow()), started_at=now)
         items.append(row)
     return [Registration(image, created) for image, created in catalog.for_tenant(tenant_id).register_images(items)]
 

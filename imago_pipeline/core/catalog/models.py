@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid as uuid_module
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -24,6 +25,10 @@ from sqlalchemy.types import TypeDecorator
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_uuid() -> str:
+    return str(uuid_module.uuid4())
 
 
 class UTCDateTime(TypeDecorator):
@@ -88,6 +93,8 @@ class Image(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The id the original service's clients know an image by (stable, not guessable, never reused)
+    uuid: Mapped[str] = mapped_column(String(36), default=new_uuid, unique=True, index=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     sha256: Mapped[str] = mapped_column(String(64))
     original_name: Mapped[str] = mapped_column(String(255))
@@ -101,6 +108,7 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the current attempt taken into work
     # Reprocessing: which stages a `requeued` image redoes (None: all), and the automatic retries of a failed
     # image (the nightly batch); past the limit it is dead-lettered: it stays failed, with its reason.
     requeue_stages: Mapped[list[str] | None] = mapped_column(JSON)
@@ -166,6 +174,12 @@ class Exif(Base):
     gps_longitude: Mapped[float | None] = mapped_column(Float)
     gps_altitude: Mapped[float | None] = mapped_column(Float)
     software: Mapped[str | None] = mapped_column(String(255))
+    # Derived from the GPS position and the clock, offline (`enrichment/places.py`)
+    city: Mapped[str | None] = mapped_column(String(128))
+    admin1: Mapped[str | None] = mapped_column(String(128))
+    country_code: Mapped[str | None] = mapped_column(String(2), index=True)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    datetime_utc: Mapped[str | None] = mapped_column(String(40))
     extracted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, insert, select
 from imago_pipeline.core.catalog import search
 from imago_pipeline.core.catalog.models import (
     Classification,
+    Exif,
     Image,
     ImageCheck,
     ImageEmbedding,
@@ -21,6 +22,7 @@ from imago_pipeline.core.catalog.models import (
     utcnow,
 )
 from imago_pipeline.core.catalog.progress import announce
+from imago_pipeline.core.enrichment.places import country_name
 
 if TYPE_CHECKING:
     from imago_pipeline.core.catalog.catalog import Catalog
@@ -109,18 +111,23 @@ class ResultStore:
             session.commit()
 
     def refresh_search(self, image_ids: Sequence[int]) -> None:
-        """Re-index what was read in these images: OCR text, vision description and tags."""
+        """Re-index what was read in these images: OCR text, vision description and tags, the place."""
         ids = list(image_ids)
         with self.catalog.session() as session:
             images = dict(session.execute(
                 select(Image.id, Image.tenant_id).where(Image.id.in_(ids))).tuples().all())
             ocr = dict(session.execute(select(Ocr.image_id, Ocr.text).where(Ocr.image_id.in_(ids))).tuples().all())
             vision = {row.image_id: row for row in session.scalars(select(Vision).where(Vision.image_id.in_(ids)))}
+            places = {row.image_id: row for row in session.execute(
+                select(Exif.image_id, Exif.city, Exif.admin1, Exif.country_code).where(Exif.image_id.in_(ids)))}
             documents = []
             for image_id, tenant_id in images.items():
-                parts = [ocr.get(image_id) or ""]
+                parts: list[str | None] = [ocr.get(image_id) or ""]
                 if image_id in vision:
                     parts += [vision[image_id].description, " ".join(vision[image_id].tags or [])]
+                if image_id in places:
+                    place = places[image_id]
+                    parts += [place.city, place.admin1, country_name(place.country_code)]
                 documents.append((image_id, tenant_id, "\n".join(p for p in parts if p)))
             search.replace_documents(session, documents)
             session.commit()

@@ -55,6 +55,7 @@ class ImageFilters:
     created_from: datetime | None = None
     created_to: datetime | None = None
     camera_make: str | None = None
+    country_code: str | None = None  # ISO 3166-1 alpha-2 of where the photo was taken
     text_query: str | None = None
     dead_letter: bool | None = None
 
@@ -129,6 +130,10 @@ class TenantCatalog:
         with self.catalog.session() as session:
             return session.scalar(select(Image).where(Image.id == image_id, Image.tenant_id == self.tenant_id))
 
+    def image_id_for_uuid(self, uuid: str) -> int | None:
+        with self.catalog.session() as session:
+            return session.scalar(select(Image.id).where(Image.uuid == uuid, Image.tenant_id == self.tenant_id))
+
     def get_images(self, image_ids: Sequence[int]) -> list[Image]:
         with self.catalog.session() as session:
             return list(session.scalars(select(Image).where(Image.tenant_id == self.tenant_id,
@@ -197,9 +202,12 @@ class TenantCatalog:
             with self.catalog.session() as session:
                 matches = search.matching_image_ids(session, self.tenant_id, filters.text_query)
             query = query.where(Image.id.in_(matches))
+        if filters.camera_make or filters.country_code:
+            query = query.join(Exif, Exif.image_id == Image.id).where(Exif.tenant_id == self.tenant_id)
         if filters.camera_make:
-            query = query.join(Exif, Exif.image_id == Image.id).where(
-                Exif.tenant_id == self.tenant_id, func.lower(Exif.make) == filters.camera_make.lower())
+            query = query.where(func.lower(Exif.make) == filters.camera_make.lower())
+        if filters.country_code:
+            query = query.where(Exif.country_code == filters.country_code.upper())
         with self.catalog.session() as session:
             total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
             items = list(session.scalars(query.order_by(Image.id.desc()).limit(limit).offset(offset)))

@@ -68,11 +68,12 @@ class WorkQueue:
                                    Image.updated_at, Image.id).limit(limit)
         if self.engine.dialect.name == "postgresql":
             waiting = waiting.with_for_update(skip_locked=True)
+        now = utcnow()
         with self.catalog.session() as session:
             found = session.execute(waiting).all()
             taken = {row[0] for row in session.execute(
                 update(Image).where(Image.id.in_([row[0] for row in found]), Image.status.in_(CLAIMABLE))
-                .values(status="queued", claim=claim, claimed_at=utcnow()).returning(Image.id))}
+                .values(status="queued", claim=claim, claimed_at=now, started_at=now).returning(Image.id))}
             announce(session, taken)
             session.commit()
         return sorted((image_id, status, tuple(stages) if stages else None, priority or 0)
@@ -95,7 +96,8 @@ class WorkQueue:
         with self.catalog.session() as session:
             rows = session.execute(
                 update(Image).where(Image.id.in_(list(image_ids)), free)
-                .values(status="queued", claim=claim, claimed_at=utcnow()).returning(Image.id)).all()
+                .values(status="queued", claim=claim, claimed_at=(now := utcnow()), started_at=now)
+                .returning(Image.id)).all()
             announce(session, [row[0] for row in rows])
             session.commit()
         return sorted(row[0] for row in rows)

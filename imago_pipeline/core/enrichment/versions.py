@@ -9,10 +9,11 @@ from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.embedding import encoder as embedding_encoder
 from imago_pipeline.core.enrichment.exiftool import exiftool_version
 from imago_pipeline.core.enrichment.ocr import OCR_LOGIC_VERSION, tesseract_version
+from imago_pipeline.core.enrichment.places import places_version
 from imago_pipeline.core.vision.base import PROMPT_VERSION
 from imago_pipeline.core.vision.factory import provider_model
 
-EXIF_VERSION = "exif-v2"  # v2: ExifTool when installed
+EXIF_VERSION = "exif-v3"  # v2: ExifTool when installed; v3: places and time zones
 THUMBNAIL_VERSION = "thumbnail-v1"
 VISION_VERSION = "vision-v1"
 CLASSIFY_VERSION = "classify-v2"  # v2: a head on the embedding, cat | dog | other
@@ -20,9 +21,10 @@ SUMMARY_VERSION = "image-summary-v1"
 
 
 def exif_code_version() -> str:
-    """The EXIF logic and its reader: ExifTool's version, or Pillow when ExifTool is not installed."""
+    """The EXIF logic and its reader (ExifTool's version, or Pillow when ExifTool is not installed), and the
+    place data (GeoNames cities, time-zone polygons)."""
     version = exiftool_version()
-    return f"{EXIF_VERSION}|" + (f"exiftool-{version}" if version else "pillow")
+    return f"{EXIF_VERSION}|" + (f"exiftool-{version}" if version else "pillow") + f"|{places_version()}"
 
 
 def ocr_code_version(settings: ImagoSettings) -> str:

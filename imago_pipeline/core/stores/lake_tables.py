@@ -40,6 +40,10 @@ def _exif_type(name: str) -> pa.DataType:
 EXIF = LakeTable("exif", pa.schema(
     [("image_id", pa.int64())] + [(name, _exif_type(name)) for name in EXIF_FIELDS]
     + [("extracted_at", _TS), ("run_id", pa.string())]), ("extracted_at",))
+PLACE = LakeTable("place", pa.schema([  # where and when (UTC) a photo was taken, from its GPS and clock
+    ("image_id", pa.int64()), ("city", pa.string()), ("admin1", pa.string()), ("country_code", pa.string()),
+    ("timezone", pa.string()), ("datetime_utc", _TS), ("extracted_at", _TS), ("run_id", pa.string())]),
+    ("extracted_at",))
 THUMBNAIL = LakeTable("thumbnail", pa.schema([
     ("image_id", pa.int64()), ("width", pa.int64()), ("height", pa.int64()), ("byte_size", pa.int64()),
     ("created_at", _TS), ("run_id", pa.string())]), ("created_at",))
@@ -70,4 +74,4 @@ FEEDBACK = LakeTable("feedback", pa.schema([
     ("created_at", _TS)]))
 
 LAKE_TABLES: dict[str, LakeTable] = {t.name: t for t in (
-    EXIF, THUMBNAIL, OCR, EMBEDDING, CLASSIFICATION, VISION, IMAGES, INFERENCE_LOG, FEEDBACK)}
+    EXIF, PLACE, THUMBNAIL, OCR, EMBEDDING, CLASSIFICATION, VISION, IMAGES, INFERENCE_LOG, FEEDBACK)}

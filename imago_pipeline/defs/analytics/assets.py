@@ -32,7 +32,8 @@ KEY_PREFIX = "analytics"
 POOL = "sql_models"
 # The asset that writes each lake table (`images` is written by the image's summary step).
 SOURCE_ASSETS = {
-    "exif": "exif", "thumbnail": "thumbnail", "ocr": "ocr", "classification": "classification", "vision": "vision",
+    "exif": "exif", "place": "exif", "thumbnail": "thumbnail", "ocr": "ocr", "classification": "classification",
+    "vision": "vision",
     "images": "image_summary", "inference_log": "classifier_monitoring", "feedback": "classifier_monitoring",
 }
 

@@ -1,4 +1,5 @@
-"""EXIF stage: camera metadata into the catalog's `exif` table and the lake; dates and GPS checked."""
+"""EXIF stage: camera metadata into the catalog's `exif` table and the lake, with the place and time zone
+its GPS position names (looked up once for the batch, in this process); dates and GPS checked."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from imago_pipeline.core.catalog import CheckOutcome
 from imago_pipeline.core.catalog.models import Exif, utcnow
 from imago_pipeline.core.enrichment.batch import ImageBatch, Mapper, StageInput, StageReport, run_one, worker_crashed
 from imago_pipeline.core.enrichment.exif import ExifRecord, extract_exif
+from imago_pipeline.core.enrichment.places import place_fields
 from imago_pipeline.core.stores import lake_tables
 
 CHECK = "plausible_dates_and_gps"
@@ -50,8 +52,13 @@ def run(batch: ImageBatch, inputs: list[StageInput], pool: Mapper) -> StageRepor
     now = utcnow()
     rows = [{"image_id": r.image_id, "tenant_id": r.tenant_id, "extracted_at": now, **r.value.to_dict()}
             for r in results if r.ok]
+    for row, place in zip(rows, place_fields(rows), strict=True):
+        row.update(place)
     batch.save(results, Exif, rows)
     files = batch.to_lake(lake_tables.EXIF, rows)
+    files += batch.to_lake(lake_tables.PLACE, [
+        {**row, "datetime_utc": datetime.fromisoformat(row["datetime_utc"]) if row["datetime_utc"] else None}
+        for row in rows if row["timezone"] or row["datetime_utc"]])
     check = batch.check(CHECK, [CheckOutcome(row["image_id"], row["tenant_id"], problem is None, problem)
                                 for row in rows for problem in [plausibility(row, now)]],
                         severity="warn", description=CHECK_DESCRIPTION)

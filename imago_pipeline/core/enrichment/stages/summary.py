@@ -25,6 +25,7 @@ def run(catalog: Catalog, lake: Lake, image_ids: list[int], *, run_id: str, clai
     """Finish the images this run holds (`claim`) and write their summary rows; returns counts."""
     started = time.perf_counter()
     images = catalog.work.finish(image_ids, STAGES, claim=claim)
+    catalog.results.refresh_search(list(images))  # once every stage has written: what they read, searchable
     files = lake.write_batch(
         lake_tables.IMAGES.name,
         [{**lake_row(i), "tenant_id": i.tenant_id, "date": i.created_at.date(), "run_id": run_id}
