@@ -30,6 +30,45 @@ def test_migrations_create_every_table_and_are_idempotent(catalog, settings):
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
 
 
+def test_the_uuid_migration_gives_existing_images_distinct_uuids_and_keeps_ids_unique(database_url):
+    """A catalog of the previous revision with images in it: upgraded, each image has its own uuid, the
+    column is required and unique, and on SQLite ids are still never reused (the rebuild kept AUTOINCREMENT)."""
+    from alembic import command
+
+    from imago_pipeline.core.catalog.db import make_engine
+
+    engine = make_engine(database_url)
+    config = alembic_config(engine)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0008")
+        connection.execute(text("INSERT INTO tenants (name, plan, scopes, created_at) "
+                                "VALUES ('old', 'free', '[]', CURRENT_TIMESTAMP)"))
+        for n in range(3):
+            connection.execute(text(
+                "INSERT INTO images (tenant_id, sha256, original_name, media_type, byte_size, width, height, "
+                "blob_key, status, created_at, updated_at) SELECT id, :sha, 'a.jpg', 'image/jpeg', 1, 1, 1, 'k', "
+                "'done', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM tenants"), {"sha": f"{n:064d}"})
+    engine.dispose()
+    catalog = Catalog.connect(database_url)  # migrates to the head, as a start does
+    try:
+        with catalog.engine.connect() as connection:
+            rows = connection.execute(text("SELECT id, uuid FROM images ORDER BY id")).all()
+        assert len(rows) == 3 and len({u for _, u in rows}) == 3 and all(len(u) == 36 for _, u in rows)
+        columns = {c["name"]: c for c in inspect(catalog.engine).get_columns("images")}
+        assert columns["uuid"]["nullable"] is False
+        indexes = {i["name"]: i for i in inspect(catalog.engine).get_indexes("images")}
+        assert indexes["ix_images_uuid"]["unique"]
+        tenant_id = catalog.clients.get_or_create("old").id
+        newest = rows[-1][0]
+        assert catalog.for_tenant(tenant_id).image_id_for_uuid(rows[-1][1]) == newest
+        catalog.for_tenant(tenant_id).delete_image(newest)
+        image, _ = _register(catalog, tenant_id, "f" * 64)
+        assert image.id > newest and image.uuid not in {u for _, u in rows}  # never reused
+    finally:
+        catalog.dispose()
+
+
 def test_api_key_is_shown_once_and_only_its_hash_is_stored(catalog):
     tenant = catalog.clients.get_or_create("acme")
     key = catalog.clients.issue_key(tenant.id, ["images:read"])
