@@ -120,3 +120,14 @@ def test_the_key_is_not_in_the_settings_dagster_shows_and_comes_from_the_environ
     resource = SettingsResource.of(settings)
     assert "sk-or-secret" not in resource.values and "openrouter_api_key" not in resource.values
     assert resource.openrouter_api_key.env_var_name == "IMAGO_OPENROUTER_API_KEY"  # read when a run starts
+
+
+def test_the_original_services_ai_provider_variable_chooses_the_provider_too(monkeypatch):
+    monkeypatch.delenv("IMAGO_VISION_PROVIDER", raising=False)
+    monkeypatch.setenv("AI_PROVIDER", "openrouter")
+    assert ImagoSettings().vision_provider == "openrouter"
+    monkeypatch.setenv("IMAGO_VISION_PROVIDER", "gemini")  # Imago's own name wins when both are set
+    assert ImagoSettings().vision_provider == "gemini"
+    monkeypatch.setenv("IMAGO_VISION_PROVIDER", "gpt")
+    with pytest.raises(ValueError):
+        ImagoSettings()

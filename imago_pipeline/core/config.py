@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imago_pipeline.core.limits import MAX_PIXELS, MAX_UPLOAD_BYTES, OCR_LANGUAGES, THUMBNAIL_SIZE
@@ -33,7 +33,7 @@ DEFAULT_PLANS = {
 
 
 class ImagoSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMAGO_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="IMAGO_", extra="ignore", validate_by_name=True)
 
     home: Path = Field(default=Path(".imago"), description="Root of every local store.")
     database_url: str | None = Field(
@@ -101,7 +101,10 @@ class ImagoSettings(BaseSettings):
     claim_grace_s: int = Field(default=120, ge=0, description="Age at which an image taken into work is checked: "
                                "if its run or process is gone, it is requeued with its unfinished stages.")
 
-    vision_provider: Literal["local", "gemini", "openrouter"] = "local"
+    vision_provider: Literal["local", "gemini", "openrouter"] = Field(
+        default="local", validation_alias=AliasChoices("IMAGO_VISION_PROVIDER", "AI_PROVIDER"),
+        description="Who describes images and powers /ai/*: local (offline), gemini or openrouter. AI_PROVIDER, "
+                    "the original service's name for it, is read too.")
     gemini_model: str = "gemini-2.5-flash"
     gemini_api_key: str | None = Field(default=None, repr=False)
     gemini_base_url: str | None = Field(default=None, description="Override the API endpoint (tests, proxies).")
