@@ -1,21 +1,33 @@
-"""OCR with Tesseract: upright pages, line strips, and a cheap pass for photos that hold no text.
+"""OCR with two engines, each on the text it reads best: Tesseract for pages and line strips, RapidOCR
+(`scene_text.py`) for text in photos (signs, labels, posters).
 
 How a file is read (see docs/ocr.md for the measurements behind each choice):
-1. EXIF orientation is applied and the image goes to 8-bit grayscale.
-2. **Is a full pass worth it?** A page-like image (mostly light background, strong dark/light contrast after
-   an Otsu split, computed on a 512 px copy in a few milliseconds) always is. Anything else, photos above
-   all, gets a *probe*: one fast Tesseract pass on a copy of at most 800 px in sparse-text mode. Only when the
-   probe finds at least two confident words does the full pass run; otherwise the image is recorded as
-   `has_text = false` at the probe's cost.
-3. **Orientation**: Tesseract's OSD finds pages turned by 90, 180 or 270 degrees; the page is rotated
-   before recognition (plain `tesseract` reads an upside-down page as nothing).
-4. **Layout**: a strip (height under 160 px and at least 4 times as wide as high) is one text line
-   (`--psm 7`), upscaled when its height is under 48 px; everything else is automatic page segmentation.
-5. **Language**: Tesseract recognises with every configured language (default `eng+fra`); the language of
-   the text is then identified by py3langid restricted to those languages.
+1. EXIF orientation is applied; Tesseract reads 8-bit grayscale, RapidOCR the colour image.
+2. **Which engine?** A strip (height under 160 px and at least 4 times as wide as high) is a *line*; a
+   page-like image (most pixels close to a light local background, a few percent much darker: ink on paper,
+   computed on a 768 px copy in a few milliseconds) is a *page*; anything else is a *photo*.
+   - Lines and pages go to Tesseract (steps 3 and 4). When it reads little or is unsure there (no confident
+     word on a line; on a page, fewer than 10 confident words, as on a sign against a plain wall, which looks
+     like a page, or a mean word confidence under 90, as on tables and typewriting), RapidOCR reads the
+     image too, turned as OSD turned it, and its reading is kept when it has at least as many confident
+     words (and at least one).
+   - Photos go to RapidOCR only: its text detection is the probe. When it finds no confident word the image
+     is recorded as `has_text = false, mode = probe` at the cost of detection alone.
+   A confident word has 3 or more letters or digits and a confidence of 70 or more (both engines' scores are
+   on Tesseract's 0-100 scale); an image has text when it has one.
+3. **Orientation** (Tesseract): OSD finds pages turned by 90, 180 or 270 degrees; the page is rotated before
+   recognition (plain `tesseract` reads an upside-down page as nothing).
+4. **Layout** (Tesseract): a line strip is read as one line (`--psm 7`), upscaled when its height is under
+   48 px; a page gets automatic page segmentation.
+5. **Language**: both engines' text goes to py3langid, restricted to the configured languages (default
+   `eng+fra`, which Tesseract also recognises with).
 
-Tesseract is run with OMP_THREAD_LIMIT=1: the pipeline runs one Tesseract per core instead (2.7x faster on
-2 cores than Tesseract's own threading).
+`ocr_image(..., engine="tesseract")` is the Tesseract-only reading (photos then get a fast Tesseract probe:
+a sparse-text pass on a copy of at most 800 px, and a full pass only when it finds two confident words) and
+`engine="rapidocr"` reads everything with RapidOCR; the benchmark compares the three.
+
+Tesseract is run with OMP_THREAD_LIMIT=1 and RapidOCR with one onnxruntime thread: the pipeline runs one OCR
+process per core instead (2.7x faster on 2 cores than Tesseract's own threading).
 """
 
 from __future__ import annotations
@@ -39,7 +51,8 @@ from imago_pipeline.core.limits import MAX_PIXELS, OCR_LANGUAGES
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
 TESSERACT_TO_ISO = {"eng": "en", "fra": "fr", "deu": "de", "spa": "es", "ita": "it", "por": "pt", "nld": "nl"}
-OCR_LOGIC_VERSION = "ocr-v1"
+OCR_LOGIC_VERSION = "ocr-v2"  # v2: photos read by RapidOCR, sparse pages and lines re-read by it
+ENGINES = ("auto", "tesseract", "rapidocr")
 PROBE_SIZE = 800
 OSD_SIZE = 1600
 MIN_OSD_CONFIDENCE = 1.0  # below this OSD is guessing
@@ -47,7 +60,11 @@ SURE_OSD_CONFIDENCE = 5.0  # turned test pages score 6 to 12; a dense upright ta
 # Formats Tesseract (leptonica) decodes itself: when nothing needs turning, it reads the original file, so
 # its own decoder sees exactly what the plain `tesseract` command sees.
 TESSERACT_READS = {"JPEG", "PNG", "TIFF"}
+COLOUR_MODES = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"}
 MIN_PROBE_WORDS = 2
+# Tesseract "reads little" below these confident-word counts; RapidOCR then reads the image too
+SPARSE_WORDS = {"line": 1, "page": 10}
+UNSURE_PAGE_CONFIDENCE = 90.0  # Tesseract's mean word confidence on a page under which RapidOCR reads it too
 TESSERACT_TIMEOUT_S = 120
 
 
@@ -69,8 +86,8 @@ class OcrResult:
     has_text: bool
     words: list[OcrWord] = field(default_factory=list)
     rotation: int = 0  # degrees the page was turned (clockwise) before recognition
-    mode: str = "page"  # page | line | probe (the probe found nothing worth a full pass)
-    engine: str = "tesseract"
+    mode: str = "page"  # page | line | scene (a photo) | probe (nothing worth a full reading was found)
+    engine: str = "tesseract"  # tesseract | rapidocr: the engine whose reading this is
 
     def to_dict(self, *, with_words: bool = True) -> dict[str, Any]:
         data = asdict(self)
@@ -181,59 +198,112 @@ def _needs_no_transform(image: Image.Image) -> bool:
     return image.format in TESSERACT_READS and orientation in (None, 1) and image.mode in ("1", "L", "RGB")
 
 
-def _prepare(data: bytes, max_pixels: int) -> tuple[Image.Image, bool]:
-    """Upright 8-bit grayscale, and whether Tesseract may read the original bytes instead."""
+def _prepare(data: bytes, max_pixels: int) -> tuple[Image.Image, Image.Image, bool]:
+    """The image upright (RGB, or L when it is gray; transparency flattened onto white), its 8-bit grayscale,
+    and whether Tesseract may read the original bytes instead."""
     image = open_image(data, max_pixels)
     original_is_fine = _needs_no_transform(image)
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "P"):
+    if image.mode in ("RGBA", "LA", "P", "PA"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("L"), original_is_fine
+        image = Image.alpha_composite(background, rgba).convert("RGB")
+    elif image.mode not in ("L", "RGB"):
+        image = image.convert("RGB" if image.mode in COLOUR_MODES else "L")
+    return image, image if image.mode == "L" else image.convert("L"), original_is_fine
 
 
-def ocr_image(data: bytes, *, languages: str = OCR_LANGUAGES, max_pixels: int = MAX_PIXELS) -> OcrResult:
-    gray, original_is_fine = _prepare(data, max_pixels)
+def kind_of_image(gray: Image.Image) -> str:
+    """line | page | photo: what decides the engine."""
+    if is_text_line(gray):
+        return "line"
+    return "page" if looks_like_a_page(gray) else "photo"
+
+
+def ocr_image(data: bytes, *, languages: str = OCR_LANGUAGES, max_pixels: int = MAX_PIXELS,
+              engine: str = "auto") -> OcrResult:
+    """The text of an image file. `engine`: `auto` (the routing of this module's docstring), `tesseract` or
+    `rapidocr` (that engine alone)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown OCR engine {engine!r} (expected one of {ENGINES})")
+    upright, gray, original_is_fine = _prepare(data, max_pixels)
+    if engine == "rapidocr":
+        return _scene(upright, languages)
+    kind = kind_of_image(gray)
+    if engine == "auto" and kind == "photo":
+        return _scene(upright, languages)
     with tempfile.TemporaryDirectory(prefix="imago-ocr-") as tmp:
         original = Path(tmp) / "page"
         if original_is_fine:
             original.write_bytes(data)
-        return _ocr(gray, str(original) if original_is_fine else None, languages)
+        read = _tesseract(gray, str(original) if original_is_fine else None, languages, kind)
+    if read is None:  # the Tesseract-only reading of a photo: its probe found nothing
+        return OcrResult(text="", confidence=None, language=None, has_text=False, mode="probe")
+    words, text, rotation, mode = read
+    confident = _confident_words(words)
+    if engine == "auto" and _reads_little(words, kind):
+        # a second opinion, on the image as Tesseract saw it (turned upright by OSD)
+        scene = _scene(upright.rotate(-rotation, expand=True) if rotation else upright, languages,
+                       mode=mode, rotation=rotation)
+        if _confident_words(scene.words) >= max(1, confident):
+            return scene
+    return _result(text, words, languages, rotation=rotation, mode=mode)
 
 
-def _ocr(gray: Image.Image, original: str | None, languages: str) -> OcrResult:
-    if is_text_line(gray):
+def _reads_little(words: list[OcrWord], kind: str) -> bool:
+    """Tesseract reads little: fewer confident words than a line or a page has, or a page read with a mean
+    confidence under 90 (tables, typewriting: where RapidOCR often reads better)."""
+    if _confident_words(words) < SPARSE_WORDS[kind]:
+        return True
+    return kind == "page" and statistics.fmean(w.confidence for w in words) < UNSURE_PAGE_CONFIDENCE
+
+
+def _scene(upright: Image.Image, languages: str, *, mode: str = "scene", rotation: int = 0) -> OcrResult:
+    from imago_pipeline.core.enrichment.scene_text import read_scene_text
+
+    words, text = read_scene_text(upright, languages)
+    result = _result(text, words, languages, rotation=rotation, mode=mode, engine="rapidocr")
+    if not result.has_text:  # like Tesseract's probe: nothing worth recording, not even a confidence
+        return OcrResult(text="", confidence=None, language=None, has_text=False, mode="probe", engine="rapidocr")
+    return result
+
+
+def _tesseract(gray: Image.Image, original: str | None, languages: str,
+               kind: str) -> tuple[list[OcrWord], str, int, str] | None:
+    """Tesseract's reading (words, text, rotation applied, mode); None when the image is a photo and the
+    probe finds fewer than two confident words."""
+    if kind == "line":
         line = gray
         if gray.height < 48:
             scale = 48 / gray.height
             line, original = gray.resize((round(gray.width * scale), 48), Image.Resampling.LANCZOS), None
         words, text = _recognise(original or line, languages, psm=7, decoded=line)
-        return _result(text, words, languages, rotation=0, mode="line")
-    if not looks_like_a_page(gray):
+        return words, text, 0, "line"
+    if kind == "photo":
         probe = gray.copy()
         probe.thumbnail((PROBE_SIZE, PROBE_SIZE))
         if _confident_words(_tesseract_words(probe, languages, psm=11)) < MIN_PROBE_WORDS:
-            return OcrResult(text="", confidence=None, language=None, has_text=False, mode="probe")
+            return None
     rotation, confidence = detect_rotation(gray)
     if rotation == 0 or confidence < MIN_OSD_CONFIDENCE:
         words, text = _recognise(original or gray, languages, psm=3, decoded=gray)
-        return _result(text, words, languages, rotation=0, mode="page")
+        return words, text, 0, "page"
     words, text = _recognise(gray.rotate(-rotation, expand=True), languages, psm=3)
     if confidence < SURE_OSD_CONFIDENCE:
         # OSD is unsure (dense tables fool it): keep whichever reading finds more confident words
         as_is, as_is_text = _recognise(original or gray, languages, psm=3, decoded=gray)
         if _confident_words(as_is) >= _confident_words(words):
-            return _result(as_is_text, as_is, languages, rotation=0, mode="page")
-    return _result(text, words, languages, rotation=rotation, mode="page")
+            return as_is, as_is_text, 0, "page"
+    return words, text, rotation, "page"
 
 
-def _result(text: str, words: list[OcrWord], languages: str, *, rotation: int, mode: str) -> OcrResult:
+def _result(text: str, words: list[OcrWord], languages: str, *, rotation: int, mode: str,
+            engine: str = "tesseract") -> OcrResult:
     confidence = round(statistics.fmean(w.confidence for w in words), 2) if words else None
     has_text = bool(words) and _confident_words(words) >= 1
     return OcrResult(text=text if has_text else "", confidence=confidence,
                      language=identify_language(text, languages) if has_text else None, has_text=has_text,
-                     words=words if has_text else [], rotation=rotation, mode=mode)
+                     words=words if has_text else [], rotation=rotation, mode=mode, engine=engine)
 
 
 @lru_cache(maxsize=1)

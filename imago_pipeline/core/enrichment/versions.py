@@ -1,6 +1,6 @@
 """The code version of each enrichment stage: its logic version and what else changes its output (the
-Tesseract build and languages, the backbone and its preprocessing, the vision model and prompt, the
-production classification head). A change makes
+Tesseract build, the RapidOCR release and the languages, the backbone and its preprocessing, the vision model
+and prompt, the production classification head). A change makes
 exactly the results made with the old version stale (`imago reprocess --stale`, `stale_reprocess_sensor`)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from imago_pipeline.core.embedding import encoder as embedding_encoder
 from imago_pipeline.core.enrichment.exiftool import exiftool_version
 from imago_pipeline.core.enrichment.ocr import OCR_LOGIC_VERSION, tesseract_version
 from imago_pipeline.core.enrichment.places import places_version
+from imago_pipeline.core.enrichment.scene_text import rapidocr_version
 from imago_pipeline.core.vision.base import PROMPT_VERSION
 from imago_pipeline.core.vision.factory import provider_model
 
@@ -28,7 +29,10 @@ def exif_code_version() -> str:
 
 
 def ocr_code_version(settings: ImagoSettings) -> str:
-    return f"{OCR_LOGIC_VERSION}|tesseract-{tesseract_version()}|{settings.ocr_languages}"
+    """The OCR logic (routing included), both engines (RapidOCR's version names the models in its wheel) and
+    the languages."""
+    return (f"{OCR_LOGIC_VERSION}|tesseract-{tesseract_version()}|rapidocr-{rapidocr_version()}|"
+            f"{settings.ocr_languages}")
 
 
 def vision_code_version(settings: ImagoSettings) -> str:

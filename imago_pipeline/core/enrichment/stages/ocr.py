@@ -1,5 +1,6 @@
-"""OCR stage: the text in each image (Tesseract, one process per core), re-read by a remote vision provider
-when the confidence is low and one is configured; every text found carries its confidence."""
+"""OCR stage: the text in each image, one process per core: Tesseract for pages and line strips, RapidOCR for
+text in photos (signs, labels; `ocr.py` routes), re-read by a remote vision provider when the confidence is
+low and one is configured; every text read by a local engine carries its confidence."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from imago_pipeline.core.catalog import CheckOutcome
 from imago_pipeline.core.catalog.models import Image, Ocr, utcnow
 from imago_pipeline.core.enrichment.batch import ImageBatch, Mapper, StageInput, StageReport, run_one, worker_crashed
 from imago_pipeline.core.enrichment.ocr import OcrResult, ocr_image, tesseract_version
+from imago_pipeline.core.enrichment.scene_text import rapidocr_version
 from imago_pipeline.core.stores import lake_tables
 from imago_pipeline.core.stores.blobs import BlobStore
 from imago_pipeline.core.vision.base import TextReading, VisionProvider
 
 CHECK = "confidence_recorded"
+CHECK_DESCRIPTION = ("Text read by a local engine (Tesseract, RapidOCR) always carries its mean word confidence "
+                     "and each word's")
+LOCAL_ENGINES = ("tesseract", "rapidocr")
 
 
 def read(item: StageInput) -> OcrResult:
@@ -37,7 +42,7 @@ def read_remotely(provider: VisionProvider, store: BlobStore, image: Image) -> T
         buffer = io.BytesIO()
         upright.save(buffer, format="JPEG", quality=90)
         return provider.read_text(buffer.getvalue())
-    except Exception:  # the fallback is best effort: Tesseract's reading stays
+    except Exception:  # the fallback is best effort: the local engine's reading stays
         return None
 
 
@@ -64,9 +69,14 @@ def run(batch: ImageBatch, inputs: list[StageInput], pool: Mapper, *, store: Blo
                                             for row in rows])
     check = batch.check(CHECK, [
         CheckOutcome(row["image_id"], row["tenant_id"],
-                     not (row["has_text"] and row["engine"] == "tesseract" and row["confidence"] is None))
-        for row in rows], description="Text read by Tesseract always carries its mean word confidence")
+                     not (row["has_text"] and row["engine"] in LOCAL_ENGINES
+                          and (row["confidence"] is None or not row["words"]
+                               or any(w["confidence"] is None for w in row["words"]))))
+        for row in rows], description=CHECK_DESCRIPTION)
     modes = Counter(row["mode"] for row in rows)
+    engines = Counter(row["engine"] for row in rows)
     return batch.report(results, lake_files=files, checks=[check], with_text=sum(r["has_text"] for r in rows),
                         probe_only=modes["probe"], pages=modes["page"], lines=modes["line"],
-                        remote_fallbacks=fallbacks, engine=f"tesseract {tesseract_version()} ({languages})")
+                        scenes=modes["scene"], by_tesseract=engines["tesseract"], by_rapidocr=engines["rapidocr"],
+                        remote_fallbacks=fallbacks,
+                        engine=f"tesseract {tesseract_version()} + rapidocr {rapidocr_version()} ({languages})")
