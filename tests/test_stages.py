@@ -35,7 +35,12 @@ def test_exif_and_thumbnail_stages_store_rows_checks_and_lake_files_for_a_batch(
         thumb_batch = batch("thumbnail")
         thumb_report = thumbnail.run(thumb_batch, thumb_batch.inputs(store, **limits), pool.map, store)
 
-    assert exif_report.missing == 1 and len(exif_report.results) == 4 and exif_report.lake_files == 1
+    # one file for the exif table, one for the place table (the iPhone photo has a position)
+    assert exif_report.missing == 1 and len(exif_report.results) == 4 and exif_report.lake_files == 2
+    madrid = catalog.for_tenant(tenant.id).get_exif(ids[1])
+    assert (madrid.city, madrid.country_code, madrid.timezone, madrid.datetime_utc) == (
+        "Moncloa-Aravaca", "ES", "Europe/Madrid", "2015-04-10T18:12:23Z")
+    assert catalog.for_tenant(tenant.id).get_exif(ids[0]).country_code is None  # no GPS
     assert exif_report.metrics()["code_version"] == "exif-test"
     gps = {c.image_id: c for c in exif_report.checks[0].outcomes}
     assert exif_report.checks[0].severity == "warn" and gps[ids[1]].passed  # the iPhone's GPS is plausible

@@ -171,7 +171,7 @@ def test_pipeline_with_gemini_records_blocks_per_image_and_uses_the_ocr_fallback
     scoped = catalog.for_tenant(tenant.id)
     page = scoped.get_ocr(ids["phototest.tif"])
     assert page.engine == "gemini:gemini-2.5-flash" and page.text == "text read by the model"
-    assert scoped.get_ocr(ids["Canon_40D.jpg"]).engine == "tesseract"  # no text, no fallback
+    assert scoped.get_ocr(ids["Canon_40D.jpg"]).engine == "rapidocr"  # a photo, no text: no fallback
     photo = scoped.get_vision(ids["Canon_40D.jpg"])
     assert photo.model_used == "gemini:gemini-2.5-flash" and photo.tags == ["iguana", "reptile", "green"]
     stages = {s.stage: s for s in scoped.get_stages(ids["phototest.tif"])}

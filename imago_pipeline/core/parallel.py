@@ -34,7 +34,8 @@ R = TypeVar("R")
 
 _PRELOAD = ["imago_pipeline.core.enrichment.stages.exif", "imago_pipeline.core.enrichment.stages.thumbnail",
             "imago_pipeline.core.enrichment.stages.ocr", "imago_pipeline.core.enrichment.stages.embedding",
-            "imago_pipeline.core.ingest"]
+            "imago_pipeline.core.ingest",
+            "rapidocr.main"]  # 1.4 s to import (OpenCV, onnxruntime): once per host or forkserver, not per worker
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 

@@ -206,8 +206,8 @@ class Ocr(Base):
     has_text: Mapped[bool] = mapped_column(Boolean)
     words: Mapped[list] = mapped_column(JSON, default=list)  # [{text, confidence, left, top, width, height}]
     rotation: Mapped[int] = mapped_column(Integer, default=0)
-    mode: Mapped[str] = mapped_column(String(8))  # page | line | probe
-    engine: Mapped[str] = mapped_column(String(128))  # tesseract, or the vision model that read the text
+    mode: Mapped[str] = mapped_column(String(8))  # page | line | scene (a photo with text) | probe
+    engine: Mapped[str] = mapped_column(String(128))  # tesseract | rapidocr, or the vision model that read the text
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

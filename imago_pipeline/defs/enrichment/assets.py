@@ -124,16 +124,15 @@ def build_image_assets(settings: ImagoSettings) -> list[dg.AssetsDefinition]:
         return _result(context, thumbnail_stage.run(batch, _inputs(batch, blobs, settings.get()), worker_pool.map,
                                                     blobs.get()))
 
-    @dg.asset(deps=[uploads], kinds={"python", "tesseract", "parquet"}, code_version=versions["ocr"],
-              check_specs=[dg.AssetCheckSpec(ocr_stage.CHECK, asset="ocr",
-                                             description="Every text found has a word confidence")],
+    @dg.asset(deps=[uploads], kinds={"python", "tesseract", "onnx", "parquet"}, code_version=versions["ocr"],
+              check_specs=[dg.AssetCheckSpec(ocr_stage.CHECK, asset="ocr", description=ocr_stage.CHECK_DESCRIPTION)],
               **_PER_IMAGE)
     def ocr(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs: BlobStoreResource,
             lake: LakeResource, settings: SettingsResource, worker_pool: WorkerPoolResource) -> dg.MaterializeResult:
-        """Text in the image (Tesseract, one process per core, pages turned upright first), with mean word
-        confidence, language and word boxes. Photos without text cost one small probe pass. When the
-        confidence is low and a remote vision provider is configured, it re-reads the text (`engine` says who
-        read it)."""
+        """Text in the image, with mean word confidence, language and word boxes: pages and lines read by
+        Tesseract (turned upright first), photos (signs, labels) by RapidOCR, whose text detector is also the
+        cheap probe of photos without text (docs/ocr.md). One reader per core. When the confidence is low
+        and a remote vision provider is configured, it re-reads the text (`engine` says who read it)."""
         config = settings.get()
         batch = _batch(context, catalog, lake, "ocr", versions["ocr"])
         return _result(context, ocr_stage.run(
