@@ -23,3 +23,35 @@ def test_a_crashing_item_gets_its_own_error_and_the_rest_finish():
     assert results[13] == "crashed on 13"
     assert [r for i, r in enumerate(results) if i != 13] == [n * n for n in items if n != 13]
     assert map_in_processes(square_or_die, [2, 3], workers=2) == [4, 9]  # the pool recovered
+
+
+def _readers_state(_item: int) -> tuple[int, bool, bool]:
+    from imago_pipeline.core.enrichment import exiftool, scene_text
+
+    helper = exiftool._helper
+    return os.getpid(), helper is not None and helper.running, scene_text._make_engine.cache_info().currsize == 1
+
+
+def test_a_new_worker_starts_its_readers_in_the_background_and_they_end_with_it():
+    """ExifTool and RapidOCR start while the run starts, not at the first image; ExifTool keeps running after
+    the warm-up (its parent thread stays: Linux would signal it when that thread ends) and ends with the pool."""
+    import time
+
+    import psutil
+
+    from imago_pipeline.core.enrichment.exiftool import exiftool_version
+    from imago_pipeline.core.parallel import WorkerPool
+
+    pool = WorkerPool(1)
+    try:
+        pool.start()
+        time.sleep(3)  # the warm-up: about 0.3 s for each reader on an idle machine
+        [(pid, exiftool_running, ocr_ready)] = pool.map(_readers_state, [0])
+        assert ocr_ready
+        helpers = [p for p in psutil.Process(pid).children() if "-stay_open" in " ".join(p.cmdline())]
+        if exiftool_version() is not None:
+            assert exiftool_running and len(helpers) == 1
+    finally:
+        pool.close()
+    _, alive = psutil.wait_procs(helpers, timeout=10)
+    assert not alive, "exiftool outlived its worker"

@@ -84,7 +84,7 @@ class WorkerPool:
                 if context.get_start_method() == "forkserver":
                     context.set_forkserver_preload(_PRELOAD)
                 self._executor = ProcessPoolExecutor(max_workers=wanted, mp_context=context,
-                                                     initializer=die_with_parent)
+                                                     initializer=_start_worker)
                 self._executor_workers = wanted
             return self._executor
 
@@ -138,6 +138,26 @@ class WorkerPool:
 
 def _ready() -> bool:
     return True
+
+
+def _start_worker() -> None:
+    """A new worker dies with its parent, and starts its readers (ExifTool, RapidOCR's sessions: about
+    0.3 s each) in a background thread, so they are ready by the time its run's steps begin."""
+    die_with_parent()
+    threading.Thread(target=_warm_readers, name="imago-warm-readers", daemon=True).start()
+
+
+def _warm_readers() -> None:
+    from imago_pipeline.core.enrichment import exiftool, scene_text
+
+    for warm in (exiftool.warm, scene_text.engine):
+        try:
+            warm()
+        except Exception:  # a reader that cannot start says so when it is used
+            continue
+    # Linux signals a child (ExifTool, started with PR_SET_PDEATHSIG) when the *thread* that started it
+    # ends: this one stays, idle, until the worker exits.
+    threading.Event().wait()
 
 
 _current: WorkerPool | None = None

@@ -60,6 +60,15 @@ def read_tags(data: bytes) -> dict[str, Any] | None:
     return tags
 
 
+def warm() -> None:
+    """Start this process's ExifTool now (a pool worker does, in the background, while its run starts)."""
+    if exiftool_version() is not None:
+        with _lock, contextlib.suppress(Exception):  # reading will start it again, or fall back to Pillow
+            helper = _exiftool()
+            if not helper.running:
+                helper.run()
+
+
 def _exiftool():
     """This process's long-lived ExifTool (a process forked from one that had started it starts its own)."""
     global _helper, _helper_pid

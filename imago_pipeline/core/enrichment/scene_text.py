@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import threading
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -74,9 +75,18 @@ def rapidocr_version() -> str:
         return "missing"
 
 
-@lru_cache(maxsize=1)
+_engine_lock = threading.Lock()
+
+
 def engine() -> Any:
-    """This process's RapidOCR, on the bundled models, one onnxruntime thread, quiet when it finds nothing."""
+    """This process's RapidOCR (made once, also when a warm-up thread and a reading ask at the same time)."""
+    with _engine_lock:
+        return _make_engine()
+
+
+@lru_cache(maxsize=1)
+def _make_engine() -> Any:
+    """RapidOCR on the bundled models, one onnxruntime thread, quiet when it finds nothing."""
     from rapidocr import RapidOCR
 
     paths = {task: models_dir() / name for task, name in MODEL_FILES.items()}
