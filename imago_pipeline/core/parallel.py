@@ -18,6 +18,7 @@ bad image never costs the rest of its batch.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import signal
@@ -151,10 +152,8 @@ def _warm_readers() -> None:
     from imago_pipeline.core.enrichment import exiftool, scene_text
 
     for warm in (exiftool.warm, scene_text.engine):
-        try:
+        with contextlib.suppress(Exception):  # a reader that cannot start says so when it is used
             warm()
-        except Exception:  # a reader that cannot start says so when it is used
-            continue
     # Linux signals a child (ExifTool, started with PR_SET_PDEATHSIG) when the *thread* that started it
     # ends: this one stays, idle, until the worker exits.
     threading.Event().wait()
