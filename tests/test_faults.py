@@ -28,6 +28,7 @@ from tests.serve_harness import Serve, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 BATCH = 20
+RUNS_END_S = 120  # an image's run and the SQL-model rebuild it triggers
 
 
 def _photos(count: int, label: str = "cat", skip: int = 0):
@@ -67,7 +68,9 @@ def test_runs_end_with_their_processes(service, capsys):
                      *_photos(2)]:
             image_id = service.upload(client, path)
             assert service.wait_finished(client, [image_id], 180)[image_id] == "done"
-            leftover = wait_until(lambda: not service.run_workers() or None, 30, "the run's processes to end")
+            # every run's: the image's, then the SQL models' rebuild that its new rows trigger (8 models, each
+            # step a process of its own: 20-40 s on 2 cores)
+            leftover = wait_until(lambda: not service.run_workers() or None, RUNS_END_S, "the runs' processes to end")
             assert leftover
             # after the first run: the long-lived processes, the run host (started with the first run) included
             baseline = baseline or {p.pid for p in service.tree()}
@@ -86,7 +89,7 @@ def test_without_the_run_host_runs_start_in_the_code_server_as_dagster_does(tmp_
         with service.client() as client:
             image_id = service.upload(client, SAMPLES / "Canon_40D.jpg")
             assert service.wait_finished(client, [image_id], 180)[image_id] == "done"
-            assert wait_until(lambda: not service.run_workers() or None, 30, "the run's processes to end")
+            assert wait_until(lambda: not service.run_workers() or None, RUNS_END_S, "the runs' processes to end")
         assert not [p for p in service.tree() if p.name() in ("imago-run-host", "imago-run")]
     finally:
         assert service.stop() == 0
