@@ -58,7 +58,9 @@ def production_classifier(context: dg.AssetExecutionContext, models: ModelStoreR
 
 retrain_classifier_job = dg.define_asset_job(
     "retrain_classifier", selection=dg.AssetSelection.assets(classifier_candidate, production_classifier),
-    description="Train a candidate on base data plus feedback; promote it only if it beats production.")
+    description="Train a candidate on base data plus feedback; promote it only if it beats production.",
+    # training in a spawned process of its own: TensorFlow is never imported into the forked run process
+    executor_def=dg.multiprocess_executor)
 
 
 @dg.sensor(job=retrain_classifier_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
