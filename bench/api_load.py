@@ -8,7 +8,7 @@ API runs on Postgres (a fresh database on the local server) unless `--sqlite`. P
 server and the API's ratio to the bare app. With `--profile`, py-spy samples the API process during its
 load and the top functions (by own time and by total time) are printed.
 
-    .venv/bin/python bench/api_load.py [--clients 20] [--requests 15] [--sqlite] [--profile]
+    .venv/bin/python bench/api_load.py [--clients 20] [--requests 15] [--sqlite] [--profile [--all-frames]]
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def profile_top(pid: int, seconds: float, out: Path, idle: bool = False) -> subp
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def summarise_profile(path: Path, top: int = 25) -> None:
+def summarise_profile(path: Path, top: int = 25, all_frames: bool = False) -> None:
     """py-spy's raw (collapsed stacks) output -> the functions with most own and total samples."""
     own: dict[str, int] = {}
     total: dict[str, int] = {}
@@ -142,8 +142,8 @@ def summarise_profile(path: Path, top: int = 25) -> None:
     print("  own time:")
     for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         print(f"    {n / samples:6.1%}  {frame[:150]}")
-    print("  total time (frames of this repository):")
-    ours = [(f, n) for f, n in total.items() if "imago" in f]
+    print("  total time" + ("" if all_frames else " (frames of this repository)") + ":")
+    ours = [(f, n) for f, n in total.items() if all_frames or "imago" in f]
     for frame, n in sorted(ours, key=lambda kv: -kv[1])[:top]:
         print(f"    {n / samples:6.1%}  {frame[:150]}")
 
@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true", help="the embedded catalog instead of Postgres")
     parser.add_argument("--profile", action="store_true", help="sample the API with py-spy during its load")
     parser.add_argument("--profile-waits", action="store_true", help="with --profile: every thread, waiting too")
+    parser.add_argument("--all-frames", action="store_true", help="with --profile: total time of every frame")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, for both servers")
     args = parser.parse_args()
 
@@ -197,7 +198,9 @@ def main() -> None:
         load(api_url, key, [warmup], 1)
         watched = [("bare", servers["bare"].pid), ("api", servers["api"].pid)]
         cpu_before = cpu_seconds(watched)
+        began = time.perf_counter()
         results = {"bare": load(bare_url, None, bare_files[: args.clients * args.requests], args.clients)}
+        bare_seconds = time.perf_counter() - began
         cpu_mid = cpu_seconds(watched)
         spy = profile_top(servers["api"].pid, 600, work / "profile.txt", args.profile_waits) if args.profile else None
         began = time.perf_counter()
@@ -216,14 +219,15 @@ def main() -> None:
                   f"({len(results[name])} uploads)")
         ratio = {q: figures["api"][q] / figures["bare"][q] for q in ("p50", "p95", "p99")}
         print(f"  ratio api/bare: p50 {ratio['p50']:.2f}x  p95 {ratio['p95']:.2f}x  p99 {ratio['p99']:.2f}x; "
-              f"API throughput {len(results['api']) / api_seconds:.0f} uploads/s")
+              f"throughput: bare {len(results['bare']) / bare_seconds:.0f}, "
+              f"API {len(results['api']) / api_seconds:.0f} uploads/s")
         per_upload = {name: 1000 * (cpu_mid[name] - cpu_before[name]) / len(results["bare"]) for name in cpu_mid}
         per_api_upload = {name: 1000 * (cpu_after[name] - cpu_mid[name]) / len(results["api"]) for name in cpu_mid}
         print(f"  CPU per upload, ms: bare app {per_upload['bare']:.2f}; API {per_api_upload['api']:.2f} "
               f"+ its database {per_api_upload['postgres']:.2f}; the load's clients {per_upload['clients']:.2f} "
               f"(bare) and {per_api_upload['clients']:.2f} (API), their connection setup included")
         if spy is not None and (work / "profile.txt").exists():
-            summarise_profile(work / "profile.txt")
+            summarise_profile(work / "profile.txt", all_frames=args.all_frames)
     finally:
         stop_groups(servers.values(), grace=15)
         log.close()

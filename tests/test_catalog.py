@@ -198,3 +198,47 @@ def test_an_upload_over_quota_is_refused_before_anything_is_stored(catalog):
         sha256="1" * 64, original_name="c.jpg", media_type="image/jpeg", byte_size=600, width=2, height=3,
         blob_key="k1", quota_bytes=1000, before_insert=lambda: stored.append("again"))
     assert not created and again.original_name == "a.jpg" and stored == ["k1"]
+
+
+@pytest.mark.postgres
+def test_pooled_connections_killed_by_the_server_are_replaced_quietly_when_idle_and_once_when_busy(
+        postgres_admin_url, monkeypatch):
+    """The pool pings a connection only after it sat idle (no round trip per request under load). A
+    connection the server ended while idle is replaced before use; one ended during a burst fails the one
+    statement that meets it, and the pool is renewed for the next."""
+    import uuid as uuid_module
+
+    from sqlalchemy.exc import OperationalError
+
+    from imago_pipeline.core.catalog import db
+    from tests import postgres
+
+    name = f"imago_test_{uuid_module.uuid4().hex[:12]}"
+    url = postgres.create_database(postgres_admin_url, name)
+    engine = db.make_engine(url)
+    admin = db.make_engine(postgres_admin_url)
+
+    def backend() -> int:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+    def kill(pid: int) -> None:
+        with admin.connect() as connection:
+            assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+
+    try:
+        first = backend()
+        assert backend() == first  # pooled: the same server process
+        kill(first)
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)  # as if it had been idle for long
+        second = backend()  # pinged, found dead, replaced: no error reaches the caller
+        assert second != first
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 3600.0)  # a busy pool: no ping
+        kill(second)
+        with pytest.raises(OperationalError):
+            backend()
+        assert backend() not in (first, second)  # the pool reconnected by itself
+    finally:
+        engine.dispose()
+        admin.dispose()
+        postgres.drop_database(postgres_admin_url, name)
