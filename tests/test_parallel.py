@@ -55,3 +55,35 @@ def test_a_new_worker_starts_its_readers_in_the_background_and_they_end_with_it(
         pool.close()
     _, alive = psutil.wait_procs(helpers, timeout=10)
     assert not alive, "exiftool outlived its worker"
+
+
+def _hang_ignoring_sigterm(_item: int) -> int:
+    import signal
+    import time
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(3600)
+    return 0
+
+
+def test_stopping_a_pool_never_hangs_on_a_worker_that_does_not_stop():
+    """The shutdown's last resort: a worker that neither finishes nor ends on SIGTERM is killed after the
+    grace period (the executor's own shutdown would wait for it forever)."""
+    import multiprocessing
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    import psutil
+
+    from imago_pipeline.core.parallel import stop_executor
+
+    executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"))
+    future = executor.submit(_hang_ignoring_sigterm, 0)
+    time.sleep(1.0)  # the worker is in the item
+    workers = [p.pid for p in executor._processes.values()]
+    assert workers and not future.done()
+    began = time.monotonic()
+    stop_executor(executor, grace_s=1.0)
+    assert time.monotonic() - began < 10
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in workers)

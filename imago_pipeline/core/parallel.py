@@ -24,6 +24,7 @@ import multiprocessing
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -77,7 +78,7 @@ class WorkerPool:
         with self._lock:
             wanted = workers or self.workers
             if self._executor is not None and self._executor_workers != wanted:
-                self._executor.shutdown(cancel_futures=True)
+                stop_executor(self._executor)
                 self._executor = None
             if self._executor is None:
                 context = multiprocessing.get_context(self._start_method)
@@ -96,17 +97,18 @@ class WorkerPool:
             future.result()
 
     def _discard(self) -> None:
+        """Drop a broken pool: its surviving workers are stopped, killed if they do not stop at once."""
         with self._lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = None
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            stop_executor(executor, grace_s=1.0)
 
     def close(self) -> None:
         """Stop every worker and wait for them (idempotent)."""
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+            stop_executor(executor)
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], on_crash: Callable[[T], R] | None = None) -> list[R]:
         """`[fn(item) for item in items]`, computed on the pool's workers."""
@@ -139,6 +141,29 @@ class WorkerPool:
 
 def _ready() -> bool:
     return True
+
+
+def stop_executor(executor: ProcessPoolExecutor, grace_s: float = 60.0) -> None:
+    """`shutdown(wait=True)` that cannot hang. When a worker dies, the executor's manager thread signals the
+    workers it knows and joins them; a worker started by a `submit` racing with that (workers start on
+    demand) is never signalled, and the join waits forever (seen: a test stuck for minutes on an idle
+    worker). So: wait for the manager thread up to `grace_s` (running items finish), then kill whatever
+    worker is still alive, and wait again."""
+    # private, read before shutdown(wait=False) forgets them: the manager thread and its own dict of workers
+    # (where workers started later appear too)
+    manager: threading.Thread | None = getattr(executor, "_executor_manager_thread", None)
+    processes = getattr(executor, "_processes", None) or {}
+    executor.shutdown(wait=False, cancel_futures=True)
+    if manager is None:
+        return
+    deadline = time.monotonic() + grace_s
+    while manager.is_alive():
+        manager.join(0.05)
+        if time.monotonic() >= deadline:
+            for process in list(processes.values()):
+                if process.is_alive():
+                    process.kill()
+            deadline = time.monotonic() + 1.0
 
 
 def _start_worker() -> None:
