@@ -29,8 +29,8 @@ RUN_PROCESS_NAME = "imago-run"  # the jobs whose steps use the worker pool
 
 
 def preload() -> None:
-    """What every run would import or load: Dagster, the code location, the stages, the backbone's graph,
-    the place data."""
+    """What every run would import or load: Dagster, the code location (built once), the stages, the
+    backbone's graph, the place data."""
     import importlib
 
     from imago_pipeline.core.embedding import lite0
@@ -41,6 +41,9 @@ def preload() -> None:
     use_batched_dagster_events()  # a run's events in few transactions, on every storage (not only embedded)
     for module in ("imago_pipeline.dagster_internals", "imago_pipeline.definitions", *preload_modules()):
         importlib.import_module(module)
+    # Built once here so the run's own build (Dagster loads the code location in each run) finds every lazy
+    # import and cache warm: 0.6 s -> 0.15 s.
+    importlib.import_module("imago_pipeline.definitions").defs().get_repository_def().get_job("process_images")
     lite0.build_onnx()  # cached: the run builds its onnxruntime session from it
     places.warm()
 
