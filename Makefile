@@ -22,11 +22,12 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/imago demo samples
 
+# Two workers: the tests that start whole services run one after another on one of them (tests/conftest.py).
 test: setup lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-fast: setup lint
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow"
 
 # The import rules (the core imports no framework, nothing imports upward), style and likely bugs, the core's types.
 lint: setup

@@ -13,6 +13,10 @@ from tests import postgres
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 SAMPLES = REPO / "samples"
+# `make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`). The tests that start whole
+# services (`imago serve`, daemons, Celery workers) or watch process trees share this group: they run one
+# after another on one worker while the other worker takes the rest of the suite.
+SERVICES = pytest.mark.xdist_group("services")
 
 
 def shared(*parts: str) -> Path:

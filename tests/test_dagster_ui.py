@@ -35,10 +35,10 @@ from imago_pipeline.core.stores.blobs import build_blob_store
 from imago_pipeline.dagster_instance import prepare_dagster_home
 from imago_pipeline.in_process import process_images
 from tests.browser import browser_page, screenshot
-from tests.conftest import REPO, SAMPLES
+from tests.conftest import REPO, SAMPLES, SERVICES
 from tests.http_server import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, SERVICES, pytest.mark.timeout(300)]
 
 SAMPLE_NAMES = ("Canon_40D.jpg", "Nikon_D70.jpg", "hopper_orientation_6.webp")
 # The dependencies written in defs/enrichment, defs/training and defs/monitoring (the SQL models' come from

@@ -28,12 +28,12 @@ from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.ingest import register_image
 from imago_pipeline.core.stores.blobs import build_blob_store, s3_client
 from tests import netns, postgres
-from tests.conftest import REPO, SAMPLES, shared
+from tests.conftest import REPO, SAMPLES, SERVICES, shared
 from tests.http_server import free_port
 from tests.s3_server import CREDENTIALS, moto_server
 from tests.serve_harness import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(1200),
+pytestmark = [pytest.mark.slow, SERVICES, pytest.mark.postgres, pytest.mark.timeout(1200),
               pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))]
 BIN = Path(sys.executable).parent
 WORKERS = ("w1", "w2")

@@ -17,11 +17,11 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import REPO, SAMPLES, shared
+from tests.conftest import REPO, SAMPLES, SERVICES, shared
 from tests.http_server import free_port, wait_for_http
 from tests.serve_harness import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, SERVICES, pytest.mark.timeout(900)]
 
 
 def _subset(target, split: str, per_class: int):

@@ -22,11 +22,11 @@ from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.ingest import check_upload
 from imago_pipeline.core.stores.blobs import LocalBlobStore, original_key
 from tests import postgres
-from tests.conftest import SAMPLES, shared
+from tests.conftest import SAMPLES, SERVICES, shared
 from tests.http_server import serve
 from tests.serve_harness import Serve, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.slow, SERVICES, pytest.mark.timeout(1200)]
 BATCH = 20
 RUNS_END_S = 120  # an image's run and the SQL-model rebuild it triggers
 

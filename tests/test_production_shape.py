@@ -24,11 +24,11 @@ from sqlalchemy.engine import make_url
 
 from imago_pipeline.core.stores.blobs import iter_s3_objects, s3_client
 from tests import postgres
-from tests.conftest import REPO, SAMPLES
+from tests.conftest import REPO, SAMPLES, SERVICES
 from tests.http_server import free_port
 from tests.s3_server import CREDENTIALS
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, SERVICES, pytest.mark.postgres, pytest.mark.timeout(900)]
 BIN = Path(sys.executable).parent
 NAMES = ["Canon_40D.jpg", "Nikon_D70.jpg", "phototest.tif", "PaintTool_sample.jpg", "canon_hdr_YES.jpg",
          "hopper_orientation_6.webp"]
