@@ -41,7 +41,8 @@ def preload() -> None:
     use_batched_dagster_events()  # a run's events in few transactions, on every storage (not only embedded)
     # Dagster imports some modules only when a run executes: its CLI's run command (0.5 s, the largest part
     # of a run's start when measured with py-spy) and the instance's state storage.
-    dagster_lazy = ("dagster._cli.api", "upath", "dagster._core.storage.defs_state.blob_storage_state_storage")
+    dagster_lazy = ("dagster._cli.api", "upath", "dagster._core.storage.defs_state.blob_storage_state_storage",
+                    "dagster_postgres")  # the production shape's storages
     for module in ("imago_pipeline.dagster_internals", "imago_pipeline.definitions", *dagster_lazy,
                    *preload_modules()):
         importlib.import_module(module)
