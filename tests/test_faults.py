@@ -68,8 +68,8 @@ def test_runs_end_with_their_processes(service, capsys):
                      *_photos(2)]:
             image_id = service.upload(client, path)
             assert service.wait_finished(client, [image_id], 180)[image_id] == "done"
-            # every run's: the image's, then the SQL models' rebuild that its new rows trigger (8 models, each
-            # step a process of its own: 20-40 s on 2 cores)
+            # every run's: the image's, then the SQL models' rebuild that its new rows trigger (8 models in
+            # the rebuild run's own process)
             leftover = wait_until(lambda: not service.run_workers() or None, RUNS_END_S, "the runs' processes to end")
             assert leftover
             # after the first run: the long-lived processes, the run host (started with the first run) included
