@@ -33,6 +33,7 @@ def preload() -> None:
     backbone's graph, the place data."""
     import importlib
 
+    from imago_pipeline import definitions
     from imago_pipeline.core.embedding import lite0
     from imago_pipeline.core.enrichment import places
     from imago_pipeline.core.parallel import preload_modules
@@ -40,15 +41,15 @@ def preload() -> None:
 
     use_batched_dagster_events()  # a run's events in few transactions, on every storage (not only embedded)
     # Dagster imports some modules only when a run executes: its CLI's run command (0.5 s, the largest part
-    # of a run's start when measured with py-spy) and the instance's state storage.
+    # of a run's start when measured with py-spy), the instance's state storage, the production shape's
+    # Postgres storages.
     dagster_lazy = ("dagster._cli.api", "upath", "dagster._core.storage.defs_state.blob_storage_state_storage",
-                    "dagster_postgres")  # the production shape's storages
-    for module in ("imago_pipeline.dagster_internals", "imago_pipeline.definitions", *dagster_lazy,
-                   *preload_modules()):
+                    "dagster_postgres")
+    for module in ("imago_pipeline.dagster_internals", *dagster_lazy, *preload_modules()):
         importlib.import_module(module)
     # Built once here so the run's own build (Dagster loads the code location in each run) finds every lazy
     # import and cache warm: 0.6 s -> 0.15 s.
-    importlib.import_module("imago_pipeline.definitions").defs().get_repository_def().get_job("process_images")
+    definitions.defs().get_repository_def().get_job("process_images")
     lite0.build_onnx()  # cached: the run builds its onnxruntime session from it
     places.warm()
 
