@@ -54,8 +54,10 @@ ENV_ADMIN = Principal(tenant_id=None, tenant_name="operator (IMAGO_ADMIN_API_KEY
                       plan="enterprise")
 
 
-def get_principal(request: Request, response: Response,
-                  api_key: Annotated[str | None, Security(api_key_header)]) -> Principal:
+async def get_principal(request: Request, response: Response,
+                        api_key: Annotated[str | None, Security(api_key_header)]) -> Principal:
+    """Runs on the event loop: a key authenticated moments ago (see `ClientStore.remember_s`) and an
+    in-memory rate limit cost no trip to a worker thread; the database and a network rate-limit store do."""
     # State read directly, not through sub-dependencies: every request solves this one, and FastAPI's
     # solving costs more per dependency than the key lookup's statement.
     catalog: Catalog = request.app.state.catalog
@@ -64,10 +66,14 @@ def get_principal(request: Request, response: Response,
     if api_key and admin_key and secrets.compare_digest(api_key.encode(), admin_key.encode()):
         principal = ENV_ADMIN
     else:
-        principal = catalog.clients.authenticate(api_key)
+        principal = catalog.clients.remembered(api_key) or await run_in_threadpool(catalog.clients.authenticate,
+                                                                                   api_key)
         if principal is None:
             raise NotAuthenticated("missing or invalid X-API-Key header")
-        decision = request.app.state.rate_limiter.hit(str(principal.tenant_id), principal.plan)
+        limiter = request.app.state.rate_limiter
+        client, plan = str(principal.tenant_id), principal.plan
+        decision = limiter.hit(client, plan) if limiter.in_memory else await run_in_threadpool(limiter.hit, client,
+                                                                                               plan)
         if not decision.allowed:
             raise RateLimited(f"rate limit of the '{principal.plan}' plan reached ({decision.limit}); "
                               f"retry in {decision.retry_after_s} s", retry_after_s=decision.retry_after_s)

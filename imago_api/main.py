@@ -35,6 +35,7 @@ def create_app(settings: ImagoSettings | None = None) -> FastAPI:
     app = FastAPI(title="Imago", version="0.2.0", description=DESCRIPTION, lifespan=_lifespan)
     app.state.settings = settings
     app.state.catalog = Catalog.open(settings.catalog_url)  # the API starts (unhealthy) with the database down
+    app.state.catalog.clients.remember_s = settings.auth_remember_s
     app.state.blobs = build_blob_store(settings)
     app.state.lake = Lake(lake_files_for(settings))
     secret = settings.signing_secret.get_secret_value() if settings.signing_secret is not None else ""

@@ -24,6 +24,7 @@ class RateDecision:
 class RateLimiter:
     def __init__(self, storage_uri: str, plans: dict[str, Plan], default_plan: str = "free"):
         self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
+        self.in_memory = storage_uri.startswith("memory://")  # else a network store: call it off the event loop
         self._limits = {name: parse_many(plan.rate_limit) for name, plan in plans.items()}
         self._default = default_plan
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 
 import pytest
 from alembic.script import ScriptDirectory
@@ -80,6 +82,75 @@ def test_api_key_is_shown_once_and_only_its_hash_is_stored(catalog):
         stored = session.scalars(select(ApiKey)).one()
         dump = " ".join(str(getattr(stored, c.key)) for c in ApiKey.__table__.columns)
     assert key not in dump and key[12:] not in dump
+
+
+def _statements(engine) -> list[str]:
+    """Every statement the engine sends from now on (a listener on the real engine)."""
+    from sqlalchemy import event
+
+    sent: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
+    return sent
+
+
+def test_a_remembered_key_costs_no_lookup_and_a_change_through_the_store_forgets_it_at_once(catalog):
+    clients = catalog.clients
+    clients.remember_s = 60
+    tenant = clients.get_or_create("acme")
+    key = clients.issue_key(tenant.id)
+    assert clients.remembered(key) is None  # never authenticated: the caller must look it up
+    sent = _statements(catalog.engine)
+    principal = clients.authenticate(key)
+    assert principal.tenant_id == tenant.id and len(sent) == 1
+    assert clients.remembered(key) == principal and len(sent) == 1  # no statement
+    assert clients.remembered(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    assert clients.authenticate("imk_" + "x" * 43) is None and clients.remembered("imk_" + "x" * 43) is None
+
+    clients.update(tenant.id, plan="pro")  # a new plan is seen by the next request
+    assert clients.remembered(key) is None and clients.authenticate(key).plan == "pro"
+    new_key = clients.rotate_key(tenant.id)
+    assert clients.remembered(key) is None and clients.authenticate(key) is None
+    assert clients.authenticate(new_key) is not None and clients.remembered(new_key) is not None
+    clients.disable(tenant.id)
+    assert clients.remembered(new_key) is None and clients.authenticate(new_key) is None
+
+
+def test_a_key_revoked_by_another_process_stops_within_the_remembered_time(catalog, settings):
+    clients = catalog.clients
+    clients.remember_s = 0.5
+    tenant = clients.get_or_create("acme")
+    key = clients.issue_key(tenant.id)
+    assert clients.authenticate(key) is not None
+    other = Catalog.connect(settings.catalog_url)  # what the CLI or another API process holds
+    try:
+        other.clients.rotate_key(tenant.id)
+    finally:
+        other.dispose()
+    revoked_at = time.monotonic()
+    while clients.remembered(key) is not None:
+        assert time.monotonic() - revoked_at < 0.5
+        time.sleep(0.02)
+    assert clients.authenticate(key) is None
+
+
+def test_a_lookup_that_overlaps_a_revocation_is_not_remembered(catalog, monkeypatch):
+    """The lookup reads the key as valid, a rotation commits and forgets before the lookup stores its result:
+    storing it would keep the revoked key working in this process."""
+    clients = catalog.clients
+    clients.remember_s = 60
+    tenant = clients.get_or_create("acme")
+    key = clients.issue_key(tenant.id)
+    real_begin = catalog.begin
+
+    @contextlib.contextmanager
+    def begin_then_forget():
+        with real_begin() as connection:
+            yield connection
+        clients.forget_authentications()  # as the rotation in another thread would, mid-lookup
+
+    monkeypatch.setattr(catalog, "begin", begin_then_forget)
+    assert clients.authenticate(key) is not None  # valid when read
+    assert clients.remembered(key) is None
 
 
 def test_same_bytes_dedupe_per_tenant_only(catalog):

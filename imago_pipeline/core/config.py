@@ -127,6 +127,10 @@ class ImagoSettings(BaseSettings):
         default=None, description="An operator key with only the `admin` scope (bootstrap, client management).")
     plans: dict[str, Plan] = Field(default_factory=lambda: dict(DEFAULT_PLANS),
                                    description="Plans by name, as JSON: rate limit and default storage quota.")
+    auth_remember_s: float = Field(
+        default=2.0, ge=0, description="Seconds an API process remembers a key it authenticated (0: look it up on "
+        "every request). A key revoked through that process stops at once; revoked elsewhere (the CLI, another "
+        "API process), within this time.")
     rate_limit_storage: str = Field(
         default="memory://", description="`limits` storage URI; redis://host:6379 shares limits across API processes.")
     events_heartbeat_s: float = Field(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -53,10 +55,22 @@ class Principal:
 
 
 class ClientStore:
-    """Clients and their keys. Only a SHA-256 of a key is kept; the prefix finds its row."""
+    """Clients and their keys. Only a SHA-256 of a key is kept; the prefix finds its row.
+
+    With `remember_s` > 0 (the API sets it), a successful authentication is remembered for that long, by the
+    key's SHA-256: a client's burst of requests costs one lookup, not one each. A change made through this
+    store (rotation, disabling, a new plan or scopes) forgets every remembered key at once; a change made by
+    another process (the CLI, another API process) takes effect here within `remember_s`.
+    """
+
+    MAX_REMEMBERED = 10_000
 
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
+        self.remember_s = 0.0
+        self._remembered: dict[str, tuple[float, Principal]] = {}  # key's SHA-256 -> (until, principal)
+        self._forgotten = 0  # counts forgettings: a lookup that overlapped one is not remembered
+        self._lock = threading.Lock()
 
     def by_name(self, name: str) -> Tenant | None:
         with self.catalog.session() as session:
@@ -113,7 +127,8 @@ class ClientStore:
                 session.commit()
             except IntegrityError as exc:
                 raise ClientExists(f"a client named {changes.get('name')!r} exists") from exc
-            return tenant
+        self.forget_authentications()
+        return tenant
 
     def disable(self, tenant_id: int) -> Tenant | None:
         """Soft delete: the client and every key stop working; its images stay until erased."""
@@ -126,7 +141,8 @@ class ClientStore:
             session.execute(update(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
                             .values(revoked_at=now))
             session.commit()
-            return tenant
+        self.forget_authentications()
+        return tenant
 
     def issue_key(self, tenant_id: int, scopes: Sequence[str] | None = None) -> str:
         """Create a key and return it: the only time the raw key exists outside the caller.
@@ -155,6 +171,7 @@ class ClientStore:
             session.execute(update(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
                             .values(revoked_at=utcnow()))
             session.commit()
+        self.forget_authentications()
         return self.issue_key(tenant_id)
 
     def active_key_counts(self) -> dict[int, int]:
@@ -164,17 +181,48 @@ class ClientStore:
             return dict(rows.tuples().all())
 
     def authenticate(self, raw_key: str | None) -> Principal | None:
+        """The key's principal, or None for a missing, unknown, revoked or disabled key. Remembered (see the
+        class) when `remember_s` > 0; refusals never are."""
         if not raw_key or not raw_key.startswith(KEY_PREFIX):
             return None
+        digest = hash_api_key(raw_key)
+        forgotten = self._forgotten
         with self.catalog.begin() as connection:
             candidates = connection.execute(_KEY_LOOKUP, {"prefix": raw_key[:12]}).all()
-        digest = hash_api_key(raw_key)
         for key in candidates:
             if secrets.compare_digest(key.key_hash, digest):
                 scopes = [s for s in key.tenant_scopes if key.key_scopes is None or s in key.key_scopes]
-                return Principal(tenant_id=key.tenant_id, tenant_name=key.tenant_name, scopes=tuple(scopes),
-                                 plan=key.plan, quota_bytes=key.quota_bytes, key_id=key.key_id)
+                principal = Principal(tenant_id=key.tenant_id, tenant_name=key.tenant_name, scopes=tuple(scopes),
+                                      plan=key.plan, quota_bytes=key.quota_bytes, key_id=key.key_id)
+                if self.remember_s > 0:
+                    with self._lock:
+                        if forgotten != self._forgotten:  # a change committed during the lookup
+                            return principal
+                        if len(self._remembered) >= self.MAX_REMEMBERED:
+                            self._remembered.pop(next(iter(self._remembered)))  # the oldest
+                        self._remembered[digest] = (time.monotonic() + self.remember_s, principal)
+                return principal
         return None
+
+    def remembered(self, raw_key: str | None) -> Principal | None:
+        """The principal of a key authenticated less than `remember_s` ago, without the database; None when
+        there is none (then `authenticate`)."""
+        if not raw_key or not self._remembered:
+            return None
+        digest = hash_api_key(raw_key)
+        entry = self._remembered.get(digest)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            with self._lock:
+                self._remembered.pop(digest, None)
+            return None
+        return entry[1]
+
+    def forget_authentications(self) -> None:
+        with self._lock:
+            self._remembered.clear()
+            self._forgotten += 1
 
     def key_is_active(self, key_id: int, tenant_id: int) -> bool:
         """The key exists, belongs to the tenant, is not revoked, and its client is not disabled."""
