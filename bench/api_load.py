@@ -5,8 +5,10 @@ clients (20) each upload `--requests` real photos one after another (distinct fi
 sniffed, decoded, checked against the pixel cap, deduplicated, counted against the quota and stored). The
 bare app accepts the same multipart files and answers 201 with a small JSON body, doing nothing else. The
 API runs on Postgres (a fresh database on the local server) unless `--sqlite`. Prints p50/p95/p99 per
-server and the API's ratio to the bare app. With `--profile`, py-spy samples the API process during its
-load and the top functions (by own time and by total time) are printed.
+server and the API's ratio to the bare app, the CPU each side spent per upload (servers with their workers,
+the database, the clients) and how busy the machine was. The clients are threads in 4 processes. With
+`--profile`, py-spy samples the API process during its load and the top functions (by own time and by
+total time) are printed.
 
     .venv/bin/python bench/api_load.py [--clients 20] [--requests 15] [--sqlite] [--profile [--all-frames]]
 """
@@ -79,6 +81,7 @@ def load(url: str, key: str | None, files: list[tuple[str, bytes]], clients: int
 
 
 _START = None
+PROFILE_RATE = 1000  # samples a second: a load of a few seconds needs many to rank the functions
 
 
 def _client_threads(url: str, key: str | None, shares: list[list[tuple[str, bytes]]], shared_start: bool
@@ -117,13 +120,18 @@ def cpu_seconds(pids: list[tuple[str, int]]) -> dict[str, float]:
     time goes."""
     used = {}
     for name, pid in pids:
-        times = psutil.Process(pid).cpu_times()
-        used[name] = times.user + times.system
+        server = psutil.Process(pid)
+        used[name] = 0.0
+        for process in (server, *server.children(recursive=True)):  # with --workers, the workers
+            times = process.cpu_times()
+            used[name] += times.user + times.system
     database = 0.0
     for process in psutil.process_iter(["name", "cpu_times"]):
         if process.info["name"] == "postgres" and process.info["cpu_times"] is not None:
             database += process.info["cpu_times"].user + process.info["cpu_times"].system
     used["postgres"] = database
+    machine = psutil.cpu_times()
+    used["machine busy"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
     own = psutil.Process().cpu_times()
     used["clients"] = own.user + own.system + own.children_user + own.children_system  # children: the clients' pool
     return used
@@ -141,7 +149,8 @@ def profile_top(pid: int, seconds: float, out: Path, idle: bool = False) -> subp
     if not Path(spy).exists():
         print("py-spy not installed: no profile")
         return None
-    return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                             "--rate", str(PROFILE_RATE),
                              "--format", "raw", "--output", str(out), "--nonblocking",
                              "--idle" if idle else "--gil"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -251,6 +260,11 @@ def main() -> None:
         print(f"  CPU per upload, ms: bare app {per_upload['bare']:.2f}; API {per_api_upload['api']:.2f} "
               f"+ its database {per_api_upload['postgres']:.2f}; the load's clients {per_upload['clients']:.2f} "
               f"(bare) and {per_api_upload['clients']:.2f} (API), their connection setup included")
+        cores = psutil.cpu_count()
+        busy = {"bare": (cpu_mid["machine busy"] - cpu_before["machine busy"]) / (cores * bare_seconds),
+                "api": (cpu_after["machine busy"] - cpu_mid["machine busy"]) / (cores * api_seconds)}
+        print(f"  the machine's {cores} cores were busy {busy['bare']:.0%} (bare) and {busy['api']:.0%} (API) of "
+              f"the load's time: at 100% the clients and the server share out the CPU")
         if spy is not None and (work / "profile.txt").exists():
             summarise_profile(work / "profile.txt", all_frames=args.all_frames)
     finally:
