@@ -66,7 +66,8 @@ def load(url: str, key: str | None, files: list[tuple[str, bytes]], clients: int
     other's interpreter lock and the latencies measured include that wait (most for the faster server)."""
     processes = max(1, min(processes, clients))
     if processes == 1:
-        return _client_threads(url, key, [files[i::clients] for i in range(clients)], False)
+        latencies, errors = _client_threads(url, key, [files[i::clients] for i in range(clients)], False)
+        return _checked(latencies, errors)
     global _START
     context = multiprocessing.get_context("fork")
     _START = context.Barrier(clients)  # inherited by the forked clients (a barrier cannot be sent to them)
@@ -77,7 +78,13 @@ def load(url: str, key: str | None, files: list[tuple[str, bytes]], clients: int
     finally:
         pool.close()
         pool.join()
-    return [latency for part in results for latency in part]
+    return _checked([latency for part, _ in results for latency in part], [e for _, part in results for e in part])
+
+
+def _checked(latencies: list[float], errors: list[str]) -> list[float]:
+    if errors:
+        raise SystemExit(f"{len(errors)} uploads failed, e.g. {errors[0]}")
+    return latencies
 
 
 _START = None
@@ -85,7 +92,8 @@ PROFILE_RATE = 1000  # samples a second: a load of a few seconds needs many to r
 
 
 def _client_threads(url: str, key: str | None, shares: list[list[tuple[str, bytes]]], shared_start: bool
-                    ) -> list[float]:
+                    ) -> tuple[list[float], list[str]]:
+    """Latencies and failures, returned rather than raised: a pool whose worker exits never answers."""
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -97,7 +105,12 @@ def _client_threads(url: str, key: str | None, shares: list[list[tuple[str, byte
             start.wait()
             for name, data in share:
                 began = time.perf_counter()
-                answer = http.post("/images", files={"file": (name, data, "image/jpeg")})
+                try:
+                    answer = http.post("/images", files={"file": (name, data, "image/jpeg")})
+                except httpx.HTTPError as error:
+                    with lock:
+                        errors.append(f"{type(error).__name__}: {error}")
+                    continue
                 elapsed = time.perf_counter() - began
                 with lock:
                     latencies.append(elapsed)
@@ -109,9 +122,7 @@ def _client_threads(url: str, key: str | None, shares: list[list[tuple[str, byte
         thread.start()
     for thread in threads:
         thread.join()
-    if errors:
-        raise SystemExit(f"{len(errors)} uploads failed, e.g. {errors[0]}")
-    return latencies
+    return latencies, errors
 
 
 def cpu_seconds(pids: list[tuple[str, int]]) -> dict[str, float]:
