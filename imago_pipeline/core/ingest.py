@@ -83,9 +83,10 @@ def register_image(catalog: Catalog, store: BlobStore, settings: ImagoSettings, 
     `catalog.QuotaExceeded` when a new image would take the tenant past `quota_bytes` (a duplicate costs nothing)."""
     checked = check_upload(data, settings)
     row = _catalog_row(checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
-    image, created = catalog.for_tenant(tenant_id).register_image(  # new content: no existence check (a stat,
-        **row, priority=priority, quota_bytes=quota_bytes,              # or a HEAD on S3); a rewrite is harmless
-        before_insert=lambda: store.put(row["blob_key"], data))
+    # `before_insert` runs only for content new to the tenant: written without an existence check (a stat, or
+    # a HEAD on S3, that would almost always say no); rewriting the same bytes is harmless.
+    image, created = catalog.for_tenant(tenant_id).register_image(
+        **row, priority=priority, quota_bytes=quota_bytes, before_insert=lambda: store.put(row["blob_key"], data))
     return Registration(image=image, created=created)
 
 
