@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from imago_api.main import create_app
+from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.core.catalog.models import ModelVersion
 from imago_pipeline.core.embedding.head import LABELS, Head, HeadFormatError
 from imago_pipeline.core.ingest import register_image
@@ -129,6 +130,24 @@ def test_registry_keeps_exactly_one_production_version(catalog, settings, small_
     assert registry.store.get(f"models/{first.version}.keras") == small_head.keras_path.read_bytes()
     with pytest.raises(HeadFormatError):
         registry.register(small_head.card_path, small_head.card)  # not a head: refused
+
+
+def test_two_processes_bootstrapping_the_baseline_at_once_both_get_it(catalog, settings, monkeypatch):
+    """Seen on two Celery workers: both found no production model, both counted the registry's versions
+    before either inserted, so both named the baseline `v1-…`, and the second insert broke the unique name
+    (its classification step failed). Here the second one is replayed at exactly that point."""
+    blobs = LocalBlobStore(settings.blob_root)
+    first = open_model_store(catalog, blobs, settings.models_dir).production()
+    other_process = Catalog.connect(settings.catalog_url)
+    try:
+        monkeypatch.setattr(other_process.model_versions, "count", lambda: 0)  # read before the first insert
+        monkeypatch.setattr(other_process.model_versions, "production", lambda: None)
+        second = open_model_store(other_process, blobs, settings.models_dir).production()
+    finally:
+        other_process.dispose()
+    assert second.version == first.version and second.status == "production"
+    registry = open_model_store(catalog, blobs, settings.models_dir)
+    assert [(m.version, m.status) for m in registry.versions()] == [(first.version, "production")]
 
 
 def test_fresh_install_uses_the_baseline_and_it_supersedes_an_old_cnn(catalog, settings):

@@ -18,6 +18,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
+
 from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.core.catalog.models import ModelVersion
 from imago_pipeline.core.embedding.head import HEAD_FORMAT, Head
@@ -87,9 +89,16 @@ class ModelStore:
         self.store.put(key, data)
         if keras_path is not None:
             self.store.put(f"models/{version}.keras", keras_path.read_bytes())
-        self.catalog.model_versions.add(ModelVersion(
-            version=version, status="candidate", data_fingerprint=card["training_data"]["fingerprint"],
-            metrics=card.get("metrics", {}), card=card, artifact_key=key))
+        try:
+            self.catalog.model_versions.add(ModelVersion(
+                version=version, status="candidate", data_fingerprint=card["training_data"]["fingerprint"],
+                metrics=card.get("metrics", {}), card=card, artifact_key=key))
+        except IntegrityError:
+            # The same bytes registered by another process between our count and our insert (two workers'
+            # first classification on a fresh catalog both register the baseline): the version is theirs
+            # and ours alike, same name, same artifact.
+            if self.catalog.model_versions.get(version) is None:
+                raise
         if status == "production":
             self.promote(version)
         return self.get(version)
