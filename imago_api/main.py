@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,7 @@ from imago_api.ratelimit import RateLimiter
 from imago_api.routes import ai, classifier, clients, files, health, images, web
 from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.core.config import ImagoSettings
+from imago_pipeline.core.ingest import UploadRegistrar
 from imago_pipeline.core.stores.blobs import build_blob_store
 from imago_pipeline.core.stores.lake import Lake
 from imago_pipeline.core.stores.lake_files import lake_files_for
@@ -45,6 +47,7 @@ def create_app(settings: ImagoSettings | None = None) -> FastAPI:
     app.state.metrics = ApiMetrics(app.state.catalog)
     app.state.dagster_instance = _lazy_dagster_instance(settings)
     app.state.progress_feed = ProgressFeed(app.state.catalog, settings.events_poll_s)
+    app.state.registrar = UploadRegistrar(app.state.catalog, app.state.blobs)
     install_error_handlers(app)
     install_request_middleware(app)
     for module in (web, health, images, files, classifier, clients, ai):
@@ -57,6 +60,7 @@ def create_app(settings: ImagoSettings | None = None) -> FastAPI:
 async def _lifespan(app: FastAPI):
     yield
     await app.state.progress_feed.close()
+    await asyncio.to_thread(app.state.registrar.close)  # the uploads already accepted are registered
 
 
 def _lazy_dagster_instance(settings: ImagoSettings):

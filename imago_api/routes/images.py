@@ -55,7 +55,7 @@ from imago_pipeline.core.embedding.similarity import DUPLICATE_THRESHOLD
 from imago_pipeline.core.enrichment.batch import IMAGE_PARTITIONS
 from imago_pipeline.core.enrichment.decode import InvalidImage
 from imago_pipeline.core.erasure import erase_image
-from imago_pipeline.core.ingest import register_image
+from imago_pipeline.core.ingest import check_upload
 from imago_pipeline.core.similar_images import NoEmbedding, duplicates, similar
 
 router = APIRouter(prefix="/images", tags=["images"], responses=responses(*AUTHENTICATED, 404))
@@ -72,6 +72,11 @@ def _image_or_404(tenant: TenantCatalog, image_id: int) -> Image:
     return image
 
 
+# Larger uploads are checked in a worker thread before they join a batch: a multi-megapixel decode (even at
+# 1/8 scale) takes milliseconds, which every upload in the batch would wait. Smaller ones (a phone's
+# thumbnail, a scan's page) are checked in the batch's own thread, saving a thread trip.
+CHECK_APART_BYTES = 1 << 20
+
 _UPLOAD = dict(status_code=status.HTTP_201_CREATED, response_model=UploadOut, dependencies=[WRITE],
                responses={200: {"description": "Same bytes already uploaded: the existing image"},
                           **responses(400, 413, 415)})
@@ -85,12 +90,15 @@ async def upload_image(request: Request, response: Response, principal: Principa
     """Validate the content (magic bytes, pixel limit, full decode), deduplicate by SHA-256 within your
     tenant, check your storage quota, store it and queue it for processing."""
     state = request.app.state  # not dependencies: each costs more to solve than this route's statements
-    catalog, blobs, settings, metrics = state.catalog, state.blobs, state.settings, state.metrics
+    settings, metrics = state.settings, state.metrics
     data = await file.read(settings.max_upload_bytes + 1)
-    try:  # the blocking work in one trip to a worker thread (an upload's latency is mostly such trips)
-        registration = await run_in_threadpool(
-            register_image, catalog, blobs, settings, tenant_id=principal.tenant_id, filename=file.filename,
-            data=data, quota_bytes=effective_quota(principal, settings), priority=plan_priority(principal, settings))
+    try:  # checked and registered with the uploads arriving with it, in one transaction (`UploadRegistrar`)
+        checked = None
+        if len(data) > CHECK_APART_BYTES:  # its decode would hold up the others' batch
+            checked = await run_in_threadpool(check_upload, data, settings)
+        registration = await asyncio.wrap_future(state.registrar.submit(
+            settings, tenant_id=principal.tenant_id, filename=file.filename, data=data, checked=checked,
+            quota_bytes=effective_quota(principal, settings), priority=plan_priority(principal, settings)))
     except InvalidImage as exc:
         metrics.uploads.labels(exc.kind).inc()
         raise InvalidUpload(str(exc), code=exc.kind, status_code=UPLOAD_STATUS.get(exc.kind, 422)) from exc

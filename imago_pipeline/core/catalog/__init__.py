@@ -3,7 +3,7 @@
 from imago_pipeline.core.catalog.catalog import Catalog
 from imago_pipeline.core.catalog.clients import ALL_SCOPES, DEFAULT_SCOPES, ClientExists, Principal
 from imago_pipeline.core.catalog.results import CheckOutcome, StageOutcome
-from imago_pipeline.core.catalog.tenant import ImageFilters, QuotaExceeded, TenantCatalog
+from imago_pipeline.core.catalog.tenant import ImageFilters, NewUpload, QuotaExceeded, TenantCatalog, register_uploads
 
-__all__ = ["ALL_SCOPES", "DEFAULT_SCOPES", "Catalog", "CheckOutcome", "ClientExists", "ImageFilters", "Principal",
-           "QuotaExceeded", "StageOutcome", "TenantCatalog"]
+__all__ = ["ALL_SCOPES", "DEFAULT_SCOPES", "Catalog", "CheckOutcome", "ClientExists", "ImageFilters", "NewUpload",
+           "Principal", "QuotaExceeded", "StageOutcome", "TenantCatalog", "register_uploads"]

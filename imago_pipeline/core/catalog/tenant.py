@@ -3,12 +3,13 @@ another tenant's rows by forgetting a WHERE clause."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import CursorResult, Table, bindparam, delete, func, literal, select
+from sqlalchemy import Connection, CursorResult, Table, bindparam, delete, func, literal, select
 from sqlalchemy.exc import IntegrityError
 
 from imago_pipeline.core.catalog import search
@@ -41,12 +42,93 @@ _UPLOAD_CHECK = select(_SAME_CONTENT, select(func.coalesce(func.sum(_IMAGES.c.by
                        .where(_IMAGES.c.tenant_id == bindparam("tenant_id")).scalar_subquery())
 _DUPLICATE_CHECK = select(_SAME_CONTENT, literal(0))
 _INSERT_IMAGE = _IMAGES.insert().returning(*_IMAGES.c)
+_INSERT_IMAGES = _IMAGES.insert().returning(*_IMAGES.c, sort_by_parameter_order=True)
+_USED_BYTES = (select(func.coalesce(func.sum(_IMAGES.c.byte_size), 0))
+               .where(_IMAGES.c.tenant_id == bindparam("tenant_id")))
+_SAME_CONTENTS = select(*_IMAGES.c).where(_IMAGES.c.tenant_id == bindparam("tenant_id"),
+                                          _IMAGES.c.sha256.in_(bindparam("shas", expanding=True)))
 
 
 class QuotaExceeded(Exception):
     def __init__(self, used: int, quota: int, size: int):
         super().__init__(f"storage quota exceeded: {used} of {quota} bytes used, this upload needs {size} more")
         self.used, self.quota, self.size = used, quota, size
+
+
+@dataclass(frozen=True)
+class NewUpload:
+    """One checked upload waiting for `register_uploads`: `row` holds the image's columns (no tenant)."""
+    tenant_id: int
+    row: dict[str, Any]
+    quota_bytes: int | None = None
+    before_insert: Callable[[], None] | None = None
+
+
+def register_uploads(catalog: Catalog, uploads: Sequence[NewUpload]) -> list[tuple[Image, bool] | Exception]:
+    """`TenantCatalog.register_image` for many uploads at once, in one transaction: per tenant one statement
+    finds the duplicates, one sums the storage used (only when a quota applies), and one inserts every new
+    image. In the order given, each upload's (image, created) or its own error (`QuotaExceeded`, or what its
+    `before_insert` raised); an error of the whole transaction (the database down) is raised.
+
+    Within the batch, the same bytes twice are one image and the quota counts the uploads before. If another
+    process inserts the same content meanwhile (the unique index refuses the batch), the batch is undone and
+    each upload is registered alone."""
+    try:
+        with catalog.begin() as connection:
+            return _register_in(connection, uploads)
+    except IntegrityError:
+        results: list[tuple[Image, bool] | Exception] = []
+        for upload in uploads:
+            try:
+                results.append(catalog.for_tenant(upload.tenant_id).register_image(
+                    **upload.row, quota_bytes=upload.quota_bytes, before_insert=upload.before_insert))
+            except Exception as exc:  # this upload's error, as in the batch
+                results.append(exc)
+        return results
+
+
+def _register_in(connection: Connection, uploads: Sequence[NewUpload]) -> list[tuple[Image, bool] | Exception]:
+    results: list[tuple[Image, bool] | Exception | None] = [None] * len(uploads)
+    by_tenant: dict[int, list[int]] = defaultdict(list)
+    for index, upload in enumerate(uploads):
+        by_tenant[upload.tenant_id].append(index)
+    inserts: list[dict[str, Any]] = []
+    inserted_at: list[int] = []
+    same_as: list[tuple[int, int]] = []  # (upload, the earlier upload in this batch with the same bytes)
+    for tenant_id, indexes in by_tenant.items():
+        shas = list(dict.fromkeys(uploads[i].row["sha256"] for i in indexes))
+        known = {row.sha256: Image(**row._asdict())
+                 for row in connection.execute(_SAME_CONTENTS, {"tenant_id": tenant_id, "shas": shas})}
+        used = (connection.execute(_USED_BYTES, {"tenant_id": tenant_id}).scalar_one()
+                if any(uploads[i].quota_bytes is not None for i in indexes) else 0)
+        first: dict[str, int] = {}
+        for index in indexes:
+            upload = uploads[index]
+            sha256, size = upload.row["sha256"], upload.row["byte_size"]
+            if sha256 in known:
+                results[index] = (known[sha256], False)
+            elif sha256 in first:
+                same_as.append((index, first[sha256]))
+            elif upload.quota_bytes is not None and used + size > upload.quota_bytes:
+                results[index] = QuotaExceeded(int(used), upload.quota_bytes, size)
+            else:
+                try:
+                    if upload.before_insert is not None:
+                        upload.before_insert()
+                except Exception as exc:  # this upload's bytes could not be stored: the others go on
+                    results[index] = exc
+                    continue
+                used += size
+                first[sha256] = index
+                inserts.append({**upload.row, "tenant_id": tenant_id})
+                inserted_at.append(index)
+    if inserts:
+        for index, row in zip(inserted_at, connection.execute(_INSERT_IMAGES, inserts), strict=True):
+            results[index] = (Image(**row._asdict()), True)
+    for index, earlier in same_as:
+        result = results[earlier]
+        results[index] = (result[0], False) if isinstance(result, tuple) else result
+    return cast(list[tuple[Image, bool] | Exception], results)
 
 
 @dataclass(frozen=True)
