@@ -1,4 +1,5 @@
-"""Registering an upload: the one path shared by the API, the drop-folder sensor and `imago ingest`.
+"""Registering uploads: for the API (`UploadRegistrar`, concurrent uploads in batches), the drop-folder
+sensor (`register_image`) and `imago ingest` (`store_uploads`).
 
 Content is validated before anything is stored, the bytes are deduplicated per tenant by SHA-256, the
 blob is written before the catalog row (so a row never points at a missing blob), and the image starts
