@@ -62,10 +62,13 @@ def test_upload_validates_dedupes_and_isolates_tenants(api):
     ("script.jpg", b"<?php echo 1; ?>", 415, "unsupported_type"),
     ("bomb.gif", None, 413, "too_many_pixels"),
     ("truncated.jpg", None, 422, "corrupt"),
+    ("large-truncated.jpg", None, 422, "corrupt"),  # over 1 MiB: checked in a worker thread, not the batch's
 ])
 def test_bad_uploads_get_a_4xx_with_a_reason(api, name, data, status, code):
     client, keys, _ = api
-    if data is None:
+    if name == "large-truncated.jpg":
+        data = (SAMPLES / "iphone_hdr_YES.jpg").read_bytes()[:1_500_000]
+    elif data is None:
         source = {"bomb.gif": "pillow__decompression_bomb.gif", "truncated.jpg": "pillow__truncated_jpeg.jpg"}[name]
         data = shared("bad", source).read_bytes()
     response = _upload(client, keys["alice"], name, data)
