@@ -373,8 +373,8 @@ def _check_automation_page(page, base: str, location: str) -> None:
     page.goto(f"{base}/automation")
     for name in (*sorted(SCHEDULES), "upload_sensor"):
         row = page.locator('[class*="VirtualizedTable_row"]').filter(has=page.get_by_text(name, exact=True))
-        # its switch is on (a styled switch: the checkbox itself is hidden); the switches' states load after
-        # the list, which took over 30 s once while the suite's other worker kept both cores busy
+        # its switch is on (a styled switch: the checkbox itself is hidden); 90 s: this wait once ran out at
+        # Playwright's default 30 s while the suite's other worker kept both cores busy
         row.locator("input[type=checkbox]:checked").wait_for(state="attached", timeout=90_000)
     screenshot(page, "dagster-automation.png")
     page.goto(f"{base}/locations/{location}/sensors/upload_sensor")
