@@ -373,9 +373,16 @@ def _check_automation_page(page, base: str, location: str) -> None:
     page.goto(f"{base}/automation")
     for name in (*sorted(SCHEDULES), "upload_sensor"):
         row = page.locator('[class*="VirtualizedTable_row"]').filter(has=page.get_by_text(name, exact=True))
-        # its switch is on (a styled switch: the checkbox itself is hidden); 90 s: this wait once ran out at
-        # Playwright's default 30 s while the suite's other worker kept both cores busy
-        row.locator("input[type=checkbox]:checked").wait_for(state="attached", timeout=90_000)
+        # its switch is on (a styled switch: the checkbox itself is hidden)
+        try:
+            row.locator("input[type=checkbox]:checked").wait_for(state="attached", timeout=90_000)
+        except PlaywrightTimeoutError:  # say what the page showed instead (this wait has run out twice, rarely)
+            rows = page.locator('[class*="VirtualizedTable_row"]')
+            switches = "boxes => boxes.map(box => box.checked)"
+            shown = [(r.inner_text().split("\n")[:3], r.locator("input[type=checkbox]").evaluate_all(switches))
+                     for r in rows.all()]
+            screenshot(page, "dagster-automation-failed.png")
+            raise AssertionError(f"{name}: no row with its switch on; rows shown: {shown}") from None
     screenshot(page, "dagster-automation.png")
     page.goto(f"{base}/locations/{location}/sensors/upload_sensor")
     target = page.locator("tr", has=page.get_by_text("Target", exact=True))
