@@ -25,6 +25,28 @@ def test_a_crashing_item_gets_its_own_error_and_the_rest_finish():
     assert map_in_processes(square_or_die, [2, 3], workers=2) == [4, 9]  # the pool recovered
 
 
+def crash_first(n: int) -> int:
+    if n == 0:
+        os._exit(1)
+    return n
+
+
+def test_a_crash_while_items_are_still_being_handed_out_costs_only_its_item():
+    """The first item kills its worker while thousands are still being submitted: the pool is broken before
+    the last ones are handed out, and they are retried like the ones in flight (a suite run once failed
+    here with `BrokenProcessPool` raised by `submit`)."""
+    from imago_pipeline.core.parallel import WorkerPool
+
+    items = list(range(5000))
+    pool = WorkerPool(2)
+    try:
+        pool.start()  # workers already waiting: the first item dies while the rest are being submitted
+        results = pool.map(crash_first, items, on_crash=lambda n: f"crashed on {n}")
+    finally:
+        pool.close()
+    assert results[0] == "crashed on 0" and results[1:] == items[1:]
+
+
 def _readers_state(_item: int) -> tuple[int, bool, bool]:
     from imago_pipeline.core.enrichment import exiftool, scene_text
 

@@ -118,8 +118,13 @@ class WorkerPool:
             if not remaining:
                 break
             executor = self._get()
-            futures = {index: executor.submit(fn, items[index]) for index in remaining}
+            futures = {}
             broken = []
+            for index in remaining:
+                try:
+                    futures[index] = executor.submit(fn, items[index])
+                except BrokenProcessPool:  # an item handed out earlier crashed its worker already
+                    broken.append(index)
             for index, future in futures.items():
                 try:
                     results[index] = future.result()
