@@ -4,18 +4,21 @@ Both servers run under uvicorn (one process each, loopback). The load is bounded
 clients (20) each upload `--requests` real photos one after another (distinct files, so every upload is
 sniffed, decoded, checked against the pixel cap, deduplicated, counted against the quota and stored). The
 bare app accepts the same multipart files and answers 201 with a small JSON body, doing nothing else. The
-API runs on Postgres (a fresh database on the local server) unless `--sqlite`. Prints p50/p95/p99 per
-server and the API's ratio to the bare app, the CPU each side spent per upload (servers with their workers,
-the database, the clients) and how busy the machine was. The clients are threads in 4 processes. With
-`--profile`, py-spy samples the API process during its load and the top functions (by own time and by
-total time) are printed.
+API runs on Postgres (a fresh database on the local server) unless `--sqlite`, and keeps the originals in a
+local folder unless `--s3` (a moto S3 server on loopback; `--s3-rtt-ms 10` puts it 10 ms away, as a cloud
+store is). Prints p50/p95/p99 per server and the API's ratio to the bare app, the CPU each side spent per
+upload (servers with their workers, the database, the clients) and how busy the machine was. The clients
+are threads in 4 processes. With `--profile`, py-spy samples the API process during its load and the top
+functions (by own time and by total time) are printed.
 
-    .venv/bin/python bench/api_load.py [--clients 20] [--requests 15] [--sqlite] [--profile [--all-frames]]
+    .venv/bin/python bench/api_load.py [--clients 20] [--requests 15] [--sqlite] [--s3 [--s3-rtt-ms 10]]
+                                       [--profile [--all-frames]]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -198,6 +201,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=15, help="uploads per client")
     parser.add_argument("--sqlite", action="store_true", help="the embedded catalog instead of Postgres")
+    parser.add_argument("--s3", action="store_true", help="originals on S3 (a moto server) instead of a folder")
+    parser.add_argument("--s3-rtt-ms", type=float, default=0.0,
+                        help="with --s3: the S3 server this much further away (a delaying relay in front of it)")
     parser.add_argument("--profile", action="store_true", help="sample the API with py-spy during its load")
     parser.add_argument("--profile-waits", action="store_true", help="with --profile: every thread, waiting too")
     parser.add_argument("--all-frames", action="store_true", help="with --profile: total time of every frame")
@@ -211,6 +217,7 @@ def main() -> None:
     env = {**os.environ, "IMAGO_HOME": str(work / "imago"), "IMAGO_LOG_FORMAT": "text"}
     env.pop("DAGSTER_HOME", None)
     cleanup = []
+    stack = contextlib.ExitStack()
     if not args.sqlite:
         from tests import postgres
 
@@ -220,6 +227,21 @@ def main() -> None:
         cleanup.append(lambda: postgres.drop_database(admin, name))
     else:
         env.pop("IMAGO_DATABASE_URL", None)
+    if args.s3:
+        from tests.s3_server import CREDENTIALS, moto_server
+
+        endpoint = stack.enter_context(moto_server())
+        if args.s3_rtt_ms:
+            from tests.netns import forward
+
+            relay_port = free_port()
+            stack.enter_context(forward("127.0.0.1", relay_port, "127.0.0.1", int(endpoint.rsplit(":", 1)[1]),
+                                        delay_s=args.s3_rtt_ms / 2000))
+            endpoint = f"http://127.0.0.1:{relay_port}"
+        env.update(IMAGO_BLOB_BACKEND="s3", IMAGO_S3_ENDPOINT_URL=endpoint, IMAGO_S3_BUCKET="imago-load",
+                   IMAGO_S3_ACCESS_KEY_ID=CREDENTIALS["access_key_id"],
+                   IMAGO_S3_SECRET_ACCESS_KEY=CREDENTIALS["secret_access_key"])
+        httpx.put(f"{endpoint}/imago-load", timeout=10).raise_for_status()  # the bucket
     uvicorn = str(Path(sys.executable).with_name("uvicorn"))
     log = (work / "servers.log").open("w")
     servers = {}
@@ -255,7 +277,8 @@ def main() -> None:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
-        shape = "SQLite" if args.sqlite else "Postgres"
+        shape = ("SQLite" if args.sqlite else "Postgres") + (
+            f", originals on S3 (moto, {args.s3_rtt_ms:g} ms away)" if args.s3 else "")
         print(f"{args.clients} clients x {args.requests} uploads of real photos, loopback; API on {shape}; ms")
         figures = {name: percentiles(values) for name, values in results.items()}
         for name in ("bare", "api"):
@@ -281,6 +304,7 @@ def main() -> None:
     finally:
         stop_groups(servers.values(), grace=15)
         log.close()
+        stack.close()
         for undo in cleanup:
             try:
                 undo()

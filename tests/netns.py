@@ -77,8 +77,10 @@ def network(names: list[str], subnet: int = 77):
 
 
 @contextmanager
-def forward(listen_host: str, listen_port: int, target_host: str, target_port: int):
-    """Relay TCP connections from listen_host:listen_port to target_host:target_port until the block ends."""
+def forward(listen_host: str, listen_port: int, target_host: str, target_port: int, delay_s: float = 0.0):
+    """Relay TCP connections from listen_host:listen_port to target_host:target_port until the block ends.
+    With `delay_s`, what each side sends arrives that much later (a distant server: a request and its answer
+    take 2 × `delay_s` more; the kernel's netem would do it, but this machine's kernel has no netem)."""
     loop = asyncio.new_event_loop()
     started = threading.Event()
     holder: dict[str, asyncio.AbstractServer] = {}
@@ -86,6 +88,8 @@ def forward(listen_host: str, listen_port: int, target_host: str, target_port: i
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if delay_s:
+                    await asyncio.sleep(delay_s)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

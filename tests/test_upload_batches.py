@@ -76,11 +76,47 @@ def test_a_batch_is_one_insert_with_duplicates_quota_and_failures_per_upload(cat
     assert isinstance(results[5], StorageUnavailable)
     five, created = results[6]
     assert created and five.sha256 == "5" * 64
-    assert stored == ["2", "5", "other 2"]  # only new content within quota is written
+    assert sorted(stored) == ["2", "5", "other 2"]  # only new content within quota is written (together)
     with catalog.session() as session:
         rows = session.execute(select(Image.tenant_id, Image.sha256)).all()
     assert sorted((t, s[0]) for t, s in rows) == sorted([(full.id, "1"), (full.id, "2"), (full.id, "5"),
                                                          (other.id, "2")])
+
+
+def test_a_batch_writes_the_bytes_of_its_new_uploads_at_the_same_time(catalog):
+    """Each write waits until all three are under way: one after another, the first would wait in vain
+    (writes to S3 cost a round trip each: a batch of twenty, one after another, took three times as long)."""
+    tenant = catalog.clients.get_or_create("parallel")
+    together = threading.Barrier(3, timeout=10)
+    writers: set[str] = set()
+
+    def write():
+        together.wait()
+        writers.add(threading.current_thread().name)
+
+    results = register_uploads(catalog, [NewUpload(tenant.id, _row(sha, 10), None, write) for sha in "abc"])
+    assert [created for _, created in results] == [True, True, True]
+    assert len(writers) == 3
+
+
+def test_when_an_upload_s_bytes_cannot_be_stored_its_twin_later_in_the_batch_is_stored_instead(catalog):
+    """The same bytes twice in a batch: the first's write fails, so the batch is decided again without it and
+    the second is stored and registered."""
+    tenant = catalog.clients.get_or_create("twins")
+    stored: list[str] = []
+
+    def broken_disk():
+        raise StorageUnavailable("writing a file: disk full")
+
+    results = register_uploads(catalog, [NewUpload(tenant.id, _row("t", 10, "first.jpg"), 100, broken_disk),
+                                         NewUpload(tenant.id, _row("t", 10, "second.jpg"), 100,
+                                                   lambda: stored.append("second")),
+                                         NewUpload(tenant.id, _row("u", 90), 100, lambda: stored.append("u"))])
+    assert isinstance(results[0], StorageUnavailable)
+    second, created = results[1]
+    assert created and second.original_name == "second.jpg"
+    assert results[2][1]  # 10 + 90 of 100: the twin's 10 counted once
+    assert sorted(stored) == ["second", "u"]  # each stored once: "u" is not written again in the second pass
 
 
 def test_a_batch_meeting_another_process_insert_of_the_same_bytes_registers_one_by_one(catalog, settings):
