@@ -229,3 +229,28 @@ def test_with_the_database_down_every_upload_of_the_batch_hears_the_error(tmp_pa
     finally:
         registrar.close()
         down.dispose()
+
+
+def test_a_bulk_batch_registers_what_it_could_store_and_raises_the_store_s_error(catalog, settings):
+    """`imago ingest`'s batches go through the same function: a file whose bytes cannot be stored stops
+    the command with the store's error, the rest of its batch registered (and held by the command)."""
+    from imago_pipeline.core.ingest import check_upload, store_uploads
+
+    class FlakyStore(LocalBlobStore):
+        def put(self, key: str, data: bytes) -> None:
+            if data == photos[1][1]:
+                raise StorageUnavailable("writing a file: disk full")
+            super().put(key, data)
+
+    tenant = catalog.clients.get_or_create("bulk")
+    photos = _photos(3)
+    batch = [(check_upload(data, settings), name, data) for name, data in photos]
+    with pytest.raises(StorageUnavailable):
+        store_uploads(catalog, FlakyStore(settings.blob_root), batch, tenant_id=tenant.id, status="queued",
+                      claim="ingest-1")
+    with catalog.session() as session:
+        rows = session.execute(select(Image.original_name, Image.status, Image.claim)
+                               .where(Image.tenant_id == tenant.id)).all()
+    assert sorted(rows) == sorted([(photos[0][0], "queued", "ingest-1"), (photos[2][0], "queued", "ingest-1")])
+    again = store_uploads(catalog, LocalBlobStore(settings.blob_root), batch, tenant_id=tenant.id)
+    assert [r.created for r in again] == [False, True, False]

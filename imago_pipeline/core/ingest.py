@@ -1,5 +1,6 @@
 """Registering uploads: for the API (`UploadRegistrar`, concurrent uploads in batches), the drop-folder
-sensor (`register_image`) and `imago ingest` (`store_uploads`).
+sensor (`register_image`) and `imago ingest` (`store_uploads`), all three through one catalog function,
+`register_uploads`.
 
 Content is validated before anything is stored, the bytes are deduplicated per tenant by SHA-256, the
 blob is written before the catalog row (so a row never points at a missing blob), and the image starts
@@ -60,24 +61,23 @@ def _catalog_row(checked: CheckedUpload, *, tenant_id: int, filename: str | None
                 blob_key=original_key(tenant_id, checked.sha256), status=status)
 
 
-def _write_blob(store: BlobStore, key: str, data: bytes) -> None:
-    """Once per tenant and content: the key is the content's hash."""
-    if not store.exists(key):
-        store.put(key, data)
-
-
 def store_uploads(catalog: Catalog, store: BlobStore, uploads: Sequence[tuple[CheckedUpload, str | None, bytes]],
                   *, tenant_id: int, status: str = "pending", claim: str | None = None) -> list[Registration]:
-    """Store a batch of (checked, filename, data) in one catalog transaction (bulk ingest).
-    With `claim` (status `queued`), the images are held by that in-process worker, not the upload sensor."""
-    items = []
+    """Store a batch of (checked, filename, data) in one catalog transaction (bulk ingest); raises the first
+    upload's error (the store down), the others registered. With `claim` (status `queued`), the images are
+    held by that in-process worker, not the upload sensor."""
+    batch = []
     for checked, filename, data in uploads:
         row = _catalog_row(checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
-        _write_blob(store, row["blob_key"], data)
         if claim is not None:
             row.update(claim=claim, claimed_at=(now := utcnow()), started_at=now)
-        items.append(row)
-    return [Registration(image, created) for image, created in catalog.for_tenant(tenant_id).register_images(items)]
+        batch.append(NewUpload(tenant_id, row, None, _writer(store, row["blob_key"], data)))
+    registrations = []
+    for result in register_uploads(catalog, batch):
+        if isinstance(result, Exception):
+            raise result
+        registrations.append(Registration(*result))
+    return registrations
 
 
 def register_image(catalog: Catalog, store: BlobStore, settings: ImagoSettings, *, tenant_id: int,

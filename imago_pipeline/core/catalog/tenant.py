@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, CursorResult, Table, bindparam, delete, func, literal, select
+from sqlalchemy import Connection, CursorResult, Table, bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from imago_pipeline.core.catalog import search
@@ -36,13 +36,6 @@ if TYPE_CHECKING:
 
 # The upload's statements, built once (building and keying a statement costs more than running it).
 _IMAGES = cast(Table, Image.__table__)
-_SAME_CONTENT = (select(_IMAGES.c.id)
-                 .where(_IMAGES.c.tenant_id == bindparam("tenant_id"), _IMAGES.c.sha256 == bindparam("sha256"))
-                 .scalar_subquery())
-_UPLOAD_CHECK = select(_SAME_CONTENT, select(func.coalesce(func.sum(_IMAGES.c.byte_size), 0))
-                       .where(_IMAGES.c.tenant_id == bindparam("tenant_id")).scalar_subquery())
-_DUPLICATE_CHECK = select(_SAME_CONTENT, literal(0))
-_INSERT_IMAGE = _IMAGES.insert().returning(*_IMAGES.c)
 _INSERT_IMAGES = _IMAGES.insert().returning(*_IMAGES.c, sort_by_parameter_order=True)
 _USED_BYTES = (select(func.coalesce(func.sum(_IMAGES.c.byte_size), 0))
                .where(_IMAGES.c.tenant_id == bindparam("tenant_id")))
@@ -66,27 +59,40 @@ class NewUpload:
 
 
 def register_uploads(catalog: Catalog, uploads: Sequence[NewUpload]) -> list[tuple[Image, bool] | Exception]:
-    """`TenantCatalog.register_image` for many uploads at once, in one transaction: per tenant one statement
-    finds the duplicates, one sums the storage used (only when a quota applies), and one inserts every new
-    image. In the order given, each upload's (image, created) or its own error (`QuotaExceeded`, or what its
-    `before_insert` raised); an error of the whole transaction (the database down) is raised.
+    """Register checked uploads (the API's concurrent ones, a bulk ingest's batch, or one alone) in one
+    transaction: per tenant one statement finds the duplicates, one sums the storage used (only when a quota
+    applies), and one inserts every new image. In the order given, each upload's (image, created) or its own
+    error (`QuotaExceeded`, or what its `before_insert` raised); an error of the whole transaction (the
+    database down) is raised.
 
-    Within the batch, the same bytes twice are one image and the quota counts the uploads before. The new
-    uploads' `before_insert` calls (their blob writes) run at the same time, on threads. If another
-    process inserts the same content meanwhile (the unique index refuses the batch), the batch is undone and
-    each upload is registered alone."""
+    A duplicate (the tenant's bytes already) costs nothing; within the batch, the same bytes twice are one
+    image and the quota counts the uploads before. `before_insert` runs only for an upload that is new and
+    within quota, inside the transaction (the upload writes its bytes there, so a refused upload stores
+    nothing); the new uploads' calls run at the same time, on threads. The quota check and the insert are
+    not serialised across transactions: concurrent batches can pass it together and overshoot by at most
+    their own sizes. If another transaction inserts the same content meanwhile (the unique index refuses
+    the batch), the batch is undone and each upload is registered alone."""
     try:
         with catalog.begin() as connection:
             return _register_in(connection, uploads)
     except IntegrityError:
-        results: list[tuple[Image, bool] | Exception] = []
-        for upload in uploads:
-            try:
-                results.append(catalog.for_tenant(upload.tenant_id).register_image(
-                    **upload.row, quota_bytes=upload.quota_bytes, before_insert=upload.before_insert))
-            except Exception as exc:  # this upload's error, as in the batch
-                results.append(exc)
-        return results
+        return [_register_alone(catalog, upload) for upload in uploads]
+
+
+def _register_alone(catalog: Catalog, upload: NewUpload) -> tuple[Image, bool] | Exception:
+    """One upload in a transaction of its own. After the unique index refused it (the same bytes registered
+    meanwhile), the next attempt finds the other's image as a duplicate; a third covers that image being
+    erased in between."""
+    outcome: tuple[Image, bool] | Exception = RuntimeError("not attempted")
+    for _ in range(3):
+        try:
+            with catalog.begin() as connection:
+                return _register_in(connection, [upload])[0]
+        except IntegrityError as exc:
+            outcome = exc
+        except Exception as exc:  # this upload's error, as in the batch
+            return exc
+    return outcome
 
 
 def _register_in(connection: Connection, uploads: Sequence[NewUpload]) -> list[tuple[Image, bool] | Exception]:
@@ -196,60 +202,16 @@ class TenantCatalog:
                        height: int, blob_key: str, status: str = "pending", priority: int = 0,
                        quota_bytes: int | None = None, before_insert: Callable[[], None] | None = None
                        ) -> tuple[Image, bool]:
-        """Insert an image, or return the tenant's existing image with the same content (a duplicate costs
-        nothing). With `quota_bytes`, raises `QuotaExceeded` when the new image would take the tenant past
-        it. `before_insert` runs once the image is known to be new and within quota, inside the
-        transaction (the upload writes its bytes there, so a refused upload stores nothing).
-
-        One connection and two statements, without the ORM: this is the upload's hot path. The quota check
-        and the insert are not serialised: concurrent uploads can pass it together and overshoot by at most
-        their own size. `pending` images are picked up by the upload sensor; `queued` ones by whoever
-        registered them.
-        """
-        check = _UPLOAD_CHECK if quota_bytes is not None else _DUPLICATE_CHECK
-        for attempt in range(3):  # a concurrent erasure can remove the duplicate found: look again
-            try:
-                with self.catalog.begin() as connection:
-                    existing_id, used = connection.execute(check, {"tenant_id": self.tenant_id,
-                                                                   "sha256": sha256}).one()
-                    if existing_id is None:
-                        if quota_bytes is not None and used + byte_size > quota_bytes:
-                            raise QuotaExceeded(int(used), quota_bytes, byte_size)
-                        if before_insert is not None:
-                            before_insert()
-                        row = connection.execute(_INSERT_IMAGE, dict(
-                            tenant_id=self.tenant_id, sha256=sha256, original_name=original_name,
-                            media_type=media_type, byte_size=byte_size, width=width, height=height,
-                            blob_key=blob_key, status=status, priority=priority)).one()
-                        return Image(**row._asdict()), True
-            except IntegrityError:  # the same bytes uploaded concurrently: theirs is the image
-                if attempt == 2:
-                    raise
-            existing = self.find_by_sha256(sha256)
-            if existing is not None:  # else it was erased meanwhile: register this upload after all
-                return existing, False
-        raise RuntimeError(f"the image with SHA-256 {sha256} kept appearing and disappearing")
-
-    def register_images(self, items: Sequence[dict[str, Any]]) -> list[tuple[Image, bool]]:
-        """`register_image` for many uploads in one transaction (bulk ingest); same order as `items`."""
-        shas = list(dict.fromkeys(item["sha256"] for item in items))
-        with self.catalog.session() as session:
-            known = {i.sha256: i for i in session.scalars(
-                select(Image).where(Image.tenant_id == self.tenant_id, Image.sha256.in_(shas)))}
-            new = {}
-            for item in items:
-                if item["sha256"] not in known and item["sha256"] not in new:
-                    new[item["sha256"]] = Image(tenant_id=self.tenant_id, **item)
-            session.add_all(new.values())
-            session.commit()
-        seen: set[str] = set()
-        results = []
-        for item in items:
-            sha = item["sha256"]
-            created = sha in new and sha not in seen
-            seen.add(sha)
-            results.append((new.get(sha) or known[sha], created))
-        return results
+        """Insert an image, or return the tenant's existing image with the same content: `register_uploads`
+        for one upload. Raises its error (`QuotaExceeded` past `quota_bytes`, or what `before_insert`
+        raised). `pending` images are picked up by the upload sensor; `queued` ones by whoever registered
+        them."""
+        row = dict(sha256=sha256, original_name=original_name, media_type=media_type, byte_size=byte_size,
+                   width=width, height=height, blob_key=blob_key, status=status, priority=priority)
+        result = register_uploads(self.catalog, [NewUpload(self.tenant_id, row, quota_bytes, before_insert)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def get_image(self, image_id: int) -> Image | None:
         with self.catalog.session() as session:
