@@ -47,6 +47,36 @@ def test_a_crash_while_items_are_still_being_handed_out_costs_only_its_item():
     assert results[0] == "crashed on 0" and results[1:] == items[1:]
 
 
+def test_an_item_the_broken_pool_forgot_is_retried_instead_of_waited_for_forever():
+    """CPython's pool fails the items it holds when a worker dies; an item submitted at that very moment is
+    added after, and its future never completes (a suite run hung in `map` for ten minutes). Here the first
+    pool "forgets" item 5 (its submit returns a future nothing will complete) and item 0 breaks it: `map`
+    must stop waiting once the pool is broken and run item 5 again."""
+    import threading
+    from concurrent.futures import Future
+
+    from imago_pipeline.core.parallel import WorkerPool
+
+    pool = WorkerPool(2)
+    first = pool._get()
+    real_submit = first.submit
+
+    def forgetful_submit(fn, item):
+        return Future() if item == 5 else real_submit(fn, item)
+
+    first.submit = forgetful_submit  # type: ignore[method-assign]
+    outcome: list = []
+    mapping = threading.Thread(target=lambda: outcome.append(
+        pool.map(crash_first, list(range(10)), on_crash=lambda n: f"crashed on {n}")), daemon=True)
+    try:
+        mapping.start()
+        mapping.join(120)
+        assert not mapping.is_alive(), "map is still waiting for the forgotten item"
+    finally:
+        pool.close()
+    assert outcome == [["crashed on 0", *range(1, 10)]]
+
+
 def _readers_state(_item: int) -> tuple[int, bool, bool]:
     from imago_pipeline.core.enrichment import exiftool, scene_text
 

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import TypeVar
@@ -127,7 +127,7 @@ class WorkerPool:
                     broken.append(index)
             for index, future in futures.items():
                 try:
-                    results[index] = future.result()
+                    results[index] = _result(executor, future)
                 except BrokenProcessPool:
                     broken.append(index)
             if broken:
@@ -135,13 +135,30 @@ class WorkerPool:
             remaining = broken
         for index in remaining:  # crashed twice along with others: isolate each to find the culprit
             try:
-                results[index] = self._get(1).submit(fn, items[index]).result()
+                alone = self._get(1)
+                results[index] = _result(alone, alone.submit(fn, items[index]))
             except BrokenProcessPool:
                 self._discard()
                 if on_crash is None:
                     raise
                 results[index] = on_crash(items[index])
         return [results[index] for index in range(len(items))]
+
+
+def _result(executor: ProcessPoolExecutor, future: Future[R]) -> R:
+    """`future.result()`, or `BrokenProcessPool` for a future the broken pool forgot. When a worker dies,
+    the pool's manager thread fails the items it holds and ends; an item submitted at that very moment is
+    added after and its future never completes (CPython's `ProcessPoolExecutor`; seen: a suite run stuck in
+    `map` for ten minutes). So: once the pool is broken and its manager thread gone, stop waiting."""
+    while True:
+        try:
+            return future.result(timeout=0.5)
+        except TimeoutError:
+            manager: threading.Thread | None = getattr(executor, "_executor_manager_thread", None)  # private
+            if getattr(executor, "_broken", False) and (manager is None or not manager.is_alive()):
+                if future.done():  # completed meanwhile after all
+                    return future.result()
+                raise BrokenProcessPool("the pool broke before this item ran") from None
 
 
 def _ready() -> bool:
