@@ -147,18 +147,20 @@ class WorkerPool:
 
 def _result(executor: ProcessPoolExecutor, future: Future[R]) -> R:
     """`future.result()`, or `BrokenProcessPool` for a future the broken pool forgot. When a worker dies,
-    the pool's manager thread fails the items it holds and ends; an item submitted at that very moment is
-    added after and its future never completes (CPython's `ProcessPoolExecutor`; seen: a suite run stuck in
-    `map` for ten minutes). So: once the pool is broken and its manager thread gone, stop waiting."""
+    the pool's manager thread marks the pool broken, then fails every item it holds, running or waiting; an
+    item submitted at that very moment is added after, and its future never completes (CPython's
+    `ProcessPoolExecutor`: `submit` checks the mark under a lock the manager thread does not take; seen, a
+    suite run stuck in `map` for ten minutes). So a future still pending half a second after the pool was
+    seen broken is given up (the manager thread itself may never end: see `stop_executor`)."""
+    broken_seen = False
     while True:
         try:
             return future.result(timeout=0.5)
         except TimeoutError:
-            manager: threading.Thread | None = getattr(executor, "_executor_manager_thread", None)  # private
-            if getattr(executor, "_broken", False) and (manager is None or not manager.is_alive()):
-                if future.done():  # completed meanwhile after all
-                    return future.result()
-                raise BrokenProcessPool("the pool broke before this item ran") from None
+            if getattr(executor, "_broken", False):  # private: the mark the manager thread sets first
+                if broken_seen:
+                    raise BrokenProcessPool("the pool broke before this item ran") from None
+                broken_seen = True
 
 
 def _ready() -> bool:
