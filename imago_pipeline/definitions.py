@@ -5,7 +5,7 @@
     reprocessing/ stranded and stale images redone (sensors), the nightly batch job
     training/     retraining from feedback behind a promotion gate
     monitoring/   the classifier's monitoring snapshot in the lake
-    governance/   the GDPR retention purge
+    governance/   the GDPR retention purge, the sweep of stored files no row points at
     analytics/    the SQL models of dbt_like_sql/ and their automation
 """
 
@@ -15,7 +15,12 @@ from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.defs.analytics.assets import build_sql_model_assets, sql_models_automation
 from imago_pipeline.defs.analytics.compaction import lake_compaction
 from imago_pipeline.defs.enrichment.assets import build_image_assets, process_images_job, uploads
-from imago_pipeline.defs.governance.assets import retention_job, retention_purge, retention_schedule
+from imago_pipeline.defs.governance.assets import (
+    orphan_blob_sweep,
+    retention_job,
+    retention_purge,
+    retention_schedule,
+)
 from imago_pipeline.defs.intake.sensors import (
     drop_folder_sensor,
     partition_window_sensor,
@@ -39,7 +44,8 @@ def build_definitions(settings: ImagoSettings | None = None) -> dg.Definitions:
     settings = settings or ImagoSettings()
     return dg.Definitions(
         assets=[uploads, *build_image_assets(settings), classifier_candidate, production_classifier,
-                classifier_monitoring, retention_purge, lake_compaction, *build_sql_model_assets(settings)],
+                classifier_monitoring, retention_purge, orphan_blob_sweep, lake_compaction,
+                *build_sql_model_assets(settings)],
         jobs=[process_images_job, retrain_classifier_job, retention_job, batch_reprocess_job],
         schedules=[retention_schedule, nightly_reprocess_schedule],
         sensors=[upload_sensor, partition_window_sensor, stranded_images_sensor, drop_folder_sensor, s3_drop_sensor,

@@ -13,13 +13,13 @@ from imago_pipeline.core.stores.blobs import BlobNotFound, LocalBlobStore, origi
 
 def test_keys_round_trip_and_cannot_escape_the_folder(tmp_path):
     store = LocalBlobStore(tmp_path / "blobs")
-    key = original_key(7, "ab" * 32)
+    key = original_key(7, "ab" * 32, "u1")
     store.put(key, b"bytes")
     assert store.exists(key) and store.get(key) == b"bytes"
     assert (tmp_path / "blobs" / key).read_bytes() == b"bytes"
     store.put(key, b"again")  # a rewrite replaces the file whole
     assert store.get(key) == b"again"
-    assert sorted(p.name for p in (tmp_path / "blobs" / key).parent.iterdir()) == ["ab" * 32]  # no temporaries
+    assert sorted(p.name for p in (tmp_path / "blobs" / key).parent.iterdir()) == ["ab" * 32 + "-u1"]  # no temporaries
     for bad in ("../outside", "tenants/1/../../../outside", "/etc/passwd", "tenants/1/../../.."):
         with pytest.raises(ValueError):
             store.put(bad, b"x")
@@ -28,7 +28,7 @@ def test_keys_round_trip_and_cannot_escape_the_folder(tmp_path):
     store.put("tenants/1/./odd name.jpg", b"odd")
     assert store.get("tenants/1/odd name.jpg") == b"odd"
     with pytest.raises(BlobNotFound):
-        store.get(original_key(7, "cd" * 32))
+        store.get(original_key(7, "cd" * 32, "u1"))
 
 
 def test_a_failed_write_leaves_no_file_behind(tmp_path):

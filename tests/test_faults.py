@@ -147,12 +147,12 @@ def test_an_upload_that_commits_after_a_newer_one_is_processed(tmp_path, postgre
         settings = ImagoSettings(home=service.home)
         slow = (SAMPLES / "Canon_40D.jpg").read_bytes()
         sha = hashlib.sha256(slow).hexdigest()
-        LocalBlobStore(settings.blob_root).put(original_key(tenant.id, sha), slow)
+        LocalBlobStore(settings.blob_root).put(original_key(tenant.id, sha, "late"), slow)
         checked = check_upload(slow, settings)
         with catalog.session() as held, service.client() as client:
             late = Image(tenant_id=tenant.id, sha256=sha, original_name="late.jpg", media_type="image/jpeg",
                          byte_size=len(slow), width=checked.info.width, height=checked.info.height,
-                         blob_key=original_key(tenant.id, sha), status="pending")
+                         blob_key=original_key(tenant.id, sha, "late"), status="pending")
             held.add(late)
             held.flush()  # the id is taken now; the row is invisible to others until commit
             early = service.upload(client, SAMPLES / "Nikon_D70.jpg")

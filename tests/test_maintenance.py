@@ -83,6 +83,7 @@ def test_retention_purges_exactly_the_expired_rows_everywhere_and_is_idempotent(
     ran = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
            for e in [e.event_specific_data.materialization]}
     assert {"retention_purge", "classifier_monitoring"} <= ran  # and every SQL model built on them
+    assert "orphan_blob_sweep" in ran  # the same daily run sweeps the stored files (tests/test_orphan_blobs.py)
 
     kept_logs = {a for a, expired in LOG_AGES.items() if not expired}
     kept_feedback = {a for a, expired in FEEDBACK_AGES.items() if not expired}
@@ -124,6 +125,7 @@ def test_retention_periods_are_configurable_and_the_cli_dry_run_shows_them(catal
     assert shown.returncode == 0, shown.stderr
     assert "inference_log: 3 catalog rows and 0 lake rows older than 30 days" in shown.stdout
     assert "feedback: 1 catalog rows and 0 lake rows older than 380 days" in shown.stdout
+    assert "stored files: 0 of 1 (0 bytes) are a day old and no row points at them" in shown.stdout
     assert _ages(catalog, InferenceLog) == set(LOG_AGES)
 
 

@@ -31,7 +31,7 @@ def _register_without_validation(catalog: Catalog, settings, tenant_id: int, dat
     import hashlib
 
     sha = hashlib.sha256(data).hexdigest()
-    key = original_key(tenant_id, sha)
+    key = original_key(tenant_id, sha, "u1")
     LocalBlobStore(settings.blob_root).put(key, data)
     image, _ = catalog.for_tenant(tenant_id).register_image(
         sha256=sha, original_name="broken.jpg", media_type="image/jpeg", byte_size=len(data), width=1, height=1,

@@ -57,7 +57,7 @@ def test_pipeline_and_api_on_s3_blobs(s3_settings):
         assert detail["status"] == "done" and detail["exif"]["make"] == "Canon"
         store = app.state.blobs
         keys = _keys(store)
-        assert f"blobs/tenants/1/originals/{image['sha256'][:2]}/{image['sha256']}" in keys
+        assert f"blobs/tenants/1/originals/{image['sha256'][:2]}/{image['sha256']}-{image['uuid']}" in keys
         assert f"blobs/tenants/1/thumbnails/{image['id']}.jpg" in keys
         assert not s3_settings.blob_root.exists()  # nothing on the local disk
 

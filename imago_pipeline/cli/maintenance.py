@@ -31,9 +31,12 @@ def _batch_filters(settings: ImagoSettings, *, stale: bool, failed: bool, tenant
 def purge(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go")] = False,
 ) -> None:
-    """Purge inference logs and feedback past their retention, everywhere (the daily `retention_job`)."""
+    """Purge inference logs and feedback past their retention, everywhere, and delete stored files no row
+    points at (the daily `retention_job`)."""
     from imago_pipeline.core.catalog import Catalog
+    from imago_pipeline.core.orphan_blobs import sweep_orphan_blobs
     from imago_pipeline.core.retention import purge_expired
+    from imago_pipeline.core.stores.blobs import build_blob_store
     from imago_pipeline.core.stores.lake import Lake
     from imago_pipeline.core.stores.lake_files import lake_files_for
 
@@ -46,6 +49,9 @@ def purge(
         for r in results:
             out.print(f"{r.table}: {r.catalog_rows} catalog rows and {r.lake_rows} lake rows older than "
                       f"{r.retention_days} days (before {r.cutoff:%Y-%m-%d %H:%M} UTC) would be purged")
+        sweep = sweep_orphan_blobs(catalog, build_blob_store(settings), dry_run=True)
+        out.print(f"stored files: {sweep.orphans} of {sweep.scanned} ({sweep.orphan_bytes} bytes) are a day old and "
+                  "no row points at them: they would be deleted")
         return
     from imago_pipeline.definitions import build_definitions
     from imago_pipeline.in_process import QUIET_CONSOLE, get_instance
@@ -60,6 +66,9 @@ def purge(
     for table in ("inference_log", "feedback"):
         out.print(f"{table}: purged {metadata[f'{table}_catalog_rows_purged'].value} catalog rows and "
                   f"{metadata[f'{table}_lake_rows_purged'].value} lake rows; what is built from them was rebuilt")
+    swept = result.asset_materializations_for_node("orphan_blob_sweep")[0].metadata
+    out.print(f"stored files: deleted {swept['orphans_deleted'].value} of {swept['files_scanned'].value} "
+              f"({swept['orphan_bytes'].value} bytes) that no row pointed at")
 
 @app.command()
 def reprocess(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 
 from imago_pipeline.core.catalog import Catalog, NewUpload, register_uploads
-from imago_pipeline.core.catalog.models import Image, utcnow
+from imago_pipeline.core.catalog.models import Image, new_uuid, utcnow
 from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.enrichment.decode import ImageInfo, InvalidImage, inspect_image
 from imago_pipeline.core.stores.blobs import BlobStore, original_key
@@ -56,9 +56,10 @@ def check_upload(data: bytes, settings: ImagoSettings) -> CheckedUpload:
 
 def _catalog_row(checked: CheckedUpload, *, tenant_id: int, filename: str | None, data: bytes,
                  status: str) -> dict:
+    image_uuid = new_uuid()
     return dict(sha256=checked.sha256, original_name=clean_filename(filename), media_type=checked.info.media_type,
-                byte_size=len(data), width=checked.info.width, height=checked.info.height,
-                blob_key=original_key(tenant_id, checked.sha256), status=status)
+                byte_size=len(data), width=checked.info.width, height=checked.info.height, uuid=image_uuid,
+                blob_key=original_key(tenant_id, checked.sha256, image_uuid), status=status)
 
 
 def store_uploads(catalog: Catalog, store: BlobStore, uploads: Sequence[tuple[CheckedUpload, str | None, bytes]],

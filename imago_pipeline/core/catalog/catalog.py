@@ -3,8 +3,9 @@
 `Catalog` owns the engine and sessions; what lives in the database is reached by concern:
 `clients` (API clients, keys, authentication), `work` (the queue: claims, requeues, dead letters,
 finishing), `results` (what the stages found, checks, tags, search), `feedback` (predictions' metadata and
-users' feedback), `model_versions` (the classifier registry's rows) and `audit_log`. `for_tenant(id)` is the
-tenant-scoped view the API gets after authentication.
+users' feedback), `model_versions` (the classifier registry's rows), `audit_log` and `blob_references`
+(which stored files rows point at). `for_tenant(id)` is the tenant-scoped view the API gets after
+authentication.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from imago_pipeline.core.catalog.clients import ClientStore
 from imago_pipeline.core.catalog.db import make_engine, migrate
 from imago_pipeline.core.catalog.feedback import FeedbackStore
 from imago_pipeline.core.catalog.model_versions import ModelVersionStore
+from imago_pipeline.core.catalog.references import BlobReferences
 from imago_pipeline.core.catalog.results import ResultStore
 from imago_pipeline.core.catalog.tenant import TenantCatalog
 from imago_pipeline.core.catalog.work import WorkQueue
@@ -36,6 +38,7 @@ class Catalog:
         self.feedback = FeedbackStore(self)
         self.model_versions = ModelVersionStore(self)
         self.audit_log = AuditLog(self)
+        self.blob_references = BlobReferences(self)
 
     @classmethod
     def connect(cls, url: str) -> Catalog:

@@ -26,6 +26,7 @@ from imago_pipeline.core.catalog.models import (
     Ocr,
     Thumbnail,
     Vision,
+    new_uuid,
     utcnow,
 )
 from imago_pipeline.core.catalog.progress import announce
@@ -71,7 +72,8 @@ def register_uploads(catalog: Catalog, uploads: Sequence[NewUpload]) -> list[tup
     nothing); the new uploads' calls run at the same time, on threads. The quota check and the insert are
     not serialised across transactions: concurrent batches can pass it together and overshoot by at most
     their own sizes. If another transaction inserts the same content meanwhile (the unique index refuses
-    the batch), the batch is undone and each upload is registered alone."""
+    the batch), the batch is undone and each upload is registered alone; a file written for the undone
+    batch that ends up unused (its upload now a duplicate) is left to `sweep_orphan_blobs`."""
     try:
         with catalog.begin() as connection:
             return _register_in(connection, uploads)
@@ -200,14 +202,15 @@ class TenantCatalog:
 
     def register_image(self, *, sha256: str, original_name: str, media_type: str, byte_size: int, width: int,
                        height: int, blob_key: str, status: str = "pending", priority: int = 0,
-                       quota_bytes: int | None = None, before_insert: Callable[[], None] | None = None
-                       ) -> tuple[Image, bool]:
+                       quota_bytes: int | None = None, before_insert: Callable[[], None] | None = None,
+                       uuid: str | None = None) -> tuple[Image, bool]:
         """Insert an image, or return the tenant's existing image with the same content: `register_uploads`
         for one upload. Raises its error (`QuotaExceeded` past `quota_bytes`, or what `before_insert`
         raised). `pending` images are picked up by the upload sensor; `queued` ones by whoever registered
-        them."""
+        them. `uuid`: the one its `blob_key` was made with (else a new one)."""
         row = dict(sha256=sha256, original_name=original_name, media_type=media_type, byte_size=byte_size,
-                   width=width, height=height, blob_key=blob_key, status=status, priority=priority)
+                   width=width, height=height, blob_key=blob_key, status=status, priority=priority,
+                   uuid=uuid or new_uuid())
         result = register_uploads(self.catalog, [NewUpload(self.tenant_id, row, quota_bytes, before_insert)])[0]
         if isinstance(result, Exception):
             raise result

@@ -12,6 +12,8 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -41,6 +43,13 @@ def _store_errors(what: str) -> Iterator[None]:
         raise StorageUnavailable(f"{what}: {type(exc).__name__}") from exc
 
 
+@dataclass(frozen=True)
+class StoredBlob:
+    key: str
+    size: int
+    modified: datetime  # UTC: when its bytes were last written
+
+
 class BlobStore(ABC):
     """Where image bytes live; the local folder is the embedded default, S3 the production one."""
 
@@ -56,14 +65,22 @@ class BlobStore(ABC):
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 
+    @abstractmethod
+    def list_blobs(self, prefix: str) -> Iterator[StoredBlob]:
+        """Every blob whose key starts with `prefix` (a folder: `tenants/`), in no set order. The local
+        folder lists the temporaries of interrupted writes too (`.tmp-…` names)."""
+
     def presigned_url(self, key: str, *, expires_in: int, filename: str, media_type: str) -> str | None:
         """A URL the store itself serves for `expires_in` seconds, or None when it cannot (the local folder:
         the API then signs its own link)."""
         return None
 
 
-def original_key(tenant_id: int, sha256: str) -> str:
-    return f"tenants/{tenant_id}/originals/{sha256[:2]}/{sha256}"
+def original_key(tenant_id: int, sha256: str, image_uuid: str) -> str:
+    """One key per image, not per content: erasing an image deletes only its own file, even while the same
+    bytes are uploaded again (a key shared by content could be deleted under the new image). A registration
+    that did not commit leaves its file behind, for `sweep_orphan_blobs`."""
+    return f"tenants/{tenant_id}/originals/{sha256[:2]}/{sha256}-{image_uuid}"
 
 
 def thumbnail_key(tenant_id: int, image_id: int) -> str:
@@ -132,6 +149,18 @@ class LocalBlobStore(BlobStore):
         with _store_errors("looking for a file"):
             return path.is_file()
 
+    def list_blobs(self, prefix: str) -> Iterator[StoredBlob]:
+        with _store_errors("listing files"):
+            for folder, _, names in os.walk(self._path(prefix.rstrip("/") or ".")):
+                for name in names:
+                    path = Path(folder, name)
+                    try:
+                        stat = path.stat()
+                    except FileNotFoundError:  # deleted since the folder was read
+                        continue
+                    yield StoredBlob(path.relative_to(self.root).as_posix(), stat.st_size,
+                                     datetime.fromtimestamp(stat.st_mtime, UTC))
+
 
 class S3BlobStore(BlobStore):
     """Objects under `s3://<bucket>/<prefix><key>`.
@@ -185,6 +214,11 @@ class S3BlobStore(BlobStore):
             return True
         except ClientError:  # only a missing object gets through _store_errors
             return False
+
+    def list_blobs(self, prefix: str) -> Iterator[StoredBlob]:
+        with _store_errors("listing objects"):
+            for item in iter_s3_objects(self.client, self.bucket, self._key(prefix)):
+                yield StoredBlob(item["Key"][len(self.prefix):], item["Size"], item["LastModified"])
 
     def presigned_url(self, key: str, *, expires_in: int, filename: str, media_type: str) -> str | None:
         return self.client.generate_presigned_url("get_object", ExpiresIn=expires_in, Params={

@@ -1,9 +1,11 @@
-"""Governance: the daily GDPR retention purge (also by hand: `retention_job` in the Dagster UI, `imago purge`)."""
+"""Governance: the daily GDPR retention purge and the sweep of stored files no row points at (also by hand:
+`retention_job` in the Dagster UI, `imago purge`)."""
 
 import dagster as dg
 
+from imago_pipeline.core.orphan_blobs import sweep_orphan_blobs
 from imago_pipeline.core.retention import purge_expired
-from imago_pipeline.defs.resources import CatalogResource, LakeResource, SettingsResource
+from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, LakeResource, SettingsResource
 
 
 @dg.asset(group_name="governance", kinds={"python", "sql"}, owners=["team:imago"])
@@ -24,10 +26,26 @@ def retention_purge(context: dg.AssetExecutionContext, catalog: CatalogResource,
     return dg.MaterializeResult(metadata=metadata)
 
 
+@dg.asset(group_name="governance", kinds={"python"}, owners=["team:imago"])
+def orphan_blob_sweep(context: dg.AssetExecutionContext, catalog: CatalogResource,
+                      blobs: BlobStoreResource) -> dg.MaterializeResult:
+    """Deletes stored originals and thumbnails that no catalog row points at, once a day old: what an
+    upload that never committed, or a run for an image erased meanwhile, left behind (nobody could erase
+    them through the API). An audit row with the counts when something went."""
+    report = sweep_orphan_blobs(catalog.get(), blobs.get())
+    context.log.info(f"{report.scanned} files looked at, {report.deleted} orphans deleted "
+                     f"({report.orphan_bytes} bytes); {report.unknown} of an unknown layout left alone")
+    return dg.MaterializeResult(metadata={"files_scanned": report.scanned, "orphans_deleted": report.deleted,
+                                          "orphan_bytes": report.orphan_bytes,
+                                          "unknown_layout": report.unknown})
+
+
 retention_job = dg.define_asset_job(
-    "retention_job", selection=dg.AssetSelection.assets(retention_purge).downstream(),
-    description="Purge expired inference logs and feedback, then rebuild what is built from them.")
+    "retention_job", selection=dg.AssetSelection.assets(retention_purge).downstream()
+    | dg.AssetSelection.assets(orphan_blob_sweep),
+    description="Purge expired inference logs and feedback, then rebuild what is built from them; delete "
+                "stored files no row points at.")
 
 retention_schedule = dg.ScheduleDefinition(job=retention_job, cron_schedule="30 3 * * *", name="retention_schedule",
                                            default_status=dg.DefaultScheduleStatus.RUNNING,
-                                           description="Daily GDPR retention purge")
+                                           description="Daily GDPR retention purge and orphan-file sweep")
