@@ -126,7 +126,8 @@ def test_storage_quota_is_enforced_at_upload_and_shown_with_usage(api):
     quota = first.stat().st_size + second.stat().st_size // 2
     catalog = app.state.catalog
     key = catalog.clients.issue_key(catalog.clients.create("quoted", quota_bytes=quota).id)
-    assert _upload(client, key, first).status_code == 201
+    accepted = _upload(client, key, first)
+    assert accepted.status_code == 201
     refused = _upload(client, key, second)
     assert refused.status_code == 413
     error = refused.json()["error"]
@@ -137,7 +138,8 @@ def test_storage_quota_is_enforced_at_upload_and_shown_with_usage(api):
     assert usage == {"images": 1, "bytes_used": first.stat().st_size, "quota_bytes": quota}
     tenant_folder = Path(app.state.settings.blob_root) / "tenants" / str(catalog.clients.by_name("quoted").id)
     stored = [p.name for p in tenant_folder.rglob("*") if p.is_file()]
-    assert stored == [hashlib.sha256(first.read_bytes()).hexdigest()]  # the refused upload stored nothing
+    sha = hashlib.sha256(first.read_bytes()).hexdigest()
+    assert stored == [f"{sha}-{accepted.json()['uuid']}"]  # the refused upload stored nothing
 
 
 def test_reprocess_requeues_for_the_sensor(api):

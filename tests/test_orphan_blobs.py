@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
+import dagster as dg
 import pytest
 from sqlalchemy import select
 
@@ -18,6 +20,7 @@ from imago_pipeline.core.ingest import register_image
 from imago_pipeline.core.orphan_blobs import sweep_orphan_blobs
 from imago_pipeline.core.stores.blobs import BlobStore, LocalBlobStore, build_blob_store, original_key, thumbnail_key
 from imago_pipeline.core.stores.lake import Lake
+from imago_pipeline.definitions import build_definitions
 from tests.conftest import SAMPLES
 
 DAY = timedelta(days=1)
@@ -97,10 +100,11 @@ def _orphans_of_every_kind(catalog: Catalog, store: BlobStore, settings) -> tupl
         "kept thumbnail": thumbnail_key(tenant.id, kept.id),
         "thumbnail of an erased image": thumbnail_key(tenant.id, erased.id),
         "refused upload": refused,
-        "killed before commit": _put(store, original_key(tenant.id, "e" * 64, "11111111-2222"), data),
+        "killed before commit": _put(store, original_key(tenant.id, "e" * 64, str(uuid.uuid4())), data),
         "legacy key, no row": _put(store, f"tenants/{tenant.id}/originals/dd/{'d' * 64}", data),
         "legacy row": legacy,
         "unknown layout": _put(store, f"tenants/{tenant.id}/notes.txt", b"someone's file"),
+        "unknown tenant": _put(store, original_key(tenant.id + 1000, "c" * 64, str(uuid.uuid4())), data),
     }
 
 
@@ -120,14 +124,14 @@ def test_the_sweep_deletes_exactly_the_day_old_files_no_row_points_at(catalog, s
     for path in settings.blob_root.rglob("*"):  # all written two days ago, but one
         if path.is_file():
             os.utime(path, (time.time() - 2 * 86400,) * 2)
-    fresh = _put(store, original_key(tenant_id, "f" * 64, "33333333-4444"), b"in flight")
+    fresh = _put(store, original_key(tenant_id, "f" * 64, str(uuid.uuid4())), b"in flight")
 
     preview = sweep_orphan_blobs(catalog, store, dry_run=True)
     assert (preview.scanned, preview.recent, preview.unknown, preview.orphans, preview.deleted) == (
-        len(keys) + 2, 1, 1, len(ORPHANS) + 1, 0)
+        len(keys) + 2, 1, 2, len(ORPHANS) + 1, 0)
     assert all(store.exists(key) for key in keys.values()) and temporary.exists()
 
-    report = sweep_orphan_blobs(catalog, store)
+    report = sweep_orphan_blobs(catalog, store, chunk=2)  # judged two files at a time
     assert report.deleted == len(ORPHANS) + 1 and report.orphan_bytes == preview.orphan_bytes > 0
     left = {what for what, key in keys.items() if store.exists(key)}
     assert left == set(keys) - ORPHANS
@@ -135,7 +139,7 @@ def test_the_sweep_deletes_exactly_the_day_old_files_no_row_points_at(catalog, s
     with catalog.session() as session:
         audit = [(a.action, a.detail) for a in session.scalars(select(AuditEvent))
                  if a.action == "sweep_orphan_blobs"]
-    assert audit == [("sweep_orphan_blobs", report.as_audit())] and "f" * 64 not in repr(audit)
+    assert audit == [("sweep_orphan_blobs", report.as_audit())]
     assert sweep_orphan_blobs(catalog, store).deleted == 0  # nothing more, and no empty audit row
     with catalog.session() as session:
         assert sum(a.action == "sweep_orphan_blobs" for a in session.scalars(select(AuditEvent))) == 1
@@ -148,6 +152,44 @@ def test_the_sweep_on_s3_judges_by_the_objects_last_modified_time(catalog, s3_se
     assert sweep_orphan_blobs(catalog, store).orphans == 0  # everything was written just now
     later = datetime.now(UTC) + 2 * DAY
     report = sweep_orphan_blobs(catalog, store, now=later)
-    assert report.deleted == len(ORPHANS) and report.unknown == 1
+    assert report.deleted == len(ORPHANS) and report.unknown == 2
     assert {what for what, key in keys.items() if store.exists(key)} == set(keys) - ORPHANS
     assert {b.key for b in store.list_blobs("tenants/")} == {key for what, key in keys.items() if what not in ORPHANS}
+
+
+def test_the_sweep_deletes_nothing_when_the_catalog_does_not_look_like_the_stores(catalog, settings):
+    """Many files of known tenants with no row (the wrong database, a restored backup): refused, unless forced."""
+    store = LocalBlobStore(settings.blob_root)
+    _, keys = _orphans_of_every_kind(catalog, store, settings)
+    tenant = catalog.clients.get_or_create("t")
+    strays = [_put(store, original_key(tenant.id, f"{i:064x}", str(uuid.uuid4())), b"x") for i in range(40)]
+    later = datetime.now(UTC) + 2 * DAY
+    refused = sweep_orphan_blobs(catalog, store, now=later)
+    assert refused.orphans == len(ORPHANS) + 40 and refused.deleted == 0 and "is this the store's catalog" in (
+        refused.refused or "")
+    assert all(store.exists(key) for key in [*keys.values(), *strays])
+    assert sweep_orphan_blobs(catalog, store, now=later, force=True).deleted == len(ORPHANS) + 40
+    assert {what for what, key in keys.items() if store.exists(key)} == set(keys) - ORPHANS
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_daily_asset_fails_loudly_when_it_refuses_and_sweeps_when_forced(catalog, settings, dagster_instance):
+    store = LocalBlobStore(settings.blob_root)
+    _, keys = _orphans_of_every_kind(catalog, store, settings)
+    tenant = catalog.clients.get_or_create("t")
+    for i in range(40):
+        _put(store, original_key(tenant.id, f"{i:064x}", str(uuid.uuid4())), b"x")
+    for path in settings.blob_root.rglob("*"):
+        os.utime(path, (time.time() - 2 * 86400,) * 2)
+    defs = build_definitions(settings)
+    sweep = defs.get_assets_def("orphan_blob_sweep")
+    refused = dg.materialize([sweep], instance=dagster_instance, resources=defs.resources, raise_on_error=False)
+    assert not refused.success
+    failure = refused.failure_data_for_node("orphan_blob_sweep")
+    assert "is this the store's catalog" in failure.user_failure_data.description
+    assert all(store.exists(key) for key in keys.values())
+    forced = dg.materialize([sweep], instance=dagster_instance, resources=defs.resources,
+                            run_config={"ops": {"orphan_blob_sweep": {"config": {"force": True}}}})
+    metadata = forced.asset_materializations_for_node("orphan_blob_sweep")[0].metadata
+    assert metadata["orphans_deleted"].value == len(ORPHANS) + 40
+    assert {what for what, key in keys.items() if store.exists(key)} == set(keys) - ORPHANS

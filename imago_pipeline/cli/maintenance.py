@@ -30,6 +30,9 @@ def _batch_filters(settings: ImagoSettings, *, stale: bool, failed: bool, tenant
 @app.command()
 def purge(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go")] = False,
+    force_sweep: Annotated[bool, typer.Option("--force-sweep", help="Delete the orphan files even when they "
+                                              "are more than 5% of the files (after checking the catalog "
+                                              "is the store's)")] = False,
 ) -> None:
     """Purge inference logs and feedback past their retention, everywhere, and delete stored files no row
     points at (the daily `retention_job`)."""
@@ -49,17 +52,23 @@ def purge(
         for r in results:
             out.print(f"{r.table}: {r.catalog_rows} catalog rows and {r.lake_rows} lake rows older than "
                       f"{r.retention_days} days (before {r.cutoff:%Y-%m-%d %H:%M} UTC) would be purged")
-        sweep = sweep_orphan_blobs(catalog, build_blob_store(settings), dry_run=True)
+        sweep = sweep_orphan_blobs(catalog, build_blob_store(settings), dry_run=True, force=force_sweep)
         out.print(f"stored files: {sweep.orphans} of {sweep.scanned} ({sweep.orphan_bytes} bytes) are a day old and "
-                  "no row points at them: they would be deleted")
+                  f"no row points at them: " + (f"nothing would be deleted, {sweep.refused}" if sweep.refused
+                                                else "they would be deleted"))
         return
     from imago_pipeline.definitions import build_definitions
     from imago_pipeline.in_process import QUIET_CONSOLE, get_instance
 
     instance = get_instance(settings)
     job = build_definitions(settings).resolve_job_def("retention_job")
-    result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE)
+    sweep_config = {"ops": {"orphan_blob_sweep": {"config": {"force": force_sweep}}}}
+    result = job.execute_in_process(instance=instance, raise_on_error=False, run_config={**QUIET_CONSOLE,
+                                                                                        **sweep_config})
     if not result.success:
+        refused = result.failure_data_for_node("orphan_blob_sweep")
+        if refused is not None and refused.user_failure_data is not None:
+            out.print(f"stored files: nothing deleted: {refused.user_failure_data.description}")
         out.print(f"the retention run {result.run_id} failed; see it in the Dagster UI")
         raise typer.Exit(1)
     metadata = result.asset_materializations_for_node("retention_purge")[0].metadata

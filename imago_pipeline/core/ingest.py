@@ -219,7 +219,8 @@ class UploadRegistrar:
 
 def _writer(store: BlobStore, key: str, data: bytes):
     """An upload's `before_insert`, run only for content new to the tenant: written without an existence
-    check (a stat, or a HEAD on S3, that would almost always say no); rewriting the same bytes is harmless."""
+    check (a stat, or a HEAD on S3, that would almost always say no): the key is this upload's own, and a
+    retry of the same upload rewrites the same bytes."""
     return lambda: store.put(key, data)
 
 

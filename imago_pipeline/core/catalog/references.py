@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from imago_pipeline.core.catalog.models import Image
+from imago_pipeline.core.catalog.models import Image, Tenant
 
 if TYPE_CHECKING:
     from imago_pipeline.core.catalog.catalog import Catalog
@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 class BlobReferences:
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
+
+    def tenants(self) -> set[int]:
+        """Every tenant's id (a tenant is never deleted, only disabled)."""
+        with self.catalog.session() as session:
+            return set(session.scalars(select(Tenant.id)))
 
     def originals_in_use(self, tenant_id: int, shas: Collection[str]) -> set[str]:
         """The blob keys of the tenant's images with these contents (at most one image per content)."""

@@ -68,8 +68,8 @@ def register_uploads(catalog: Catalog, uploads: Sequence[NewUpload]) -> list[tup
 
     A duplicate (the tenant's bytes already) costs nothing; within the batch, the same bytes twice are one
     image and the quota counts the uploads before. `before_insert` runs only for an upload that is new and
-    within quota, inside the transaction (the upload writes its bytes there, so a refused upload stores
-    nothing); the new uploads' calls run at the same time, on threads. The quota check and the insert are
+    within quota, inside the transaction (the upload writes its bytes there, so an upload refused at once
+    stores nothing); the new uploads' calls run at the same time, on threads. The quota check and the insert are
     not serialised across transactions: concurrent batches can pass it together and overshoot by at most
     their own sizes. If another transaction inserts the same content meanwhile (the unique index refuses
     the batch), the batch is undone and each upload is registered alone; a file written for the undone

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,8 +68,8 @@ class BlobStore(ABC):
 
     @abstractmethod
     def list_blobs(self, prefix: str) -> Iterator[StoredBlob]:
-        """Every blob whose key starts with `prefix` (a folder: `tenants/`), in no set order. The local
-        folder lists the temporaries of interrupted writes too (`.tmp-…` names)."""
+        """Every blob under the folder `prefix` (`tenants/`), in no set order. The local folder lists the
+        temporaries of interrupted writes too (`.tmp-…` names)."""
 
     def presigned_url(self, key: str, *, expires_in: int, filename: str, media_type: str) -> str | None:
         """A URL the store itself serves for `expires_in` seconds, or None when it cannot (the local folder:
@@ -150,16 +151,18 @@ class LocalBlobStore(BlobStore):
             return path.is_file()
 
     def list_blobs(self, prefix: str) -> Iterator[StoredBlob]:
+        """Regular files only: a link is neither followed nor listed (the walk stays inside the folder)."""
         with _store_errors("listing files"):
             for folder, _, names in os.walk(self._path(prefix.rstrip("/") or ".")):
                 for name in names:
                     path = Path(folder, name)
                     try:
-                        stat = path.stat()
-                    except FileNotFoundError:  # deleted since the folder was read
+                        found = path.lstat()
+                    except OSError:  # deleted since the folder was read, or unreadable: not ours to judge
                         continue
-                    yield StoredBlob(path.relative_to(self.root).as_posix(), stat.st_size,
-                                     datetime.fromtimestamp(stat.st_mtime, UTC))
+                    if stat.S_ISREG(found.st_mode):
+                        yield StoredBlob(path.relative_to(self.root).as_posix(), found.st_size,
+                                         datetime.fromtimestamp(found.st_mtime, UTC))
 
 
 class S3BlobStore(BlobStore):
@@ -217,7 +220,7 @@ class S3BlobStore(BlobStore):
 
     def list_blobs(self, prefix: str) -> Iterator[StoredBlob]:
         with _store_errors("listing objects"):
-            for item in iter_s3_objects(self.client, self.bucket, self._key(prefix)):
+            for item in iter_s3_objects(self.client, self.bucket, self._key(prefix.rstrip("/") + "/")):
                 yield StoredBlob(item["Key"][len(self.prefix):], item["Size"], item["LastModified"])
 
     def presigned_url(self, key: str, *, expires_in: int, filename: str, media_type: str) -> str | None:

@@ -26,18 +26,26 @@ def retention_purge(context: dg.AssetExecutionContext, catalog: CatalogResource,
     return dg.MaterializeResult(metadata=metadata)
 
 
+class OrphanSweepConfig(dg.Config):
+    force: bool = False  # delete even when the orphans are more than 5% of the files judged
+
+
 @dg.asset(group_name="governance", kinds={"python"}, owners=["team:imago"])
-def orphan_blob_sweep(context: dg.AssetExecutionContext, catalog: CatalogResource,
+def orphan_blob_sweep(context: dg.AssetExecutionContext, config: OrphanSweepConfig, catalog: CatalogResource,
                       blobs: BlobStoreResource) -> dg.MaterializeResult:
     """Deletes stored originals and thumbnails that no catalog row points at, once a day old: what an
     upload that never committed, or a run for an image erased meanwhile, left behind (nobody could erase
-    them through the API). An audit row with the counts when something went."""
-    report = sweep_orphan_blobs(catalog.get(), blobs.get())
+    them through the API). An audit row with the counts when something went. Fails, deleting nothing,
+    when the orphans are more than 5% of the files judged (a catalog that does not match the store) unless
+    run with `force`."""
+    report = sweep_orphan_blobs(catalog.get(), blobs.get(), force=config.force)
+    metadata = {"files_scanned": report.scanned, "orphans": report.orphans, "orphans_deleted": report.deleted,
+                "orphan_bytes": report.orphan_bytes, "left_alone": report.unknown}
+    if report.refused:
+        raise dg.Failure(description=report.refused, metadata=metadata, allow_retries=False)
     context.log.info(f"{report.scanned} files looked at, {report.deleted} orphans deleted "
-                     f"({report.orphan_bytes} bytes); {report.unknown} of an unknown layout left alone")
-    return dg.MaterializeResult(metadata={"files_scanned": report.scanned, "orphans_deleted": report.deleted,
-                                          "orphan_bytes": report.orphan_bytes,
-                                          "unknown_layout": report.unknown})
+                     f"({report.orphan_bytes} bytes); {report.unknown} left alone (unknown layout or tenant)")
+    return dg.MaterializeResult(metadata=metadata)
 
 
 retention_job = dg.define_asset_job(
