@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
+from typing import Any
 
 from imago_pipeline.core.catalog import Catalog, NewUpload, register_uploads
 from imago_pipeline.core.catalog.models import Image, new_uuid, utcnow
@@ -54,12 +55,24 @@ def check_upload(data: bytes, settings: ImagoSettings) -> CheckedUpload:
     return CheckedUpload(sha256=hashlib.sha256(data).hexdigest(), info=info)
 
 
-def _catalog_row(checked: CheckedUpload, *, tenant_id: int, filename: str | None, data: bytes,
-                 status: str) -> dict:
+def _new_upload(store: BlobStore, checked: CheckedUpload, *, tenant_id: int, filename: str | None, data: bytes,
+                status: str, quota_bytes: int | None = None, **columns: Any) -> NewUpload:
+    """A checked upload ready for `register_uploads`: its catalog row (plus `columns`) and the write of its
+    bytes, under a key of its own (`original_key`: the content's hash and the image's uuid). The write
+    runs only for content new to the tenant, without an existence check (a stat, or a HEAD on S3, that
+    would almost always say no); a retry of the same upload rewrites the same bytes."""
     image_uuid = new_uuid()
-    return dict(sha256=checked.sha256, original_name=clean_filename(filename), media_type=checked.info.media_type,
-                byte_size=len(data), width=checked.info.width, height=checked.info.height, uuid=image_uuid,
-                blob_key=original_key(tenant_id, checked.sha256, image_uuid), status=status)
+    key = original_key(tenant_id, checked.sha256, image_uuid)
+    row = dict(sha256=checked.sha256, original_name=clean_filename(filename), media_type=checked.info.media_type,
+               byte_size=len(data), width=checked.info.width, height=checked.info.height, uuid=image_uuid,
+               blob_key=key, status=status, **columns)
+    return NewUpload(tenant_id, row, quota_bytes, lambda: store.put(key, data))
+
+
+def _registration(result: tuple[Image, bool] | Exception) -> Registration:
+    if isinstance(result, Exception):
+        raise result
+    return Registration(*result)
 
 
 def store_uploads(catalog: Catalog, store: BlobStore, uploads: Sequence[tuple[CheckedUpload, str | None, bytes]],
@@ -67,18 +80,10 @@ def store_uploads(catalog: Catalog, store: BlobStore, uploads: Sequence[tuple[Ch
     """Store a batch of (checked, filename, data) in one catalog transaction (bulk ingest); raises the first
     upload's error (the store down), the others registered. With `claim` (status `queued`), the images are
     held by that in-process worker, not the upload sensor."""
-    batch = []
-    for checked, filename, data in uploads:
-        row = _catalog_row(checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
-        if claim is not None:
-            row.update(claim=claim, claimed_at=(now := utcnow()), started_at=now)
-        batch.append(NewUpload(tenant_id, row, None, _writer(store, row["blob_key"], data)))
-    registrations = []
-    for result in register_uploads(catalog, batch):
-        if isinstance(result, Exception):
-            raise result
-        registrations.append(Registration(*result))
-    return registrations
+    held: dict[str, Any] = {} if claim is None else dict(claim=claim, claimed_at=(now := utcnow()), started_at=now)
+    batch = [_new_upload(store, checked, tenant_id=tenant_id, filename=filename, data=data, status=status, **held)
+             for checked, filename, data in uploads]
+    return [_registration(result) for result in register_uploads(catalog, batch)]
 
 
 def register_image(catalog: Catalog, store: BlobStore, settings: ImagoSettings, *, tenant_id: int,
@@ -86,11 +91,9 @@ def register_image(catalog: Catalog, store: BlobStore, settings: ImagoSettings, 
                    quota_bytes: int | None = None, priority: int = 0) -> Registration:
     """Validate and store one upload; raises `InvalidImage` with a reason the uploader can read, or
     `catalog.QuotaExceeded` when a new image would take the tenant past `quota_bytes` (a duplicate costs nothing)."""
-    checked = check_upload(data, settings)
-    row = _catalog_row(checked, tenant_id=tenant_id, filename=filename, data=data, status=status)
-    image, created = catalog.for_tenant(tenant_id).register_image(
-        **row, priority=priority, quota_bytes=quota_bytes, before_insert=_writer(store, row["blob_key"], data))
-    return Registration(image=image, created=created)
+    upload = _new_upload(store, check_upload(data, settings), tenant_id=tenant_id, filename=filename, data=data,
+                         status=status, quota_bytes=quota_bytes, priority=priority)
+    return _registration(register_uploads(catalog, [upload])[0])
 
 
 @dataclass(frozen=True)
@@ -196,10 +199,9 @@ class UploadRegistrar:
             except Exception as exc:  # `InvalidImage`, the uploader's to hear
                 waiting.future.set_exception(exc)
                 continue
-            row = _catalog_row(checked, tenant_id=waiting.tenant_id, filename=waiting.filename,
-                               data=waiting.data, status="pending")
-            ready.append((waiting, NewUpload(waiting.tenant_id, {**row, "priority": waiting.priority},
-                                             waiting.quota_bytes, _writer(self.store, row["blob_key"], waiting.data))))
+            ready.append((waiting, _new_upload(self.store, checked, tenant_id=waiting.tenant_id,
+                                               filename=waiting.filename, data=waiting.data, status="pending",
+                                               quota_bytes=waiting.quota_bytes, priority=waiting.priority)))
         if not ready:
             return
         try:
@@ -215,13 +217,6 @@ class UploadRegistrar:
                 waiting.future.set_exception(result)
             else:
                 waiting.future.set_result(Registration(*result))
-
-
-def _writer(store: BlobStore, key: str, data: bytes):
-    """An upload's `before_insert`, run only for content new to the tenant: written without an existence
-    check (a stat, or a HEAD on S3, that would almost always say no): the key is this upload's own, and a
-    retry of the same upload rewrites the same bytes."""
-    return lambda: store.put(key, data)
 
 
 @dataclass(frozen=True)
