@@ -374,9 +374,14 @@ def _check_automation_page(page, base: str, location: str) -> None:
     for name in (*sorted(SCHEDULES), "upload_sensor"):
         row = page.locator('[class*="VirtualizedTable_row"]').filter(has=page.get_by_text(name, exact=True))
         # its switch is on (a styled switch: the checkbox itself is hidden)
+        switched_on = row.locator("input[type=checkbox]:checked")
         try:
-            row.locator("input[type=checkbox]:checked").wait_for(state="attached", timeout=90_000)
-        except PlaywrightTimeoutError:  # say what the page showed instead (this wait has run out twice, rarely)
+            try:
+                switched_on.wait_for(state="attached", timeout=60_000)
+            except PlaywrightTimeoutError:  # on a busy machine the page can stay on its first, failed load of
+                page.reload()               # the switches' states (rows drawn, switches never): as a person would
+                switched_on.wait_for(state="attached", timeout=60_000)
+        except PlaywrightTimeoutError:  # say what the page showed instead
             rows = page.locator('[class*="VirtualizedTable_row"]')
             switches = "boxes => boxes.map(box => box.checked)"
             shown = [(r.inner_text().split("\n")[:3], r.locator("input[type=checkbox]").evaluate_all(switches))
