@@ -139,3 +139,41 @@ def test_stopping_a_pool_never_hangs_on_a_worker_that_does_not_stop():
     assert time.monotonic() - began < 10
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                    for pid in workers)
+
+
+def _pid(_item: int) -> int:
+    import time
+
+    time.sleep(0.2)  # long enough for the pool to start both workers
+    return os.getpid()
+
+
+def test_workers_end_when_the_pools_owner_is_killed():
+    """A run's process killed with SIGKILL (no `finally`, no shutdown): its workers must not live on. They
+    come from the forkserver, so Linux's parent-death signal would point at it, and the forkserver stays
+    while they hold its liveness pipe: each watches the pool's owner instead."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from tests.conftest import REPO
+
+    owner = subprocess.Popen([sys.executable, "-c", (
+        "import os, signal\n"
+        "from imago_pipeline.core.parallel import WorkerPool\n"
+        "from tests.test_parallel import _pid\n"
+        "pool = WorkerPool(2)\n"
+        "print(sorted(set(pool.map(_pid, range(6)))), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    workers = [psutil.Process(pid) for pid in eval(owner.stdout.readline())]
+    assert owner.wait(60) == -9 and workers
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE
+                                              for w in workers):
+        time.sleep(0.1)
+    alive = [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    for worker in alive:
+        psutil.Process(worker).kill()
+    assert not alive, "workers outlived their pool's owner"

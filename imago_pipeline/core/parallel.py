@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing
+import os
+import select
 import signal
 import sys
 import threading
@@ -86,7 +88,7 @@ class WorkerPool:
                 if context.get_start_method() == "forkserver":
                     context.set_forkserver_preload(_PRELOAD)
                 self._executor = ProcessPoolExecutor(max_workers=wanted, mp_context=context,
-                                                     initializer=_start_worker)
+                                                     initializer=_start_worker, initargs=(os.getpid(),))
                 self._executor_workers = wanted
             return self._executor
 
@@ -190,11 +192,31 @@ def stop_executor(executor: ProcessPoolExecutor, grace_s: float = 60.0) -> None:
             deadline = time.monotonic() + 1.0
 
 
-def _start_worker() -> None:
-    """A new worker dies with its parent, and starts its readers (ExifTool, RapidOCR's sessions: about
+def _start_worker(owner: int) -> None:
+    """A new worker ends with the pool's owner, and starts its readers (ExifTool, RapidOCR's sessions: about
     0.3 s each) in a background thread, so they are ready by the time its run's steps begin."""
-    die_with_parent()
+    die_with_parent()  # the owner, for a forked worker
+    _exit_with(owner)
     threading.Thread(target=_warm_readers, name="imago-warm-readers", daemon=True).start()
+
+
+def _exit_with(owner: int) -> None:
+    """End this worker when `owner` ends, even by SIGKILL. A worker from the forkserver is the forkserver's
+    child (the parent-death signal points there), holds the forkserver's liveness pipe (so it never exits)
+    and both ends of its own call queue (so it never reads an end of file): without this it would wait for
+    work for ever (seen: workers of a killed test process, alive twenty minutes later). Linux only."""
+    try:
+        handle = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # not Linux (5.3 or newer)
+        return
+
+    def watch() -> None:
+        select.select([handle], [], [])  # readable once the owner has exited
+        os._exit(1)
+
+    threading.Thread(target=watch, name="imago-owner-watch", daemon=True).start()
 
 
 def _warm_readers() -> None:
