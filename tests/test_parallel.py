@@ -152,6 +152,7 @@ def test_workers_end_when_the_pools_owner_is_killed():
     """A run's process killed with SIGKILL (no `finally`, no shutdown): its workers must not live on. They
     come from the forkserver, so Linux's parent-death signal would point at it, and the forkserver stays
     while they hold its liveness pipe: each watches the pool's owner instead."""
+    import json
     import subprocess
     import sys
     import time
@@ -161,13 +162,13 @@ def test_workers_end_when_the_pools_owner_is_killed():
     from tests.conftest import REPO
 
     owner = subprocess.Popen([sys.executable, "-c", (
-        "import os, signal\n"
+        "import json, os, signal\n"
         "from imago_pipeline.core.parallel import WorkerPool\n"
         "from tests.test_parallel import _pid\n"
         "pool = WorkerPool(2)\n"
-        "print(sorted(set(pool.map(_pid, range(6)))), flush=True)\n"
+        "print(json.dumps(sorted(set(pool.map(_pid, range(6))))), flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n")], cwd=REPO, stdout=subprocess.PIPE, text=True)
-    workers = [psutil.Process(pid) for pid in eval(owner.stdout.readline())]
+    workers = [psutil.Process(pid) for pid in json.loads(owner.stdout.readline())]
     assert owner.wait(60) == -9 and workers
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE
