@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+from imago_pipeline.core.stores import durable
+
 
 class BlobNotFound(KeyError):
     pass
@@ -108,14 +110,17 @@ class LocalBlobStore(BlobStore):
 
     def put(self, key: str, data: bytes) -> None:
         """Write-then-rename, the bytes on disk before the name appears: a reader never sees half a file,
-        and a crash never leaves an empty one under a name the catalog already points at."""
+        and a crash never leaves an empty one under a name the catalog already points at. The name is made
+        durable too (its folder synced) before this returns: the catalog commits its row next, and a power
+        loss must not keep the row and lose the rename (the file would survive only as a `.tmp-` name, which
+        the orphan sweep then deletes)."""
         path = self._path(key)
         temporary = path.parent / f".tmp-{os.getpid()}-{next(self._temporary_names)}"
         with _store_errors("writing a file"):
             try:
                 handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileNotFoundError:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                durable.make_folders(path.parent)
                 handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 try:
@@ -126,6 +131,7 @@ class LocalBlobStore(BlobStore):
                 finally:
                     os.close(handle)
                 os.replace(temporary, path)
+                durable.sync_folder(path.parent)
             except BaseException:
                 temporary.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
                 raise

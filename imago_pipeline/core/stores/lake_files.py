@@ -2,14 +2,14 @@
 
 The lake (`lake.py`), its compaction and its SQL sources name files by paths relative to the lake's root
 (`exif/tenant_id=1/date=2026-11-28/part-run.parquet`) and do every file operation through one of these two
-classes. Writes are atomic for readers on both: a local file is written aside and renamed, an S3 object
-appears whole when its upload completes. DuckDB reads a local lake directly and an S3 lake through
-pyarrow's S3 filesystem registered with it as an fsspec filesystem (`register`): DuckDB's own `httpfs`
-extension would be downloaded at run time, which this product never does.
+classes. Writes are atomic for readers on both: a local file is written aside and renamed (and synced, so it
+survives a crash as well: `durable`), an S3 object appears whole when its upload completes. DuckDB reads a
+local lake directly and an S3 lake through pyarrow's S3 filesystem registered with it as an fsspec filesystem
+(`register`): DuckDB's own `httpfs` extension would be downloaded at run time, which this product never does.
 
 Rewriting a table's files (compaction, erasure, retention) takes the table's lock: a file lock on a local
-lake; on S3, where machines share no file system, a Postgres advisory lock on the catalog's database (an
-S3 lake on a SQLite catalog is one machine, and falls back to a file lock beside the catalog).
+lake; on S3, where machines share no file system, a Postgres advisory lock on the catalog's database (an S3
+lake on a SQLite catalog is one machine, and falls back to a file lock beside the catalog).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from imago_pipeline.core.stores import durable
 
 DUCKDB_PROTOCOL = "imagolake"  # how DuckDB names the registered S3 filesystem (not s3://: that is httpfs's)
 
@@ -146,10 +148,10 @@ class LocalLakeFiles(LakeFiles):
 
     def write_table(self, table: pa.Table, relative: str) -> None:
         target = self.path(relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        durable.make_folders(target.parent)
         aside = target.with_name(f".tmp-{target.name}")
         pq.write_table(table, aside, compression="zstd")
-        os.replace(aside, target)
+        durable.replace(aside, target)
 
     def read_text(self, relative: str) -> str | None:
         try:
@@ -159,24 +161,24 @@ class LocalLakeFiles(LakeFiles):
 
     def write_text(self, relative: str, text: str) -> None:
         target = self.path(relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        durable.make_folders(target.parent)
         aside = target.with_name(f".tmp-{target.name}")
         aside.write_text(text)
-        os.replace(aside, target)
+        durable.replace(aside, target)
 
     def delete(self, relative: str) -> None:
-        self.path(relative).unlink(missing_ok=True)
+        durable.remove(self.path(relative))
 
     def delete_tree(self, relative: str) -> None:
         shutil.rmtree(self.path(relative), ignore_errors=True)
 
     def staging_name(self, relative: str) -> str:
         head, _, name = relative.rpartition("/")
-        self.path(relative).parent.mkdir(parents=True, exist_ok=True)
+        durable.make_folders(self.path(relative).parent)
         return f"{head}/.tmp-{name}" if head else f".tmp-{name}"
 
     def publish(self, staged: str, relative: str) -> None:
-        os.replace(self.path(staged), self.path(relative))
+        durable.replace(self.path(staged), self.path(relative))
 
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
@@ -188,8 +190,8 @@ class LocalLakeFiles(LakeFiles):
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
             os.replace(final, old)
-        if self.path(staged).exists():
-            os.replace(self.path(staged), final)
+        if self.path(staged).exists():  # its files were written by `write_table`, each synced
+            durable.replace(self.path(staged), final)
         shutil.rmtree(old, ignore_errors=True)
 
 
