@@ -83,6 +83,21 @@ def test_a_batch_is_one_insert_with_duplicates_quota_and_failures_per_upload(cat
                                                          (other.id, "2")])
 
 
+def test_uploads_of_one_batch_with_different_columns_each_keep_their_own(catalog):
+    """A batch mixing rows that set a column and rows that leave it to its default (a claimed bulk upload
+    beside a plain one): each row is stored as given. One INSERT for all used to take the first row's
+    columns: a later row's priority was dropped silently, or the whole batch refused."""
+    tenant = catalog.clients.get_or_create("mixed")
+    plain = {k: v for k, v in _row("a", 10).items() if k != "priority"}
+    batch = [NewUpload(tenant.id, plain), NewUpload(tenant.id, _row("b", 10)),
+             NewUpload(tenant.id, {**_row("c", 10), "claim": "worker-1"}), NewUpload(tenant.id, _row("d", 10))]
+    results = register_uploads(catalog, batch)
+    assert all(isinstance(r, tuple) and r[1] for r in results), results
+    with catalog.session() as session:
+        stored = {i.sha256[0]: (i.priority, i.claim) for i in session.scalars(select(Image))}
+    assert stored == {"a": (0, None), "b": (10, None), "c": (10, "worker-1"), "d": (10, None)}
+
+
 def test_a_batch_writes_the_bytes_of_its_new_uploads_at_the_same_time(catalog):
     """Each write waits until all three are under way: one after another, the first would wait in vain
     (writes to S3 cost a round trip each: a batch of twenty, one after another, took three times as long)."""

@@ -62,7 +62,8 @@ class NewUpload:
 def register_uploads(catalog: Catalog, uploads: Sequence[NewUpload]) -> list[tuple[Image, bool] | Exception]:
     """Register checked uploads (the API's concurrent ones, a bulk ingest's batch, or one alone) in one
     transaction: per tenant one statement finds the duplicates, one sums the storage used (only when a quota
-    applies), and one inserts every new image. In the order given, each upload's (image, created) or its own
+    applies), and one inserts every new image (one per set of
+    columns given, when rows differ). In the order given, each upload's (image, created) or its own
     error (`QuotaExceeded`, or what its `before_insert` raised); an error of the whole transaction (the
     database down) is raised.
 
@@ -123,10 +124,15 @@ def _register_in(connection: Connection, uploads: Sequence[NewUpload]) -> list[t
         failed.update((i, error) for i, error in zip(writing, errors, strict=True) if error is not None)
         if all(error is None for error in errors):
             break
-    if inserts:
+    # One INSERT per set of columns (one for a batch from one path): an executemany compiles its statement
+    # from the first row's columns, so a later row's other columns would be dropped, or refused.
+    same_columns: dict[frozenset[str], list[int]] = defaultdict(list)
+    for index in inserts:
+        same_columns[frozenset(uploads[index].row)].append(index)
+    for indexes in same_columns.values():
         rows = connection.execute(_INSERT_IMAGES, [{**uploads[i].row, "tenant_id": uploads[i].tenant_id}
-                                                   for i in inserts])
-        for index, row in zip(inserts, rows, strict=True):
+                                                   for i in indexes])
+        for index, row in zip(indexes, rows, strict=True):
             results[index] = (Image(**row._asdict()), True)
     for index, earlier in same_as:
         result = results[earlier]
