@@ -62,10 +62,9 @@ class NewUpload:
 def register_uploads(catalog: Catalog, uploads: Sequence[NewUpload]) -> list[tuple[Image, bool] | Exception]:
     """Register checked uploads (the API's concurrent ones, a bulk ingest's batch, or one alone) in one
     transaction: per tenant one statement finds the duplicates, one sums the storage used (only when a quota
-    applies), and one inserts every new image (one per set of
-    columns given, when rows differ). In the order given, each upload's (image, created) or its own
-    error (`QuotaExceeded`, or what its `before_insert` raised); an error of the whole transaction (the
-    database down) is raised.
+    applies), and one inserts every new image (one per set of columns, when rows differ). In the order given,
+    each upload's (image, created) or its own error (`QuotaExceeded`, or what its `before_insert` raised); an
+    error of the whole transaction (the database down) is raised.
 
     A duplicate (the tenant's bytes already) costs nothing; within the batch, the same bytes twice are one
     image and the quota counts the uploads before. `before_insert` runs only for an upload that is new and
