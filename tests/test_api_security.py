@@ -6,6 +6,8 @@ an entry, so a new route cannot skip these checks.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from sqlalchemy import text
 from imago_api.main import create_app
 from imago_pipeline.core.catalog import ALL_SCOPES
 from imago_pipeline.core.config import ImagoSettings, Plan
-from imago_pipeline.core.stores.signing import FileGrant, InvalidToken, UrlSigner
+from imago_pipeline.core.stores.signing import FileGrant, InvalidToken, UrlSigner, load_or_create_secret
 from imago_pipeline.in_process import get_instance, process_images
 from tests.conftest import SAMPLES, shared
 from tests.http_server import serve
@@ -215,6 +217,34 @@ def test_a_token_differing_only_in_base64_spare_bits_is_refused():
                 signer.verify(twin)
             refused += 1
     assert refused == 39 * 3
+
+
+def test_a_signing_secret_left_empty_or_cut_short_is_replaced(tmp_path):
+    """A secret file left empty (a crash while an earlier version wrote it in place) made every later start
+    sign links with an empty key, which anyone can forge. It is replaced; a sound one is kept."""
+    path = tmp_path / "home" / "signing.key"
+    made = load_or_create_secret(path)
+    assert len(made) == 64 and path.read_text() == made and path.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_secret(path) == made  # kept
+    for broken in ("", "\n", made[:20]):
+        path.write_text(broken)
+        replaced = load_or_create_secret(path)
+        assert len(replaced) == 64 and replaced != made and path.read_text() == replaced
+    assert sorted(p.name for p in path.parent.iterdir()) == [".signing.key.lock", "signing.key"]  # no temporaries
+
+
+def test_processes_starting_together_on_a_fresh_home_share_one_secret(tmp_path):
+    """Eight processes (an API's workers) asking for the secret at the same moment on a fresh home: one
+    secret for all, never an empty one read half written."""
+    path, start = tmp_path / "home" / "signing.key", time.time() + 2
+    script = ("import sys, time; from pathlib import Path; "
+              "from imago_pipeline.core.stores.signing import load_or_create_secret; "
+              f"time.sleep(max(0, {start} - time.time())); print(load_or_create_secret(Path({str(path)!r})))")
+    processes = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+                 for _ in range(8)]
+    secrets_seen = {process.communicate(timeout=60)[0].strip() for process in processes}
+    assert all(process.returncode == 0 for process in processes)
+    assert secrets_seen == {path.read_text()} and len(path.read_text()) == 64
 
 
 def _raw_multipart_upload(world, key: str, filename: bytes, data: bytes) -> httpx.Response:

@@ -1,4 +1,5 @@
-"""Writes to a local file system that survive a crash (a power loss, a kernel panic), not only a killed process.
+"""Writes to a local file system that survive a crash (a power loss, a kernel panic), not only a killed process,
+and a lock between the processes of one machine.
 
 Write-then-rename makes a file appear whole to readers, but after a crash the disk holds only what was synced:
 a file's bytes (`fsync` on the file) and its name (`fsync` on its folder, which POSIX keeps apart; ext4
@@ -8,7 +9,10 @@ file (a catalog row, the lake's manifest) is written after it, so the file must 
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -55,3 +59,17 @@ def remove(path: Path) -> None:
     path.unlink(missing_ok=True)
     if path.parent.is_dir():
         sync_folder(path.parent)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive use of `path`'s name among this machine's processes (`flock`: released when its holder
+    ends, even by SIGKILL)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

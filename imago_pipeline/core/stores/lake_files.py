@@ -14,7 +14,6 @@ lake on a SQLite catalog is one machine, and falls back to a file lock beside th
 
 from __future__ import annotations
 
-import fcntl
 import fnmatch
 import hashlib
 import os
@@ -182,7 +181,7 @@ class LocalLakeFiles(LakeFiles):
 
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        with _file_lock(self.root / ".locks" / f"{name}.lock"):
+        with durable.file_lock(self.root / ".locks" / f"{name}.lock"):
             yield
 
     def swap_tree(self, staged: str, relative: str) -> None:
@@ -347,18 +346,6 @@ def _duckdb_filesystem(s3):
     return LakeFileSystem(s3)
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
 def postgres_lock(database_url: str) -> Callable[[str], AbstractContextManager[None]]:
     """Locks shared by every machine that reaches the catalog's Postgres: session advisory locks, released
     when the block ends or when the holder's connection dies (a killed process never leaves one behind)."""
@@ -384,7 +371,7 @@ def postgres_lock(database_url: str) -> Callable[[str], AbstractContextManager[N
 
 def file_lock(folder: Path) -> Callable[[str], AbstractContextManager[None]]:
     def lock(name: str) -> AbstractContextManager[None]:
-        return _file_lock(folder / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".lock"))
+        return durable.file_lock(folder / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".lock"))
 
     return lock
 

@@ -17,6 +17,10 @@ from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
+from imago_pipeline.core.stores import durable
+
+MIN_SECRET_CHARS = 32  # a secret made here has 64 (`token_urlsafe(48)`)
+
 
 class InvalidToken(ValueError):
     """Tampered, malformed or signed with another secret."""
@@ -60,14 +64,34 @@ class UrlSigner:
 
 
 def load_or_create_secret(path: Path) -> str:
-    """The embedded default's signing secret: made once, kept next to the catalog (mode 0600)."""
-    if path.is_file():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    try:
-        with open(path, "x", opener=lambda p, flags: os.open(p, flags, 0o600)) as handle:
-            handle.write(secret)
-    except FileExistsError:  # another process made it first
-        return path.read_text().strip()
+    """The embedded default's signing secret: made once, kept next to the catalog (mode 0600).
+
+    Made under a lock, written aside and renamed (`durable`): processes starting together on a fresh home
+    (the API's workers) all get the one secret, and none ever reads a file half written. A file left empty
+    or cut short (a crash while an earlier version wrote it in place) is replaced: an empty secret would
+    sign links anyone could forge."""
+    secret = _stored_secret(path)
+    if secret is not None:
+        return secret
+    durable.make_folders(path.parent)
+    with durable.file_lock(path.with_name(f".{path.name}.lock")):
+        secret = _stored_secret(path)  # another process may have made it while this one waited
+        if secret is None:
+            secret = secrets.token_urlsafe(48)
+            aside = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+            handle = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(handle, secret.encode())
+            finally:
+                os.close(handle)
+            durable.replace(aside, path)
     return secret
+
+
+def _stored_secret(path: Path) -> str | None:
+    """The secret in `path`, or None when there is none or it is shorter than any this code makes."""
+    try:
+        secret = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return secret if len(secret) >= MIN_SECRET_CHARS else None
