@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 
@@ -231,6 +232,16 @@ def test_a_signing_secret_left_empty_or_cut_short_is_replaced(tmp_path):
         replaced = load_or_create_secret(path)
         assert len(replaced) == 64 and replaced != made and path.read_text() == replaced
     assert sorted(p.name for p in path.parent.iterdir()) == [".signing.key.lock", "signing.key"]  # no temporaries
+
+
+def test_a_configured_signing_secret_must_be_long_enough(monkeypatch):
+    monkeypatch.setenv("IMAGO_SIGNING_SECRET", "guessable")
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        ImagoSettings()
+    monkeypatch.setenv("IMAGO_SIGNING_SECRET", " ")
+    assert ImagoSettings().signing_secret is None  # unset: the secret made in the home is used
+    monkeypatch.setenv("IMAGO_SIGNING_SECRET", "s" * 32)
+    assert ImagoSettings().signing_secret.get_secret_value() == "s" * 32
 
 
 def test_processes_starting_together_on_a_fresh_home_share_one_secret(tmp_path):

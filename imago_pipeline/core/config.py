@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imago_pipeline.core.limits import MAX_PIXELS, MAX_UPLOAD_BYTES, OCR_LANGUAGES, THUMBNAIL_SIZE
@@ -140,9 +140,20 @@ class ImagoSettings(BaseSettings):
         default=0.25, gt=0, description="How often event streams read progress when the catalog cannot announce "
         "changes (SQLite); on Postgres, changes arrive by LISTEN/NOTIFY and this is only the safety net (×20).")
     signing_secret: SecretStr | None = Field(
-        default=None, description="HMAC secret of signed download links; default: made once in <home>/signing.key.")
+        default=None, description="HMAC secret of signed download links, at least 32 characters (`openssl rand "
+        "-base64 48`); default: made once in <home>/signing.key.")
     signed_url_ttl_s: int = Field(default=900, ge=1, description="Default lifetime of a signed download link.")
     signed_url_max_ttl_s: int = Field(default=86400, ge=1)
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _strong_signing_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        """Unset when empty; refused when short: a guessable secret lets anyone forge download links."""
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value().strip()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -base64 48`)")
+        return value
     log_format: Literal["json", "text", "console"] = Field(
         default="json", description="The API's logs: JSON lines (production), plain text, or a coloured console "
         "for development (`imago serve` uses it unless this is set).")
