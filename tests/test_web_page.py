@@ -4,6 +4,7 @@ cat or dog), give feedback with the true label, see look-alikes and near-duplica
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -27,9 +28,12 @@ def site(tmp_path):
 
 
 def _process_pending(app, settings) -> None:
-    """What the upload sensor does under `imago serve`, done here in-process (no daemon in this test)."""
-    process_images(app.state.catalog.work.ids_with_status("pending"), settings=settings,
-                   instance=get_instance(settings))
+    """What the upload sensor does under `imago serve`, done here in-process (no daemon in this test), on a
+    thread of its own: this thread runs Playwright's event loop, inside which a Dagster run cannot close its
+    own loop (a "coroutine never awaited" warning per run)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(process_images, app.state.catalog.work.ids_with_status("pending"), settings=settings,
+                    instance=get_instance(settings)).result()
 
 
 def _half_size_copy(path, _page) -> bytes:
