@@ -15,6 +15,7 @@ import subprocess
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from imago_pipeline.core.analytics.analytics import open_analytics
@@ -24,7 +25,7 @@ from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.ingest import register_image
 from imago_pipeline.core.stores.blobs import LocalBlobStore, original_key
 from imago_pipeline.core.stores.lake import Lake
-from imago_pipeline.core.stores.lake_tables import CLASSIFICATION
+from imago_pipeline.core.stores.lake_tables import CLASSIFICATION, FEEDBACK
 from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.skipif(
@@ -33,11 +34,13 @@ pytestmark = pytest.mark.skipif(
 
 
 @contextlib.contextmanager
-def _mounted(image: Path, mount_point: Path, *options: str):
+def _mounted(image: Path, mount_point: Path, *options: str, recovered: bool = False):
     mount_point.mkdir(exist_ok=True)
     done = subprocess.run(["mount", "-o", ",".join(("loop", *options)), str(image), str(mount_point)],
                           capture_output=True, text=True)
     if done.returncode != 0:
+        if recovered:  # the machine mounts loop devices: a crashed image that will not mount is a failure
+            pytest.fail(f"the crashed file system does not mount after recovery: {done.stderr.strip()}")
         pytest.skip(f"cannot mount a loop device here: {done.stderr.strip()}")
     try:
         yield mount_point
@@ -59,7 +62,7 @@ def crashing_disk(tmp_path: Path):
         subprocess.run(["cp", "--sparse=always", str(image), str(crashed)], check=True)
         recovery = subprocess.run(["e2fsck", "-fy", str(crashed)], capture_output=True, text=True)
         assert recovery.returncode in (0, 1), recovery.stdout + recovery.stderr  # 1: the journal replayed
-        with _mounted(crashed, tmp_path / "after") as after:
+        with _mounted(crashed, tmp_path / "after", recovered=True) as after:
             yield after
 
     with _mounted(image, tmp_path / "live", "commit=60") as live:
@@ -83,6 +86,19 @@ def test_a_stored_original_survives_a_crash_under_its_key(tmp_path):
             store.put(key, data)
         with crash_and_recover() as after:
             assert _files(after) == keys
+
+
+def test_an_erased_original_stays_erased_after_a_crash(tmp_path):
+    """The catalog's row is gone when the erasure deletes the file: a crash must not bring the file back
+    (it did, until the orphan sweep came by a day later)."""
+    kept, erased = original_key(1, "ab" * 32, "u1"), original_key(1, "ab" * 32, "u2")
+    with crashing_disk(tmp_path) as (live, crash_and_recover):
+        store = LocalBlobStore(live)
+        store.put(kept, b"kept" * 1000)
+        store.put(erased, b"erased" * 1000)
+        store.delete(erased)
+        with crash_and_recover() as after:
+            assert _files(after) == {kept: b"kept" * 1000}
 
 
 def test_an_upload_registered_on_the_embedded_default_survives_a_crash(tmp_path):
@@ -134,3 +150,29 @@ def test_the_lake_survives_a_crash_after_a_batch_and_a_compaction(tmp_path):
         assert len(expected) == 50 and dict(expected)[35] == "dog"
         with crash_and_recover() as after:
             assert view(after / "lake") == expected
+
+
+def test_a_snapshot_table_rewritten_or_emptied_stays_so_after_a_crash(tmp_path):
+    """`feedback` rewritten whole (swapped folders), then emptied (every row purged): after the crash the
+    table is empty and no copy of its old rows is left on disk."""
+    def feedback(ids):
+        return [{"id": i, "image_id": i, "correct": True, "label": "cat", "predicted_label": "cat",
+                 "model_version": "v1", "used_in_version": None, "tenant_id": 1, "date": date(2026, 9, 1),
+                 "created_at": datetime(2026, 9, 1, tzinfo=UTC)} for i in ids]
+
+    with crashing_disk(tmp_path) as (live, crash_and_recover):
+        lake = Lake(live / "lake")
+        lake.replace_table(FEEDBACK.name, feedback(range(1, 11)), schema=FEEDBACK.schema)
+        lake.replace_table(FEEDBACK.name, feedback(range(1, 4)), schema=FEEDBACK.schema)
+        with crash_and_recover() as after:
+            assert _feedback_ids(after / "lake") == [1, 2, 3]
+        lake.replace_table(FEEDBACK.name, [], schema=FEEDBACK.schema)
+        with crash_and_recover() as after:
+            assert _feedback_ids(after / "lake") == []
+            assert not [p for p in (after / "lake").rglob("*.parquet") if "feedback" in p.as_posix()]
+
+
+def _feedback_ids(root: Path) -> list[int]:
+    files = sorted(p for p in root.rglob("*.parquet") if "feedback" in p.as_posix() and not
+                   any(part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(i for f in files for i in pq.read_table(f, partitioning=None).column("id").to_pylist())

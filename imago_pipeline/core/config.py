@@ -25,6 +25,8 @@ class Plan(BaseModel):
     priority: int = 10  # of its uploads' runs in the run queue (higher first); bulk work has 0
 
 
+MIN_SECRET_CHARS = 32  # a signing secret (the one made in the home has 64)
+
 DEFAULT_PLANS = {
     "free": Plan(rate_limit="120/minute;3000/hour", quota_bytes=1 << 30, priority=10),
     "pro": Plan(rate_limit="600/minute", quota_bytes=100 << 30, priority=20),
@@ -33,7 +35,8 @@ DEFAULT_PLANS = {
 
 
 class ImagoSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMAGO_", extra="ignore", validate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="IMAGO_", extra="ignore", validate_by_name=True,
+                                      hide_input_in_errors=True)  # a refused secret is not printed
 
     home: Path = Field(default=Path(".imago"), description="Root of every local store.")
     database_url: str | None = Field(
@@ -144,6 +147,12 @@ class ImagoSettings(BaseSettings):
         "-base64 48`); default: made once in <home>/signing.key.")
     signed_url_ttl_s: int = Field(default=900, ge=1, description="Default lifetime of a signed download link.")
     signed_url_max_ttl_s: int = Field(default=86400, ge=1)
+    log_format: Literal["json", "text", "console"] = Field(
+        default="json", description="The API's logs: JSON lines (production), plain text, or a coloured console "
+        "for development (`imago serve` uses it unless this is set).")
+    public_url: str | None = Field(
+        default=None, description="Base URL of the API as clients reach it (https://images.example.com), used "
+        "to build signed download links; when unset, the request's own address (its Host header) is used.")
 
     @field_validator("signing_secret")
     @classmethod
@@ -151,15 +160,9 @@ class ImagoSettings(BaseSettings):
         """Unset when empty; refused when short: a guessable secret lets anyone forge download links."""
         if value is None or not value.get_secret_value().strip():
             return None
-        if len(value.get_secret_value().strip()) < 32:
-            raise ValueError("must be at least 32 characters (e.g. `openssl rand -base64 48`)")
+        if len(value.get_secret_value().strip()) < MIN_SECRET_CHARS:
+            raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -base64 48`)")
         return value
-    log_format: Literal["json", "text", "console"] = Field(
-        default="json", description="The API's logs: JSON lines (production), plain text, or a coloured console "
-        "for development (`imago serve` uses it unless this is set).")
-    public_url: str | None = Field(
-        default=None, description="Base URL of the API as clients reach it (https://images.example.com), used "
-        "to build signed download links; when unset, the request's own address (its Host header) is used.")
 
     @cached_property
     def resolved_home(self) -> Path:

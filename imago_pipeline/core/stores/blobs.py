@@ -6,7 +6,6 @@ reached through a boto3 client.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import stat
@@ -98,7 +97,6 @@ _PLAIN_KEY = re.compile(r"[A-Za-z0-9][\w.=-]*(?:/[A-Za-z0-9][\w.=-]*)*", re.ASCI
 class LocalBlobStore(BlobStore):
     def __init__(self, root: Path | str):
         self.root = Path(root).resolve()
-        self._temporary_names = itertools.count()
 
     def _path(self, key: str) -> Path:
         if _PLAIN_KEY.fullmatch(key):  # the upload's hot path: no file-system calls to check it
@@ -109,32 +107,12 @@ class LocalBlobStore(BlobStore):
         return path
 
     def put(self, key: str, data: bytes) -> None:
-        """Write-then-rename, the bytes on disk before the name appears: a reader never sees half a file,
-        and a crash never leaves an empty one under a name the catalog already points at. The name is made
-        durable too (its folder synced) before this returns: the catalog commits its row next, and a power
-        loss must not keep the row and lose the rename (the file would survive only as a `.tmp-` name, which
-        the orphan sweep then deletes)."""
+        """Written aside and renamed, durably (`durable.write_file`): a reader never sees half a file, and
+        the catalog, which commits its row right after, never points at a file a power loss took back (or
+        left only as a `.tmp-` name, which the orphan sweep deletes)."""
         path = self._path(key)
-        temporary = path.parent / f".tmp-{os.getpid()}-{next(self._temporary_names)}"
         with _store_errors("writing a file"):
-            try:
-                handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileNotFoundError:
-                durable.make_folders(path.parent)
-                handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(handle, view):]
-                    os.fsync(handle)
-                finally:
-                    os.close(handle)
-                os.replace(temporary, path)
-                durable.sync_folder(path.parent)
-            except BaseException:
-                temporary.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
-                raise
+            durable.write_file(path, data)
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -149,7 +127,7 @@ class LocalBlobStore(BlobStore):
     def delete(self, key: str) -> None:
         path = self._path(key)
         with _store_errors("deleting a file"):
-            path.unlink(missing_ok=True)
+            durable.remove(path)  # an erased original does not come back after a crash
 
     def exists(self, key: str) -> bool:
         path = self._path(key)

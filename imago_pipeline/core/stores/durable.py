@@ -9,11 +9,53 @@ file (a catalog row, the lake's manifest) is written after it, so the file must 
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import itertools
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# A folder's fsync refused by its file system (some FUSE, 9p and SMB mounts): nothing more can be asked of it.
+# PostgreSQL and SQLite ignore these errors for folders too.
+_FOLDER_SYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
+_warned: set[int] = set()
+_temporary_names = itertools.count()
+
+
+def temporary_name(target: Path) -> Path:
+    """Beside `target`, unique among this machine's writers (pid, then a counter): `.tmp-<pid>-<n>`, the name
+    the orphan sweep recognises as a write a crash cut short."""
+    return target.with_name(f".tmp-{os.getpid()}-{next(_temporary_names)}")
+
+
+def write_file(target: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write `data` as `target`, whole for readers and durable when this returns: written aside, synced,
+    renamed, its folder synced. The folders are made when missing; a failure leaves no temporary behind
+    (but one after the rename leaves the file complete under its name, though this raised)."""
+    temporary = temporary_name(target)
+    try:
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileNotFoundError:
+        make_folders(target.parent)
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(handle, view):]
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+        os.replace(temporary, target)
+        sync_folder(target.parent)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
 
 
 def sync_file(path: Path) -> None:
@@ -25,10 +67,18 @@ def sync_file(path: Path) -> None:
 
 
 def sync_folder(folder: Path) -> None:
-    """The names created, renamed or removed in `folder` made durable."""
+    """The names created, renamed or removed in `folder` made durable (a no-op, logged once, where the file
+    system refuses to sync a folder)."""
     handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(handle)
+    except OSError as exc:
+        if exc.errno not in _FOLDER_SYNC_UNSUPPORTED:
+            raise
+        if exc.errno not in _warned:
+            _warned.add(exc.errno)
+            log.warning("the file system of %s cannot sync a folder (%s): a crash may lose recent file names",
+                        folder, os.strerror(exc.errno))
     finally:
         os.close(handle)
 
@@ -45,17 +95,20 @@ def make_folders(folder: Path) -> None:
 
 
 def replace(written: Path, target: Path) -> None:
-    """Rename a fully written file (or folder of synced files) over `target`, durably: its bytes synced
-    before the rename (a crash never leaves an empty file under the target's name), the rename after."""
+    """Rename a fully written file over `target`, durably: its bytes synced before the rename (a crash never
+    leaves an empty file under the target's name), both folders after. A folder is renamed as it is: its
+    files must have been synced by whoever wrote them."""
     if written.is_file():
         sync_file(written)
     os.replace(written, target)
     sync_folder(target.parent)
+    if written.parent != target.parent:
+        sync_folder(written.parent)
 
 
 def remove(path: Path) -> None:
-    """Delete a file so that a crash does not bring it back (a lake file compacted away or rewritten
-    without erased rows)."""
+    """Delete a file so that a crash does not bring it back (an erased original, a lake file compacted away
+    or rewritten without erased rows)."""
     path.unlink(missing_ok=True)
     if path.parent.is_dir():
         sync_folder(path.parent)

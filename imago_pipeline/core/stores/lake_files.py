@@ -148,9 +148,13 @@ class LocalLakeFiles(LakeFiles):
     def write_table(self, table: pa.Table, relative: str) -> None:
         target = self.path(relative)
         durable.make_folders(target.parent)
-        aside = target.with_name(f".tmp-{target.name}")
-        pq.write_table(table, aside, compression="zstd")
-        durable.replace(aside, target)
+        aside = durable.temporary_name(target)
+        try:
+            pq.write_table(table, aside, compression="zstd")
+            durable.replace(aside, target)
+        except BaseException:
+            aside.unlink(missing_ok=True)
+            raise
 
     def read_text(self, relative: str) -> str | None:
         try:
@@ -159,11 +163,7 @@ class LocalLakeFiles(LakeFiles):
             return None
 
     def write_text(self, relative: str, text: str) -> None:
-        target = self.path(relative)
-        durable.make_folders(target.parent)
-        aside = target.with_name(f".tmp-{target.name}")
-        aside.write_text(text)
-        durable.replace(aside, target)
+        durable.write_file(self.path(relative), text.encode())
 
     def delete(self, relative: str) -> None:
         durable.remove(self.path(relative))
@@ -190,8 +190,10 @@ class LocalLakeFiles(LakeFiles):
         if final.exists():
             os.replace(final, old)
         if self.path(staged).exists():  # its files were written by `write_table`, each synced
-            durable.replace(self.path(staged), final)
+            os.replace(self.path(staged), final)
         shutil.rmtree(old, ignore_errors=True)
+        durable.sync_folder(final.parent)  # the swap and the old rows' removal, durable together (an emptied
+        # table too: no staged folder, the old one only removed)
 
 
 class S3LakeFiles(LakeFiles):

@@ -9,7 +9,7 @@ client is disabled or its key revoked or rotated.
 
 from __future__ import annotations
 
-import os
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,9 +17,10 @@ from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
+from imago_pipeline.core.config import MIN_SECRET_CHARS
 from imago_pipeline.core.stores import durable
 
-MIN_SECRET_CHARS = 32  # a secret made here has 64 (`token_urlsafe(48)`)
+log = logging.getLogger(__name__)
 
 
 class InvalidToken(ValueError):
@@ -77,14 +78,11 @@ def load_or_create_secret(path: Path) -> str:
     with durable.file_lock(path.with_name(f".{path.name}.lock")):
         secret = _stored_secret(path)  # another process may have made it while this one waited
         if secret is None:
+            if path.is_file() and path.read_text().strip():
+                log.warning("%s held a secret shorter than %d characters: replaced (links signed with it stop "
+                            "working)", path, MIN_SECRET_CHARS)
             secret = secrets.token_urlsafe(48)
-            aside = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-            handle = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(handle, secret.encode())
-            finally:
-                os.close(handle)
-            durable.replace(aside, path)
+            durable.write_file(path, secret.encode(), mode=0o600)
     return secret
 
 
