@@ -50,3 +50,12 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# The fill of each named node's box at the zoom that fits the whole graph (green: materialized).
+NODE_COLOURS = """names => Object.fromEntries(names.map(name => {
+  const node = [...document.querySelectorAll('foreignObject')]
+    .find(f => f.querySelector('[class*="AssetNode_assetName"]')?.textContent.trim() === name);
+  const box = node && node.querySelector('[class*="AssetNode_minimalAssetNodeBox"]');
+  return [name, box ? box.getAttribute('style') : 'not drawn'];
+}))"""

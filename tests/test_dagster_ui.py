@@ -34,7 +34,7 @@ from imago_pipeline.core.ingest import register_image
 from imago_pipeline.core.stores.blobs import build_blob_store
 from imago_pipeline.dagster_instance import prepare_dagster_home
 from imago_pipeline.in_process import process_images
-from tests.browser import browser_page, screenshot
+from tests.browser import NODE_COLOURS, browser_page, screenshot
 from tests.conftest import REPO, SAMPLES, SERVICES
 from tests.http_server import free_port
 
@@ -269,15 +269,6 @@ RENDERED_GRAPH = """() => ({
                 w: +f.getAttribute('width'), h: +f.getAttribute('height')})),
   edges: [...document.querySelectorAll('svg path[marker-end]')].map(p => p.getAttribute('d')),
 })"""
-
-
-# The fill of each named node's box at the zoom that fits the whole graph (green: materialized).
-NODE_COLOURS = """names => Object.fromEntries(names.map(name => {
-  const node = [...document.querySelectorAll('foreignObject')]
-    .find(f => f.querySelector('[class*="AssetNode_assetName"]')?.textContent.trim() === name);
-  const box = node && node.querySelector('[class*="AssetNode_minimalAssetNodeBox"]');
-  return [name, box ? box.getAttribute('style') : 'not drawn'];
-}))"""
 
 
 def _check_in_the_browser(base: str, location: str, expected: dict, settings: ImagoSettings, image_ids: list[int],
