@@ -172,6 +172,42 @@ def test_snapshot_tables_are_merged_with_every_row_and_a_rewrite_starts_afresh(n
     assert compact_table(lake, INFERENCE_LOG).rows == 50 and len(_view(lake, "inference_log", "id")) == 50
 
 
+def test_a_snapshot_table_rewritten_while_it_is_read_is_never_missing(tmp_path):
+    """A thread watches a snapshot table's folder while it is rewritten whole 200 times: the folder is always
+    there. The new and the old folders are exchanged in one step; renamed away and then in (as before, and
+    still where the file system cannot exchange), a reader could fall between and find no table."""
+    from imago_pipeline.core.stores.lake_tables import INFERENCE_LOG
+
+    lake = Lake(tmp_path / "lake")
+
+    def snapshot(count: int) -> None:
+        lake.replace_table("inference_log", [
+            {"id": i, "tenant_id": 1, "date": date(2026, 9, 1), "success": True, "latency_ms": 1.0,
+             "model_version": "v1", "label": "cat", "created_at": T0} for i in range(count)],
+            schema=INFERENCE_LOG.schema)
+
+    snapshot(1)
+    folder = tmp_path / "lake" / lake.table_path("inference_log")
+    missing, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            if not folder.is_dir():
+                missing.append(time.perf_counter())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for n in range(200):
+            snapshot(1 + n % 5)
+    finally:
+        stop.set()
+        watcher.join()
+    assert not missing, f"the table was missing {len(missing)} times"
+    assert len(_view(lake, "inference_log", "id")) == 1 + 199 % 5
+    assert sorted(p.name for p in (tmp_path / "lake").iterdir() if p.name.startswith(".inference_log")) == []
+
+
 def test_an_s3_lakes_lock_is_shared_through_postgres_and_dies_with_its_holder(postgres_admin_url):
     """Machines sharing an S3 lake share no file system: the table lock is a Postgres advisory lock. Another
     process holding it makes us wait; a holder killed with SIGKILL releases it (its connection dies)."""

@@ -9,6 +9,7 @@ file (a catalog row, the lake's manifest) is written after it, so the file must 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import itertools
@@ -104,6 +105,24 @@ def replace(written: Path, target: Path) -> None:
     sync_folder(target.parent)
     if written.parent != target.parent:
         sync_folder(written.parent)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two names in one step (Linux `renameat2(RENAME_EXCHANGE)`): a reader sees one or the other, never
+    neither. False where the system or file system cannot (the caller then renames twice)."""
+    renameat2 = getattr(_libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
 
 
 def remove(path: Path) -> None:

@@ -185,15 +185,21 @@ class LocalLakeFiles(LakeFiles):
             yield
 
     def swap_tree(self, staged: str, relative: str) -> None:
-        final, old = self.path(relative), self.path(relative).with_name(f".{Path(relative).name}.old")
+        """The staged folder's files were written by `write_table`, each synced. Where both folders exist they
+        are exchanged in one step, so a reader never finds the table missing; an emptied table (nothing
+        staged) is removed."""
+        final, new = self.path(relative), self.path(staged)
+        old = final.with_name(f".{final.name}.old")
         shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        if self.path(staged).exists():  # its files were written by `write_table`, each synced
-            os.replace(self.path(staged), final)
+        if final.exists() and new.exists() and durable.exchange(new, final):
+            old = new  # the previous table, now under the staged name
+        else:
+            if final.exists():
+                os.replace(final, old)
+            if new.exists():
+                os.replace(new, final)
         shutil.rmtree(old, ignore_errors=True)
-        durable.sync_folder(final.parent)  # the swap and the old rows' removal, durable together (an emptied
-        # table too: no staged folder, the old one only removed)
+        durable.sync_folder(final.parent)  # the swap and the old rows' removal, durable together
 
 
 class S3LakeFiles(LakeFiles):
