@@ -203,3 +203,7 @@ def test_utc_time_follows_daylight_saving_and_refuses_to_guess():
     assert utc_time("2021-12-01T12:00:00-05:00", "Europe/Paris") == "2021-12-01T17:00:00Z"  # the file's offset wins
     assert utc_time("2021-12-01T12:00:00", None) is None  # a local time and no position: unknown
     assert utc_time("not a date", "Europe/Paris") is None
+    # past the calendar's ends in UTC: unknown (it crashed the batch's EXIF stage with OverflowError)
+    assert utc_time("9999-12-31T23:59:59-12:00", None) is None
+    assert utc_time("9999-12-31T23:59:59", "Pacific/Honolulu") is None
+    assert utc_time("0001-01-01T00:00:00+12:00", None) is None

@@ -54,3 +54,50 @@ def test_exif_and_thumbnail_stages_store_rows_checks_and_lake_files_for_a_batch(
     # the summary finishes only the stages given: exif and thumbnail are all this pipeline has here
     counts = summary.run(catalog, lake, [*ids, bad], run_id="run-1", claim=None)
     assert counts["images"] == 4
+
+
+def _photo_dated(date: str, offset: str, lat: float, lon: float) -> bytes:
+    """A small JPEG whose EXIF says when (with its clock's offset) and where it was taken."""
+    import io
+
+    import piexif
+    from PIL import Image
+
+    def dms(value: float) -> tuple:
+        return ((int(abs(value)), 1), (0, 1), (0, 1))
+
+    exif = {"Exif": {piexif.ExifIFD.DateTimeOriginal: date.encode(),
+                     piexif.ExifIFD.OffsetTimeOriginal: offset.encode()},
+            "GPS": {piexif.GPSIFD.GPSLatitudeRef: b"N" if lat >= 0 else b"S", piexif.GPSIFD.GPSLatitude: dms(lat),
+                    piexif.GPSIFD.GPSLongitudeRef: b"E" if lon >= 0 else b"W", piexif.GPSIFD.GPSLongitude: dms(lon)}}
+    out = io.BytesIO()
+    Image.new("RGB", (32, 24), "teal").save(out, format="JPEG", exif=piexif.dump(exif))
+    return out.getvalue()
+
+
+def test_a_photo_dated_past_the_calendar_in_utc_fails_no_other_image_of_its_batch(catalog: Catalog, settings):
+    """9999-12-31 23:59:59 at UTC-12 is after year 9999 in UTC: converting it raised OverflowError in the
+    batch's place lookup, which failed the EXIF stage of every image in the run (each retried, then
+    dead-lettered). Now the date is flagged by the plausibility check and the batch completes."""
+    tenant = catalog.clients.get_or_create("t")
+    store, lake = LocalBlobStore(settings.blob_root), Lake(settings.lake_root)
+    uploads = {"canon.jpg": (SAMPLES / "Canon_40D.jpg").read_bytes(),
+               "honolulu-9999.jpg": _photo_dated("9999:12:31 23:59:59", "-12:00", 21, -157),
+               "honolulu-2020.jpg": _photo_dated("2020:06:01 08:00:00", "-10:00", 21, -157)}
+    ids = {name: register_image(catalog, store, settings, tenant_id=tenant.id, filename=name, data=data).image.id
+           for name, data in uploads.items()}
+    batch = ImageBatch(catalog, lake, stage="exif", code_version="exif-test", image_ids=list(ids.values()),
+                       run_id="run-1")
+    with worker_pool(1) as pool:
+        report = exif.run(batch, batch.inputs(store, max_pixels=settings.max_pixels, thumbnail_size=64,
+                                              ocr_languages="eng"), pool.map)
+
+    scoped = catalog.for_tenant(tenant.id)
+    assert report.failed == 0
+    stages = {name: {s.stage: s.status for s in scoped.get_stages(i)} for name, i in ids.items()}
+    assert stages == {name: {"exif": "done"} for name in ids}
+    far = scoped.get_exif(ids["honolulu-9999.jpg"])
+    assert (far.datetime_original, far.datetime_utc, far.country_code) == ("9999-12-31T23:59:59-12:00", None, "US")
+    assert scoped.get_exif(ids["honolulu-2020.jpg"]).datetime_utc == "2020-06-01T18:00:00Z"
+    flagged = {c.image_id: c.detail for c in report.checks[0].outcomes if not c.passed}
+    assert flagged == {ids["honolulu-9999.jpg"]: "date 9999-12-31T23:59:59-12:00 is outside 1826..today"}

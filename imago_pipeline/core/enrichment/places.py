@@ -93,7 +93,8 @@ def locate(points: list[tuple[float, float]]) -> list[Place]:
 
 def utc_time(taken: str | None, timezone: str | None) -> str | None:
     """The capture time in UTC (ISO 8601 with `Z`): `taken` with its own offset as written, else in
-    `timezone`; None when neither says where the clock was."""
+    `timezone`; None when neither says where the clock was, or when the moment in UTC falls outside the
+    years 1..9999 (a camera's 9999-12-31 west of Greenwich: a date to flag, not to crash the batch on)."""
     if not taken:
         return None
     try:
@@ -107,7 +108,10 @@ def utc_time(taken: str | None, timezone: str | None) -> str | None:
             moment = moment.replace(tzinfo=ZoneInfo(timezone))
         except (ZoneInfoNotFoundError, ValueError):
             return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except OverflowError:
+        return None
 
 
 def _point(record: Mapping) -> tuple[float, float] | None:
