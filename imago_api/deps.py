@@ -6,15 +6,18 @@ declares its scope with `require_scope` in its decorator; the OpenAPI summary na
 
 from __future__ import annotations
 
+import logging
 import secrets
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Path, Request, Response, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
+from pydantic import AfterValidator
 
-from imago_api.errors import MissingScope, NotAuthenticated, NotFound, RateLimited
+from imago_api.errors import MissingScope, NotAuthenticated, NotFound, RateLimited, Unavailable
 from imago_pipeline.core.catalog import Catalog, Principal, TenantCatalog
 from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.stores.blobs import BlobStore
@@ -24,7 +27,21 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Y
 
 # Ids are 32-bit integers in the catalog (Postgres INTEGER): a larger one names nothing and is refused (422)
 # before it reaches the database, where it would overflow.
+log = logging.getLogger("imago.api")
 MAX_ID = 2**31 - 1
+MAX_BYTES = 2**63 - 1  # a byte count the catalog's BIGINT holds
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """A time the catalog can compare with (it stores UTC): one whose UTC equivalent is before year 1 or
+    after 9999 (0001-01-01T00:00+01:00) is refused as invalid, not left to overflow in the query."""
+    try:
+        return moment.astimezone(UTC) if moment.tzinfo is not None else moment
+    except OverflowError:
+        raise ValueError("the time in UTC falls outside the years 1 to 9999") from None
+
+
+UtcTime = Annotated[datetime, AfterValidator(_in_utc)]
 UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ClientId = Annotated[int, Path(ge=1, le=MAX_ID, description="The client's id")]
 
@@ -72,8 +89,15 @@ async def get_principal(request: Request, response: Response,
             raise NotAuthenticated("missing or invalid X-API-Key header")
         limiter = request.app.state.rate_limiter
         client, plan = str(principal.tenant_id), principal.plan
-        decision = limiter.hit(client, plan) if limiter.in_memory else await run_in_threadpool(limiter.hit, client,
-                                                                                               plan)
+        if limiter.in_memory:
+            decision = limiter.hit(client, plan)
+        else:
+            try:
+                decision = await run_in_threadpool(limiter.hit, client, plan)
+            except Exception as exc:  # the shared counters' store (Redis) is down: say so, recover when it is back
+                log.warning("rate-limit store unavailable: %s", exc)
+                raise Unavailable("the rate-limit store cannot be reached; retry shortly",
+                                  code="rate_limit_unavailable") from exc
         if not decision.allowed:
             raise RateLimited(f"rate limit of the '{principal.plan}' plan reached ({decision.limit}); "
                               f"retry in {decision.retry_after_s} s", retry_after_s=decision.retry_after_s)

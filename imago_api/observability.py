@@ -16,6 +16,7 @@ import time
 import uuid
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from pythonjsonlogger.json import JsonFormatter
 from rich.console import Console
 from rich.logging import RichHandler
@@ -74,18 +75,22 @@ class RequestObserver:
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         started = time.perf_counter()
-        status = 500
+        status, answered = 500, False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if answered:  # a stream that broke half-way: nothing more can be said to the client
+                raise
+            await unexpected_error(exc, request_id)(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
@@ -98,6 +103,27 @@ class RequestObserver:
                      extra={"method": method, "route": route, "status": status,
                             "duration_ms": round(elapsed * 1000, 1), "client_id": client_id})
             request_id_var.reset(token)
+
+
+def unexpected_error(exc: Exception, request_id: str) -> JSONResponse:
+    """The answer to an exception no handler took, in the API's error shape: text with a NUL character
+    (which Postgres refuses in any string) is the client's error, 422; anything else is our bug, 500, logged
+    with its traceback and the request id the client can quote."""
+    if _is_nul_refusal(exc):
+        return JSONResponse({"error": {"code": "invalid_request", "message": "text with a NUL (0x00) character"}},
+                            status_code=422)
+    log.error("unexpected error", exc_info=exc)
+    return JSONResponse({"error": {"code": "internal_error", "request_id": request_id,
+                                   "message": f"an unexpected error; quote request id {request_id} to report it"}},
+                        status_code=500)
+
+
+def _is_nul_refusal(exc: BaseException | None) -> bool:
+    while exc is not None:  # psycopg2's ValueError, wrapped by SQLAlchemy or not
+        if isinstance(exc, ValueError) and "NUL" in str(exc):
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__
+    return False
 
 
 def install_request_middleware(app: FastAPI) -> None:

@@ -4,9 +4,13 @@ bound to what they were issued for. Over real HTTP."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -15,7 +19,7 @@ import pytest
 from imago_api.main import create_app
 from imago_pipeline.core.config import ImagoSettings, Plan
 from tests.conftest import SAMPLES
-from tests.http_server import serve
+from tests.http_server import free_port, serve
 
 PHOTO = SAMPLES / "Canon_40D.jpg"
 ADMIN_KEY = "operator-key-for-the-robustness-suite"
@@ -208,3 +212,114 @@ def test_links_are_built_from_the_public_url_not_the_host_header(api, tmp_path):
     finally:
         app.state.settings = settings
     assert url.startswith("https://images.example.com/files/signed/")
+
+
+def test_an_unexpected_error_answers_500_in_the_error_shape_with_the_request_id(tmp_path, caplog):
+    """Our bug, not the client's: the body still has the error shape, and names the request id that the
+    log line with the traceback carries (before: Starlette's plain-text 'Internal Server Error')."""
+    app = create_app(ImagoSettings(home=tmp_path / "imago", workers=1, log_format="text"))
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("a bug")
+
+    logger = logging.getLogger("imago.api")  # the `imago` logger has its own handler and does not propagate
+    logger.addHandler(caplog.handler)
+    try:
+        with serve(app) as base_url:
+            answer = httpx.get(f"{base_url}/boom", headers={"X-Request-ID": "request-for-the-bug"}, timeout=30)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert answer.status_code == 500 and answer.headers["x-request-id"] == "request-for-the-bug"
+    assert answer.json()["error"]["code"] == "internal_error"
+    assert answer.json()["error"]["request_id"] == "request-for-the-bug"
+    logged = [r for r in caplog.records if r.name == "imago.api" and r.exc_info]
+    assert logged and "a bug" in str(logged[-1].exc_info[1])
+
+
+def test_times_past_the_calendar_in_utc_big_quotas_and_bad_host_names_are_refused_not_500(api):
+    """Each of these answered 500 (OverflowError, IDNAError) before."""
+    http, _app, _settings, _key, _image, _url = api
+    for params in ({"created_from": "0001-01-01T00:00:00+01:00"}, {"created_to": "9999-12-31T23:59:59-14:00"}):
+        answer = http.get("/images", params=params)
+        assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_request", params
+    assert http.get("/images", params={"created_to": "9999-12-31T23:59:59+00:00"}).status_code == 200
+    admin = {"X-API-Key": ADMIN_KEY}
+    for method, path in [("POST", "/auth/clients"), ("PATCH", "/auth/clients/1")]:
+        body = {"quota_bytes": 2**63, **({"name": "big-quota"} if method == "POST" else {})}
+        answer = http.request(method, path, headers=admin, json=body)
+        assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_request", method
+    for url in ["http://a..b/", "http://xn--/", f"http://{'a' * 64}.example/"]:
+        answer = http.post("/ai/summarize", json={"url": url})
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "url_not_allowed", url
+    far = http.post("/ai/draft-task", json={"description": "Send the report in 99999999999 days"})
+    assert far.status_code == 200 and far.json()["due_date"] is None
+    last_day = http.post("/ai/draft-task", json={"description": "Call Ana tomorrow", "today": "9999-12-31"})
+    assert last_day.status_code == 200 and last_day.json()["due_date"] is None
+    everything = http.get("/images").json()["total"]
+    assert http.get("/images", params={"q": "   "}).json()["total"] == everything  # blank: no search
+
+
+def test_text_with_a_nul_character_is_refused_on_postgres(tmp_path, postgres_admin_url):
+    """Postgres refuses NUL in any string: psycopg2's ValueError was a 500."""
+    from tests import postgres
+
+    name = f"imago_nul_{uuid.uuid4().hex[:8]}"
+    url = postgres.create_database(postgres_admin_url, name)
+    try:
+        app = create_app(ImagoSettings(home=tmp_path / "imago", workers=1, log_format="text", database_url=url))
+        client = app.state.catalog.clients.create("nul", scopes=["images:read"])
+        key = app.state.catalog.clients.issue_key(client.id)
+        with serve(app) as base_url, httpx.Client(base_url=base_url, headers={"X-API-Key": key}, timeout=30) as http:
+            for params in ({"camera_make": "\x00"}, {"camera_make": "a\x00b"}):
+                answer = http.get("/images", params=params)
+                assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_request", params
+            assert http.get("/images", params={"camera_make": "Canon"}).status_code == 200
+            assert http.get("/images", params={"q": "cat\x00"}).status_code == 200  # search words drop it
+        app.state.catalog.engine.dispose()
+    finally:
+        postgres.drop_database(postgres_admin_url, name)
+
+
+@contextlib.contextmanager
+def _redis_server(port: int):
+    """A throwaway Redis (no persistence) on `port`, stopped on exit."""
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert process.poll() is None and time.time() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield process
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_rate_limits_in_redis_are_shared_across_api_processes_and_its_outage_is_a_503(tmp_path):
+    """IMAGO_RATE_LIMIT_STORAGE=redis://…: two API processes (apps) count one client's requests together;
+    Redis down answers 503 rate_limit_unavailable (the redis client was not installed: the API did not
+    start), and the API recovers by itself when Redis is back."""
+    port = free_port()
+    settings = ImagoSettings(home=tmp_path / "imago", workers=1, log_format="text",
+                             rate_limit_storage=f"redis://127.0.0.1:{port}/0",
+                             plans={"free": Plan(rate_limit="3/minute", quota_bytes=None)})
+    with _redis_server(port):
+        first, second = create_app(settings), create_app(settings)
+        client = first.state.catalog.clients.create("shared", scopes=["images:read"])
+        key = first.state.catalog.clients.issue_key(client.id)
+        with serve(first) as one, serve(second) as two:
+            answers = [httpx.get(f"{base}/images", headers={"X-API-Key": key}, timeout=30)
+                       for base in (one, two, one, two)]
+            assert [a.status_code for a in answers] == [200, 200, 200, 429]
+            assert [a.headers.get("x-ratelimit-remaining") for a in answers[:3]] == ["2", "1", "0"]
+    with serve(first) as one:
+        down = httpx.get(f"{one}/images", headers={"X-API-Key": key}, timeout=30)
+        assert down.status_code == 503 and down.json()["error"]["code"] == "rate_limit_unavailable"
+        assert down.headers["retry-after"]
+        with _redis_server(port):  # back (empty: the counters start again)
+            assert httpx.get(f"{one}/images", headers={"X-API-Key": key}, timeout=30).status_code == 200

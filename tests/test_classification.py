@@ -207,6 +207,10 @@ def test_pipeline_classifies_cats_dogs_and_other_with_feedback_prediction_and_me
         verdict = client.post(f"/images/{ids[4]}/feedback", json={"correct": False, "label": "dog"})
         assert verdict.status_code == 201 and verdict.json()["predicted_label"] == "other"
         assert client.post(f"/images/{ids[5]}/feedback", json={"correct": True}).json()["label"] == "other"
+        for image_id, contradiction in [(ids[5], {"correct": True, "label": "dog"}),  # predicted other
+                                        (ids[4], {"correct": False, "label": "other"})]:
+            refused = client.post(f"/images/{image_id}/feedback", json=contradiction)
+            assert refused.status_code == 422 and refused.json()["error"]["code"] == "contradictory_feedback"
         assert client.post(f"/images/{ids[0]}/feedback", json={"correct": False, "label": "fox"}).status_code == 422
         assert client.post("/images/999999/feedback", json={"correct": True}).status_code == 404
 

@@ -78,14 +78,15 @@ def check_url(url: str | httpx.URL, *, allow_private: bool) -> httpx.URL:
     """The URL if its scheme is allowed and its host is not a refused IP literal; names are checked at connect."""
     try:
         parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
+        host = parsed.host  # decoded from IDNA here: a malformed A-label (xn--) raises
+    except (httpx.InvalidURL, UnicodeError) as exc:
         raise UrlNotAllowed(f"not a valid URL: {exc}") from exc
     if parsed.scheme not in ("http", "https"):
         raise UrlNotAllowed(f"only http and https URLs are fetched, not {parsed.scheme or 'a URL without a scheme'}")
-    if not parsed.host:
+    if not host:
         raise UrlNotAllowed("the URL has no host")
     try:
-        literal = ipaddress.ip_address(parsed.host)
+        literal = ipaddress.ip_address(host)
     except ValueError:
         return parsed
     reason = refusal(str(literal), allow_private=allow_private)
@@ -100,6 +101,8 @@ def resolve(host: str, port: int, *, allow_private: bool) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise FetchFailed(f"cannot resolve {host}: {exc.strerror}") from exc
+    except UnicodeError as exc:  # an empty label (a..b) or one over 63 characters: no name to resolve
+        raise UrlNotAllowed(f"{host} is not a valid host name") from exc
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     for address in addresses:
         reason = refusal(address, allow_private=allow_private)

@@ -52,24 +52,32 @@ _NOT_TAGS = frozenset(words(" ".join([
 
 
 def due_date(text: str, today: date) -> date | None:
-    """The date meant by the first date expression in `text`; a weekday means the next one after today."""
-    found: list[tuple[int, date]] = []
+    """The date meant by the first date expression in `text`; a weekday means the next one after today.
+    An expression that lands past year 9999 ("in 99999999999 days") names no date."""
+    found: list[tuple[int, date | None]] = []
     for match in _ISO_DATE.finditer(text):
         try:
             found.append((match.start(), date(*(int(g) for g in match.groups()))))
         except ValueError:
             continue
     for pattern, days in _RELATIVE_DAYS.items():
-        found += [(m.start(), today + timedelta(days=days)) for m in pattern.finditer(text)]
+        found += [(m.start(), _days_after(today, days)) for m in pattern.finditer(text)]
     for match in _IN_N.finditer(text):
         count = match.group(1).lower()
         n = int(count) if count.isdigit() else _NUMBERS[count]
         weeks = match.group(2).lower().startswith(("week", "semaine"))
-        found.append((match.start(), today + timedelta(days=n * 7 if weeks else n)))
+        found.append((match.start(), _days_after(today, n * 7 if weeks else n)))
     for match in _WEEKDAY.finditer(text):
         ahead = (_WEEKDAYS[match.group(1).lower()] - today.weekday()) % 7 or 7
-        found.append((match.start(), today + timedelta(days=ahead)))
+        found.append((match.start(), _days_after(today, ahead)))
     return min(found, key=lambda hit: hit[0])[1] if found else None
+
+
+def _days_after(today: date, days: int) -> date | None:
+    try:
+        return today + timedelta(days=days)
+    except OverflowError:  # past date.max, or more days than timedelta holds
+        return None
 
 
 def priority(text: str) -> str:

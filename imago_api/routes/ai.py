@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from imago_api.ai.extract import NoText, extract_text
 from imago_api.ai.fetch import (
@@ -47,8 +47,9 @@ FETCH_ERRORS: dict[type[Exception], tuple[int, str]] = {
 class SummarizeIn(BaseModel):
     url: str = Field(min_length=1, max_length=2048, description="An http or https page (HTML or plain text).")
     max_sentences: int = Field(default=3, ge=1, le=10)
-    language: str | None = Field(default=None, pattern="^[a-z]{2}$", description=(
-        "Language of the summary (ISO 639-1, e.g. fr). Hosted providers write in it; the offline provider "
+    language: Annotated[str, AfterValidator(str.lower)] | None = Field(
+        default=None, pattern="^[A-Za-z]{2}$", description=(
+        "Language of the summary (ISO 639-1, e.g. fr or FR). Hosted providers write in it; the offline provider "
         "extracts the page's own sentences, so its summary stays in the page's language."))
 
 

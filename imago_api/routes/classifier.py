@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from imago_api.deps import BlobStoreDep, CatalogDep, ImageId, PrincipalDep, SettingsDep, TenantDep, require_scope
 from imago_api.errors import AUTHENTICATED, UPLOAD_STATUS, ApiError, InvalidUpload, NotFound, responses
+from imago_pipeline.core.catalog.tenant import ContradictoryFeedback
 from imago_pipeline.core.classifier import classify
 from imago_pipeline.core.enrichment.decode import InvalidImage, inspect_image
 
@@ -54,7 +55,10 @@ def give_feedback(image_id: ImageId, body: FeedbackIn, tenant: TenantDep, reques
     if not body.correct and body.label is None:
         raise ApiError("say what the image shows: `label` is `cat`, `dog` or `other`", code="label_required",
                        status_code=422)
-    row = tenant.add_feedback(image_id, correct=body.correct, label=body.label)
+    try:
+        row = tenant.add_feedback(image_id, correct=body.correct, label=body.label)
+    except ContradictoryFeedback as exc:
+        raise ApiError(str(exc), code="contradictory_feedback", status_code=422) from exc
     request.app.state.metrics.feedback.labels(row.model_version or "none", "agree" if row.correct else "disagree").inc()
     return FeedbackOut(id=row.id, image_id=image_id, correct=row.correct, label=row.label,
                        predicted_label=row.predicted_label, model_version=row.model_version)

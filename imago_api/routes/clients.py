@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field, field_validator
 
-from imago_api.deps import CatalogDep, ClientId, SettingsDep, require_scope
+from imago_api.deps import MAX_BYTES, CatalogDep, ClientId, SettingsDep, require_scope
 from imago_api.errors import AUTHENTICATED, ApiError, Conflict, NotFound, responses
 from imago_pipeline.core.catalog import ALL_SCOPES, DEFAULT_SCOPES, ClientExists
 from imago_pipeline.core.catalog.models import Tenant
@@ -30,7 +30,8 @@ class ClientIn(BaseModel):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[\w .@-]+$")
     plan: str = "free"
     scopes: list[Scope] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
-    quota_bytes: int | None = Field(default=None, ge=0, description="Override of the plan's storage quota")
+    quota_bytes: int | None = Field(default=None, ge=0, le=MAX_BYTES,
+                                    description="Override of the plan's storage quota")
 
     _scopes = field_validator("scopes")(_check_scopes)
 
@@ -39,8 +40,8 @@ class ClientPatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[\w .@-]+$")
     plan: str | None = None
     scopes: list[Scope] | None = None
-    quota_bytes: int | None = Field(default=None, ge=0, description="An explicit null drops the override: the "
-                                    "plan's quota applies again")
+    quota_bytes: int | None = Field(default=None, ge=0, le=MAX_BYTES, description="An explicit null drops the "
+                                    "override: the plan's quota applies again")
 
     @field_validator("scopes")
     @classmethod

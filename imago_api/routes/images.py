@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
@@ -20,6 +19,7 @@ from imago_api.deps import (
     PrincipalDep,
     SettingsDep,
     TenantDep,
+    UtcTime,
     effective_quota,
     plan_priority,
     require_scope,
@@ -123,8 +123,8 @@ def list_images(
     settings: SettingsDep,
     status_: Annotated[Literal["pending", "queued", "requeued", "processing", "done", "failed"] | None,
                        Query(alias="status")] = None,
-    created_from: Annotated[datetime | None, Query(description="Uploaded at or after (ISO 8601)")] = None,
-    created_to: Annotated[datetime | None, Query(description="Uploaded before (ISO 8601)")] = None,
+    created_from: Annotated[UtcTime | None, Query(description="Uploaded at or after (ISO 8601)")] = None,
+    created_to: Annotated[UtcTime | None, Query(description="Uploaded before (ISO 8601)")] = None,
     camera_make: Annotated[str | None, Query(max_length=128, description="EXIF make, case-insensitive")] = None,
     country: Annotated[str | None, Query(pattern="^[A-Za-z]{2}$", description="Taken in this country "
                                          "(ISO 3166-1 alpha-2, e.g. ES), from the GPS position")] = None,
@@ -137,7 +137,8 @@ def list_images(
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> ImagePage:
     filters = ImageFilters(status=status_, created_from=created_from, created_to=created_to, camera_make=camera_make,
-                           country_code=country, text_query=q, dead_letter=dead_letter)
+                           country_code=country, text_query=(q or "").strip() or None,
+                           dead_letter=dead_letter)
     items, total = tenant.list_images(filters, limit=limit, offset=offset)
     used, count = tenant.storage_used()
     return ImagePage(items=[ImageOut.model_validate(i) for i in items], total=total, limit=limit, offset=offset,

@@ -59,6 +59,10 @@ class NewUpload:
     before_insert: Callable[[], None] | None = None
 
 
+class ContradictoryFeedback(ValueError):
+    """Feedback whose `correct` and `label` disagree about the prediction."""
+
+
 def register_uploads(catalog: Catalog, uploads: Sequence[NewUpload]) -> list[tuple[Image, bool] | Exception]:
     """Register checked uploads (the API's concurrent ones, a bulk ingest's batch, or one alone) in one
     transaction: per tenant one statement finds the duplicates, one sums the storage used (only when a quota
@@ -339,8 +343,13 @@ class TenantCatalog:
 
     def add_feedback(self, image_id: int, *, correct: bool, label: str | None) -> Feedback:
         """Record a verdict on the image's current classification. The true label is the prediction when it
-        was right; when it was wrong, the caller says what it is (`label`)."""
+        was right; when it was wrong, the caller says what it is (`label`). A verdict that contradicts itself
+        (right, with another label; wrong, with the predicted one) raises `ContradictoryFeedback`: stored,
+        it would count as agreement in the monitoring while retraining learns the other label."""
         predicted = self.get_classification(image_id)
+        if predicted is not None and label is not None and correct != (label == predicted.label):
+            said = f"`correct` is true but `label` is '{label}'" if correct else "`correct` is false but `label` is it"
+            raise ContradictoryFeedback(f"the prediction was '{predicted.label}': {said}")
         true_label = label
         if true_label is None and predicted is not None and correct:
             true_label = predicted.label
