@@ -147,6 +147,9 @@ async def resolve_image_id(
         return value
     tenant = await get_tenant_catalog(request.app.state.catalog, principal)
     found = await run_in_threadpool(tenant.image_id_for_uuid, image_id.lower())
+    if found is None:  # an erasure cut short still knows it: a retried DELETE finishes it (other routes: 404)
+        found = await run_in_threadpool(tenant.catalog.pending_erasures.image_id_for_uuid, tenant.tenant_id,
+                                        image_id.lower())
     if found is None:
         raise NotFound(f"image {image_id} not found")
     return found

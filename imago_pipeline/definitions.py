@@ -20,6 +20,7 @@ from imago_pipeline.defs.governance.assets import (
     retention_job,
     retention_purge,
     retention_schedule,
+    unfinished_erasures,
 )
 from imago_pipeline.defs.intake.sensors import (
     drop_folder_sensor,
@@ -44,7 +45,7 @@ def build_definitions(settings: ImagoSettings | None = None) -> dg.Definitions:
     settings = settings or ImagoSettings()
     return dg.Definitions(
         assets=[uploads, *build_image_assets(settings), classifier_candidate, production_classifier,
-                classifier_monitoring, retention_purge, orphan_blob_sweep, lake_compaction,
+                classifier_monitoring, retention_purge, orphan_blob_sweep, unfinished_erasures, lake_compaction,
                 *build_sql_model_assets(settings)],
         jobs=[process_images_job, retrain_classifier_job, retention_job, batch_reprocess_job],
         schedules=[retention_schedule, nightly_reprocess_schedule],

@@ -51,6 +51,7 @@ CORE_DEPS = {
     "image_summary": {"exif", "thumbnail", "ocr", "embedding", "classification", "vision"},
     "classifier_candidate": set(), "production_classifier": {"classifier_candidate"},
     "retention_purge": set(), "classifier_monitoring": {"retention_purge"}, "orphan_blob_sweep": set(),
+    "unfinished_erasures": set(),
 }
 PER_IMAGE = ("exif", "thumbnail", "ocr", "embedding", "classification", "vision", "image_summary")
 # Assets that write the lake tables a SQL model may read.

@@ -324,7 +324,8 @@ def reprocess_image(image_id: ImageId, tenant: TenantDep, principal: PrincipalDe
                summary="Erase the image everywhere: file, thumbnail, catalog, lake, Dagster (scope images:delete)")
 def delete_image(image_id: ImageId, request: Request, principal: PrincipalDep, catalog: CatalogDep,
                  blobs: BlobStoreDep, lake: LakeDep) -> Response:
-    """Irreversible. Its feedback goes too; signed links to it stop working. An audit row keeps only counts."""
+    """Irreversible. Its feedback goes too; signed links to it stop working. An audit row keeps only counts.
+    An erasure cut short (a 503 while the file store was down) is finished by retrying the DELETE: 204."""
     from imago_pipeline.dagster_internals import erase_dagster_partition  # Dagster loads on first erasure
 
     instance = request.app.state.dagster_instance()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -37,6 +37,7 @@ def purge(
     """Purge inference logs and feedback past their retention, everywhere, and delete stored files no row
     points at (the daily `retention_job`)."""
     from imago_pipeline.core.catalog import Catalog
+    from imago_pipeline.core.catalog.models import utcnow
     from imago_pipeline.core.orphan_blobs import sweep_orphan_blobs
     from imago_pipeline.core.retention import purge_expired
     from imago_pipeline.core.stores.blobs import build_blob_store
@@ -56,6 +57,8 @@ def purge(
         out.print(f"stored files: {sweep.orphans} of {sweep.scanned} ({sweep.orphan_bytes} bytes) are a day old and "
                   f"no row points at them: " + (f"nothing would be deleted, {sweep.refused}" if sweep.refused
                                                 else "they would be deleted"))
+        cut_short = catalog.pending_erasures.requested_before(utcnow() - timedelta(minutes=10))
+        out.print(f"erasures cut short: {len(cut_short)} would be finished")
         return
     from imago_pipeline.definitions import build_definitions
     from imago_pipeline.in_process import QUIET_CONSOLE, get_instance
@@ -78,6 +81,8 @@ def purge(
     swept = result.asset_materializations_for_node("orphan_blob_sweep")[0].metadata
     out.print(f"stored files: deleted {swept['orphans_deleted'].value} of {swept['files_scanned'].value} "
               f"({swept['orphan_bytes'].value} bytes) that no row pointed at")
+    finished = result.asset_materializations_for_node("unfinished_erasures")[0].metadata
+    out.print(f"erasures cut short: finished {finished['erasures_finished'].value}")
 
 @app.command()
 def reprocess(

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from imago_pipeline.core.catalog.audit import AuditLog
 from imago_pipeline.core.catalog.clients import ClientStore
 from imago_pipeline.core.catalog.db import make_engine, migrate
+from imago_pipeline.core.catalog.erasures import PendingErasures
 from imago_pipeline.core.catalog.feedback import FeedbackStore
 from imago_pipeline.core.catalog.model_versions import ModelVersionStore
 from imago_pipeline.core.catalog.references import BlobReferences
@@ -38,6 +39,7 @@ class Catalog:
         self.feedback = FeedbackStore(self)
         self.model_versions = ModelVersionStore(self)
         self.audit_log = AuditLog(self)
+        self.pending_erasures = PendingErasures(self)
         self.blob_references = BlobReferences(self)
 
     @classmethod

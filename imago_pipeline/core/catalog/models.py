@@ -309,6 +309,23 @@ class AuditEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class PendingErasure(Base):
+    """An erasure whose catalog rows are gone but whose files, lake rows or Dagster partition may not be
+    yet: written with the catalog deletion, removed with the audit row when every store is done
+    (`core/erasure.py`). It holds the image's ids and file key only until then."""
+
+    __tablename__ = "pending_erasures"
+    __table_args__ = (Index("ix_pending_erasures_image", "tenant_id", "image_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(Integer)  # no foreign key: the tenant may go first
+    image_id: Mapped[int] = mapped_column(Integer)
+    image_uuid: Mapped[str] = mapped_column(String(36))  # a retried DELETE may name the image by uuid
+    blob_key: Mapped[str] = mapped_column(String(512))
+    catalog_rows: Mapped[int] = mapped_column(Integer)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class InferenceLog(Base):
     """Metadata of one synchronous prediction; never the image."""
 

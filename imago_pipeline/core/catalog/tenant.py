@@ -24,6 +24,7 @@ from imago_pipeline.core.catalog.models import (
     ImageStage,
     ImageTag,
     Ocr,
+    PendingErasure,
     Thumbnail,
     Vision,
     new_uuid,
@@ -263,10 +264,11 @@ class TenantCatalog:
             session.commit()
             return image
 
-    def delete_image(self, image_id: int) -> dict[str, int] | None:
-        """Delete the image's catalog rows (every table, and the search index) in one transaction.
+    def delete_image(self, image_id: int) -> tuple[dict[str, int], PendingErasure] | None:
+        """Delete the image's catalog rows (every table, and the search index) in one transaction, which
+        also records the erasure as pending (for the stores outside the catalog: `core/erasure.py`).
 
-        Returns {table: rows deleted}, or None when the tenant has no such image.
+        Returns ({table: rows deleted}, the pending erasure), or None when the tenant has no such image.
         """
         tables: list[Any] = [ImageStage, ImageCheck, Exif, Thumbnail, Ocr, ImageEmbedding, Vision, ImageTag,
                              Classification, Feedback]
@@ -282,10 +284,12 @@ class TenantCatalog:
             search.delete_documents(session, [image_id])
             session.delete(image)
             counts["images"] = 1
+            pending = PendingErasure(tenant_id=self.tenant_id, image_id=image_id, image_uuid=image.uuid,
+                                     blob_key=image.blob_key, catalog_rows=sum(counts.values()))
+            session.add(pending)
             announce(session, [image_id])  # a live stream of it ends
             session.commit()
-        self.catalog.scrub()
-        return counts
+        return counts, pending  # the catalog is scrubbed when the erasure is finished
 
     def list_images(self, filters: ImageFilters, *, limit: int, offset: int) -> tuple[list[Image], int]:
         query = select(Image).where(Image.tenant_id == self.tenant_id)

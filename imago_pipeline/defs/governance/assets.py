@@ -1,8 +1,10 @@
-"""Governance: the daily GDPR retention purge and the sweep of stored files no row points at (also by hand:
-`retention_job` in the Dagster UI, `imago purge`)."""
+"""Governance: the daily GDPR retention purge, the sweep of stored files no row points at and the end of
+erasures cut short (also by hand: `retention_job` in the Dagster UI, `imago purge`)."""
 
 import dagster as dg
 
+from imago_pipeline.core.enrichment.batch import IMAGE_PARTITIONS
+from imago_pipeline.core.erasure import finish_pending_erasures
 from imago_pipeline.core.orphan_blobs import sweep_orphan_blobs
 from imago_pipeline.core.retention import purge_expired
 from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, LakeResource, SettingsResource
@@ -24,6 +26,23 @@ def retention_purge(context: dg.AssetExecutionContext, catalog: CatalogResource,
     context.log.info("; ".join(f"{r.table}: {r.catalog_rows} catalog and {r.lake_rows} lake rows before "
                                f"{r.cutoff:%Y-%m-%d}" for r in results))
     return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(group_name="governance", kinds={"python"}, owners=["team:imago"])
+def unfinished_erasures(context: dg.AssetExecutionContext, catalog: CatalogResource, blobs: BlobStoreResource,
+                        lake: LakeResource) -> dg.MaterializeResult:
+    """Finishes the erasures that a crash or an outage cut short after the image's catalog rows went: its
+    files, lake rows and Dagster partition (each erasure is recorded as pending with the catalog deletion;
+    those under 10 minutes old are left to the request erasing them). An audit row for each."""
+    from imago_pipeline.dagster_internals import erase_dagster_partition
+
+    reports = finish_pending_erasures(catalog.get(), blobs.get(), lake.get(), forget_runs=lambda image_id: (
+        erase_dagster_partition(context.instance, IMAGE_PARTITIONS, str(image_id))))
+    if reports:
+        context.log.warning(f"{len(reports)} erasures cut short were finished")
+    return dg.MaterializeResult(metadata={"erasures_finished": len(reports),
+                                          "lake_rows_deleted": sum(sum(r.lake_rows.values()) for r in reports),
+                                          "files_deleted": sum(r.blobs_deleted for r in reports)})
 
 
 class OrphanSweepConfig(dg.Config):
@@ -50,9 +69,9 @@ def orphan_blob_sweep(context: dg.AssetExecutionContext, config: OrphanSweepConf
 
 retention_job = dg.define_asset_job(
     "retention_job", selection=dg.AssetSelection.assets(retention_purge).downstream()
-    | dg.AssetSelection.assets(orphan_blob_sweep),
+    | dg.AssetSelection.assets(orphan_blob_sweep, unfinished_erasures),
     description="Purge expired inference logs and feedback, then rebuild what is built from them; delete "
-                "stored files no row points at.")
+                "stored files no row points at; finish erasures cut short.")
 
 retention_schedule = dg.ScheduleDefinition(job=retention_job, cron_schedule="30 3 * * *", name="retention_schedule",
                                            default_status=dg.DefaultScheduleStatus.RUNNING,
