@@ -115,6 +115,46 @@ def test_retention_purges_exactly_the_expired_rows_everywhere_and_is_idempotent(
     assert audit[2:] == [("purge_inference_log", 0), ("purge_feedback", 0)]
 
 
+# A purge killed (SIGKILL) between the catalog's deletion and the lake's: at its first lake deletion.
+PURGE_AND_DIE = """
+import os, signal, sys
+from imago_pipeline.core.catalog import Catalog
+from imago_pipeline.core.retention import purge_expired
+from imago_pipeline.core.stores.lake import Lake
+
+class DiesInTheLake(Lake):
+    def delete_before(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+purge_expired(Catalog.connect(sys.argv[1]), DiesInTheLake(sys.argv[2]), {"inference_log": 180, "feedback": 365})
+"""
+
+
+def test_a_purge_killed_half_way_is_on_record_and_the_next_one_finishes_the_lake(catalog, settings,
+                                                                                   dagster_instance):
+    """Before: the audit row was written after both stores, so a purge killed in between had deleted catalog
+    rows with no record of it, and the next run recorded 0 catalog rows."""
+    _seed_old_rows(catalog, settings)
+    defs = build_definitions(settings)
+    assert dg.materialize([defs.get_assets_def("classifier_monitoring")], instance=dagster_instance,
+                          resources=defs.resources).success
+    killed = subprocess.run([sys.executable, "-c", PURGE_AND_DIE, settings.catalog_url, str(settings.lake_root)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+
+    def audit():
+        with catalog.session() as session:
+            return [(a.action, a.detail["catalog_rows"], a.detail["lake_rows"])
+                    for a in session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+
+    assert audit() == [("purge_inference_log", 2, None)]  # the lake's count never came: it never ran
+    assert _ages(catalog, InferenceLog) == {a for a, expired in LOG_AGES.items() if not expired}
+    assert _lake_ages(settings, "inference_log") == set(LOG_AGES)
+    purge_expired(catalog, Lake(settings.lake_root), {"inference_log": 180, "feedback": 365})
+    assert audit()[1:] == [("purge_inference_log", 0, 2), ("purge_feedback", 2, 2)]
+    assert _lake_ages(settings, "inference_log") == {a for a, expired in LOG_AGES.items() if not expired}
+
+
 def test_retention_periods_are_configurable_and_the_cli_dry_run_shows_them(catalog, settings):
     _seed_old_rows(catalog, settings)
     env = {**os.environ, "IMAGO_HOME": str(settings.resolved_home), "IMAGO_DATABASE_URL": settings.catalog_url,
@@ -218,11 +258,16 @@ def test_nightly_batch_requeues_stale_and_failed_oldest_first_with_retries_then_
     _run_requested(settings, dagster_instance, tick)
     images = catalog.work.images_by_id(ids)
     assert images[failed_id].status == "done" and images[stale_id].status == "done"
+    # the retry succeeded: its count and back-off end with it (they kept counting: an unrelated failure
+    # months later was dead-lettered without a retry)
+    assert (images[failed_id].attempts, images[failed_id].next_attempt_at) == (0, None)
     assert run()["stale_requeued"] == 0  # nothing stale any more
 
     # a failure that keeps failing: retried until the limit, waiting between tries, then dead-lettered
     _fail(catalog, failed_id, tenant.id)
-    assert run()["retry_not_due"] == 1  # the back-off from the first retry still runs
+    assert run()["failed_retried"] == 1  # a new failure: retried at once, its first attempt
+    _fail(catalog, failed_id, tenant.id)
+    assert run()["retry_not_due"] == 1  # the back-off from that retry runs
     with catalog.session() as session:
         session.execute(update(Image).where(Image.id == failed_id).values(next_attempt_at=None, attempts=3))
         session.commit()

@@ -3,13 +3,13 @@ retraining and the retention purge read."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import CursorResult, case, delete, func, select, update
 
-from imago_pipeline.core.catalog.models import Feedback, Image, InferenceLog
+from imago_pipeline.core.catalog.models import AuditEvent, Feedback, Image, InferenceLog
 
 if TYPE_CHECKING:
     from imago_pipeline.core.catalog.catalog import Catalog
@@ -64,15 +64,22 @@ class FeedbackStore:
         with self.catalog.session() as session:
             return list(session.scalars(select(Feedback)))
 
-    def older_than(self, table: str, cutoff: datetime, *, delete_them: bool) -> int:
-        """Rows of `inference_log` or `feedback` created before `cutoff`: counted, or deleted (retention)."""
+    def older_than(self, table: str, cutoff: datetime, *, delete_them: bool,
+                   audit: Callable[[int], AuditEvent] | None = None) -> tuple[int, AuditEvent | None]:
+        """Rows of `inference_log` or `feedback` created before `cutoff`: counted, or deleted (retention).
+        With `audit(deleted)`, its audit row is added in the deletion's transaction (and returned), so no
+        deletion goes unrecorded whatever happens next."""
         model = RETAINED[table]
         with self.catalog.session() as session:
             if not delete_them:
-                return session.scalar(select(func.count()).select_from(model).where(model.created_at < cutoff)) or 0
+                counted = session.scalar(select(func.count()).select_from(model).where(model.created_at < cutoff))
+                return counted or 0, None
             deleted = cast(CursorResult, session.execute(delete(model).where(model.created_at < cutoff))).rowcount
+            event = audit(deleted) if audit is not None else None
+            if event is not None:
+                session.add(event)
             session.commit()
-            return deleted
+            return deleted, event
 
 
 # What retention purges, by lake table name.

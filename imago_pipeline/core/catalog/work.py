@@ -209,7 +209,8 @@ class WorkQueue:
                 if failures:
                     image.status, image.error = "failed", "; ".join(failures)
                 elif all(s in done and done[s].status == "done" for s in stages):
-                    image.status, image.error = "done", None
+                    # a success ends the failure's retries: a later failure gets the whole budget again
+                    image.status, image.error, image.attempts, image.next_attempt_at = "done", None, 0, None
                 else:
                     image.status = "processing"
                 image.processed_at, image.requeue_stages = now, None
