@@ -12,7 +12,14 @@ import sys
 import dagster as dg
 
 from imago_pipeline.core.catalog import StageOutcome
-from imago_pipeline.core.claims import CLAIM_TAG, OWNER_TAG, process_claim, reconcile, unfinished_stages
+from imago_pipeline.core.claims import (
+    CLAIM_TAG,
+    OWNER_TAG,
+    process_claim,
+    reconcile,
+    retry_batch_size,
+    unfinished_stages,
+)
 from imago_pipeline.core.ingest import register_image
 from imago_pipeline.core.stores.blobs import LocalBlobStore
 from imago_pipeline.dagster_internals import ImagoRunLauncher, claim_alive, fail_orphaned_runs
@@ -143,6 +150,35 @@ def test_retries_of_a_stranded_image_are_bounded_then_it_is_dead_lettered(catalo
     image = catalog.work.images_by_id(ids)[ids[0]]
     assert plan.dead_lettered == ids and image.status == "failed" and image.gave_up_at is not None
     assert "stranded" in image.error and image.claim is None
+
+
+def test_each_retry_of_a_dead_batch_takes_smaller_runs_so_one_image_cannot_take_the_others_down(
+        catalog, settings, dagster_instance):
+    """Before, a batch whose run kept dying (one photo tripping a stage's batch-wide code failed the run on
+    every retry) was retried whole, and every image of it was dead-lettered with the one at fault."""
+    import io
+
+    from PIL import Image
+
+    settings = settings.model_copy(update={"batch_size": 20})
+    tenant = catalog.clients.get_or_create("t")
+    store = LocalBlobStore(settings.blob_root)
+    for shade in range(12):
+        out = io.BytesIO()
+        Image.new("RGB", (16, 16), (shade * 20, 0, 0)).save(out, format="PNG")
+        register_image(catalog, store, settings, tenant_id=tenant.id, filename=f"{shade}.png", data=out.getvalue())
+    alive = lambda c: claim_alive(dagster_instance, c)  # noqa: E731
+
+    def run_sizes() -> list[int]:
+        tick = _take(dagster_instance, settings)
+        return sorted(int(r.tags.get("imago/batch_size", 1)) for r in tick.run_requests)
+
+    sizes = [run_sizes()]
+    for _ in range(3):  # each time, its runs die: requeued with one attempt more, taken again
+        assert len(reconcile(catalog, alive, max_retries=3, grace_s=0).requeued) == 12
+        sizes.append(run_sizes())
+    assert sizes == [[12], [12], [2] * 6, [1] * 12]
+    assert retry_batch_size(100, 0) == retry_batch_size(100, 1) == 100 and retry_batch_size(100, 2) == 10
 
 
 def test_the_stranded_images_sensor_requeues_and_the_pipeline_finishes_them(catalog, settings, dagster_instance):

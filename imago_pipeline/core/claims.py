@@ -35,6 +35,18 @@ BULK_NICENESS = 10  # bulk processes run niced, so the kernel gives interactive 
 def lane(priority: int) -> str:
     """The run-queue lane of work at this priority."""
     return "bulk" if priority <= BULK_PRIORITY else "interactive"
+def retry_batch_size(batch_size: int, attempts: int) -> int:
+    """How many images a run takes on an image's `attempts`-th retry: the whole batch on the first, a tenth
+    of it on the second, one at a time from the third.
+
+    Why: a run that died may have died of one of its images (a file that trips a stage's batch-wide code,
+    and fails the same way on every retry). Retried in the same batch, all of its images would be
+    dead-lettered with it; in ever smaller runs, the others finish and only the one that kills its run
+    runs out of retries (with the default 3). A first retry keeps the batch: a killed worker or a database
+    gone for a moment is the usual cause, and the batch is the cheap way."""
+    return max(1, batch_size // 10 ** max(0, attempts - 1))
+
+
 RUN_PREFIX, PROCESS_PREFIX = "run:", "proc:"
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from imago_pipeline.core.claims import BULK_PRIORITY, CLAIM_TAG, LANE_TAG, lane, run_claim
+from imago_pipeline.core.claims import BULK_PRIORITY, CLAIM_TAG, LANE_TAG, lane, retry_batch_size, run_claim
 from imago_pipeline.core.ingest import ingest_drops
 from imago_pipeline.core.stores.drops import DropSource, FolderDrop, S3Drop
 from imago_pipeline.defs.batching import plan_claimed_ranges
@@ -46,13 +46,15 @@ def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
         return dg.SkipReason("no pending uploads and no reprocessing requests" + (
             " (bulk work waits for the bulk runs already queued)" if waiting_lanes else ""))
     requeued = {image_id for image_id, status, _, _ in taken if status == "requeued"}
-    by_priority: dict[int, list[tuple[int, tuple[str, ...] | None]]] = {}
+    attempts = {i: image.attempts or 0 for i, image in cat.work.images_by_id(list(requeued)).items()}
+    # by priority, then by the batch size the images' retries allow (`retry_batch_size`)
+    groups: dict[tuple[int, int], list[tuple[int, tuple[str, ...] | None]]] = {}
     for image_id, _, stages, priority in taken:
-        by_priority.setdefault(priority, []).append((image_id, stages))
+        size = retry_batch_size(settings.get().batch_size, attempts.get(image_id, 0))
+        groups.setdefault((priority, size), []).append((image_id, stages))
     requests, claims, new_keys = [], {}, []
-    for priority, images in sorted(by_priority.items(), reverse=True):
-        planned, fresh = plan_claimed_ranges(context.instance, image_partitions.name, images,
-                                             settings.get().batch_size)
+    for (priority, size), images in sorted(groups.items(), key=lambda group: (-group[0][0], -group[0][1])):
+        planned, fresh = plan_claimed_ranges(context.instance, image_partitions.name, images, size)
         new_keys += fresh
         for stages, batch in planned:
             claim = run_claim()
@@ -64,7 +66,7 @@ def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
                                           asset_selection=[dg.AssetKey(s) for s in stages] if stages else None))
     cat.work.assign_claims(taken_as, claims)
     context.log.info(f"{len(taken) - len(requeued)} new and {len(requeued)} requeued images in {len(requests)} "
-                     f"runs (priorities {sorted(by_priority, reverse=True)})")
+                     f"runs (priorities {sorted({p for p, _ in groups}, reverse=True)})")
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[image_partitions.build_add_request(new_keys)] if new_keys else [],
