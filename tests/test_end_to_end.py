@@ -79,9 +79,10 @@ def test_upload_is_processed_by_the_daemon_and_serve_stops_cleanly(tmp_path, cap
                             "pets processed")
             first_model = client.get(f"/images/{ids[0]}").json()["classification"]["model_version"]
             for pet_id, path in zip(ids, pets):
-                truth = path.parent.name
-                answer = client.post(f"/images/{pet_id}/feedback", json={"correct": False, "label": truth})
-                assert answer.status_code == 201
+                truth = path.parent.name  # the user says whether the prediction was right, and what it shows
+                predicted = client.get(f"/images/{pet_id}").json()["classification"]["label"]
+                answer = client.post(f"/images/{pet_id}/feedback", json={"correct": predicted == truth, "label": truth})
+                assert answer.status_code == 201, answer.text
             started = time.time()
             new_model = wait_until(
                 lambda: (v := client.get(f"/images/{ids[0]}").json()["classification"]["model_version"]) != first_model

@@ -128,6 +128,8 @@ def test_upload_watch_results_and_feedback_in_a_real_browser(site):
         assert page.text_content("#label") == "No cat or dog"
         assert page.is_hidden("#true-label")
         page.click("#thumbs-down")
+        assert page.is_hidden("#true-label button[data-label='other']")  # the prediction is not an answer
+        assert page.is_visible("#true-label button[data-label='cat']")
         page.click("#true-label button[data-label='dog']")
         page.wait_for_selector("#feedback-message:has-text('Thanks')")
         assert [(f.image_id, f.correct, f.label, f.predicted_label)

@@ -232,8 +232,14 @@ async function feedback(correct, label = null) {
   }
 }
 $("thumbs-up").addEventListener("click", () => feedback(true));
-// "wrong" asks what it is: a cat, a dog, or neither (the next model learns from the answer)
-$("thumbs-down").addEventListener("click", () => { $("true-label").hidden = false; });
+// "wrong" asks what it is: a cat, a dog, or neither, but not what was predicted (the API refuses "wrong,
+// and it is what you said"); the next model learns from the answer
+$("thumbs-down").addEventListener("click", () => {
+  $("true-label").querySelectorAll("button").forEach((button) => {
+    button.hidden = button.dataset.label === $("label").dataset.label;
+  });
+  $("true-label").hidden = false;
+});
 $("true-label").querySelectorAll("button").forEach((button) => {
   button.addEventListener("click", () => feedback(false, button.dataset.label));
 });
