@@ -246,3 +246,50 @@ def test_an_s3_lakes_lock_is_shared_through_postgres_and_dies_with_its_holder(po
     finally:
         holder.kill()
         holder.wait()
+
+
+# A purge killed (SIGKILL) as it saves the manifest, after it has gone through every file.
+PURGE_AND_DIE_AT_THE_MANIFEST = """
+import os, signal, sys
+from datetime import datetime
+from imago_pipeline.core.stores.lake import Lake, Manifest
+
+Manifest.save = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+Lake(sys.argv[1]).delete_before("inference_log", "created_at", datetime.fromisoformat(sys.argv[2]))
+"""
+
+
+def test_a_purge_killed_before_the_manifest_is_saved_reads_no_row_twice(tmp_path):
+    """Folded files used to be rewritten with a new stamp that only the manifest saved at the end made
+    "folded" again: killed in between, their kept rows were read twice (and folded twice by the next
+    compaction). A folded file is now deleted instead: its rows are all in the compacted file."""
+    import subprocess
+    import sys
+
+    from imago_pipeline.core.stores.lake_tables import INFERENCE_LOG
+    from tests.conftest import REPO
+
+    lake = Lake(tmp_path / "lake")
+    cutoff = T0 + timedelta(days=10)
+    for batch in range(3):  # each file has rows on both sides of the cutoff
+        rows = [{"id": batch * 100 + n, "tenant_id": 1, "date": date(2026, 9, 15), "success": True, "error": None,
+                 "latency_ms": 1.0, "model_version": "v1", "label": "cat",
+                 "created_at": T0 + timedelta(days=n % 20)} for n in range(40)]
+        lake.write_batch("inference_log", rows, batch_id=f"b{batch}", schema=INFERENCE_LOG.schema)
+    compact_lake(lake, ["inference_log"])
+
+    def ids(where: str = "true") -> list[int]:
+        con = open_analytics(lake)
+        try:
+            return [r[0] for r in con.execute(f"SELECT id FROM inference_log WHERE {where} ORDER BY id").fetchall()]
+        finally:
+            con.close()
+
+    kept = ids(f"created_at >= TIMESTAMPTZ '{cutoff.isoformat()}'")
+    assert 0 < len(kept) < 120 and ids() == sorted(range(0, 40)) + sorted(range(100, 140)) + sorted(range(200, 240))
+    killed = subprocess.run([sys.executable, "-c", PURGE_AND_DIE_AT_THE_MANIFEST, str(tmp_path / "lake"),
+                             cutoff.isoformat()], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    assert ids() == kept  # each kept row once, no expired one
+    compact_lake(lake, ["inference_log"])
+    assert ids() == kept

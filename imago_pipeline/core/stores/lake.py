@@ -192,19 +192,19 @@ class Lake:
 
 
 def _rewrite_keeping_folded(files: LakeFiles, base: str, manifest: Manifest, path: str, kept: pa.Table) -> bool:
-    """`_rewrite`, and a file already folded into a compacted file stays folded (its new stamp recorded),
-    so readers still skip it. Returns whether it was folded (its rows are counted elsewhere)."""
+    """`_rewrite`; but a file already folded into a compacted file is deleted: every row it holds is in the
+    compacted file (rewritten as well), and readers skip it. Rewritten, it got a new stamp that only the
+    manifest saved at the end made "folded" again: a process killed in between left it looking new, and its
+    rows were read twice (and folded twice by the next compaction). Returns whether it was folded (its rows
+    are counted elsewhere)."""
     relative = path.removeprefix(base + "/")
-    folded = manifest.is_folded(files, base, relative)
-    _rewrite(files, path, kept)
-    if folded:
-        stamp = files.stamp(path)
-        if stamp is None:
-            manifest.folded.pop(relative, None)
-        else:
-            manifest.folded[relative] = stamp
+    if manifest.is_folded(files, base, relative):
+        files.delete(path)
+        manifest.folded.pop(relative, None)
         manifest.changed = True
-    return folded
+        return True
+    _rewrite(files, path, kept)
+    return False
 
 
 def _rewrite(files: LakeFiles, path: str, kept: pa.Table) -> None:
