@@ -101,3 +101,28 @@ def test_a_photo_dated_past_the_calendar_in_utc_fails_no_other_image_of_its_batc
     assert scoped.get_exif(ids["honolulu-2020.jpg"]).datetime_utc == "2020-06-01T18:00:00Z"
     flagged = {c.image_id: c.detail for c in report.checks[0].outcomes if not c.passed}
     assert flagged == {ids["honolulu-9999.jpg"]: "date 9999-12-31T23:59:59-12:00 is outside 1826..today"}
+
+
+def test_an_image_erased_while_its_batch_writes_the_lake_leaves_no_row_there(catalog, settings):
+    """The erasure lands between the batch's look at the catalog and its lake write, after the erasure
+    went through the lake: the batch's row for it was left there for good."""
+    from imago_pipeline.core.erasure import erase_image
+
+    tenant = catalog.clients.get_or_create("t")
+    store, lake = LocalBlobStore(settings.blob_root), Lake(settings.lake_root)
+    ids = [register_image(catalog, store, settings, tenant_id=tenant.id, filename=n,
+                          data=(SAMPLES / n).read_bytes()).image.id for n in ("Canon_40D.jpg", "Nikon_D70.jpg")]
+    batch = ImageBatch(catalog, lake, stage="exif", code_version="exif-test", image_ids=ids, run_id="run-1")
+    write_batch = lake.write_batch
+
+    def erase_first(*args, **kwargs):
+        if ids[0] in {r.id for r in catalog.work.images_by_id(ids).values()}:
+            erase_image(catalog, store, lake, tenant_id=tenant.id, image_id=ids[0])
+        return write_batch(*args, **kwargs)
+
+    lake.write_batch = erase_first
+    with worker_pool(1) as pool:
+        exif.run(batch, batch.inputs(store, max_pixels=settings.max_pixels, thumbnail_size=64, ocr_languages="eng"),
+                 pool.map)
+    rows = duckdb.sql(f"SELECT image_id FROM read_parquet('{settings.lake_root}/exif/*/*/*.parquet')").fetchall()
+    assert rows == [(ids[1],)]

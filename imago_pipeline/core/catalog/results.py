@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
 
 from imago_pipeline.core.catalog import search
 from imago_pipeline.core.catalog.models import (
@@ -55,11 +56,15 @@ class ResultStore:
         """Replace a batch's enrichment rows (in `table`) and per-image stage status, in one transaction.
 
         Bulk delete-then-insert: re-processing an image replaces its rows, and a batch costs a handful of
-        statements instead of a round trip per image.
+        statements instead of a round trip per image. An image erased while its batch worked is left out
+        (its rows would break the foreign key and fail the whole batch's stage).
         """
-        ids = [o.image_id for o in outcomes]
         now = utcnow()
         with self.catalog.session() as session:
+            present = _present(session, [o.image_id for o in outcomes])
+            outcomes = [o for o in outcomes if o.image_id in present]
+            rows = [row for row in rows if row["image_id"] in present]
+            ids = [o.image_id for o in outcomes]
             if table is not None:
                 session.execute(delete(table).where(table.image_id.in_(ids)))
                 if rows:
@@ -91,6 +96,10 @@ class ResultStore:
             return
         now = utcnow()
         with self.catalog.session() as session:
+            present = _present(session, [r.image_id for r in results])  # not an image erased meanwhile
+            results = [r for r in results if r.image_id in present]
+            if not results:
+                return
             session.execute(delete(ImageCheck).where(ImageCheck.check_name == check_name,
                                                      ImageCheck.image_id.in_([r.image_id for r in results])))
             session.execute(insert(ImageCheck), [
@@ -150,3 +159,8 @@ class ResultStore:
                 if image_id in result:
                     result[image_id][stage] = (status, version)
             return result
+
+
+def _present(session: Session, image_ids: Sequence[int]) -> set[int]:
+    """Which of these images still exist."""
+    return set(session.scalars(select(Image.id).where(Image.id.in_(list(image_ids))))) if image_ids else set()

@@ -156,7 +156,9 @@ class ImageBatch:
 
     def to_lake(self, table: LakeTable, rows: list[dict[str, Any]]) -> int:
         """Append rows to a lake table (one file per tenant and day); returns the files written."""
-        # An image erased while this run was working on it must not come back through the lake.
+        # An image erased while this run was working on it must not come back through the lake: rows of
+        # images gone are left out, and an image erased between that look and the write (after its
+        # erasure went through the lake) has its row deleted again; one erased later is the erasure's.
         started = time.perf_counter()
         alive = set(self.catalog.work.images_by_id([row["image_id"] for row in rows]))
         files = self.lake.write_batch(
@@ -165,6 +167,9 @@ class ImageBatch:
               "tenant_id": image.tenant_id, "date": image.created_at.date()}
              for row in rows if row["image_id"] in alive for image in [self.images[row["image_id"]]]],
             batch_id=self.run_id.replace("-", ""), schema=table.schema)
+        erased_meanwhile = alive - set(self.catalog.work.images_by_id(list(alive)))
+        if erased_meanwhile:
+            self.lake.delete_rows(table.name, "image_id", erased_meanwhile)
         self.lake_seconds += time.perf_counter() - started
         return len(files)
 
