@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,11 @@ def _check_file(job: tuple[Path, ImagoSettings]) -> tuple[Path, object]:
     path, settings = job
     try:
         with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                return path, "empty file"
+            if size > settings.max_upload_bytes:  # refused before it is read (it may be larger than memory)
+                return path, f"{size} bytes is over the limit of {settings.max_upload_bytes} bytes"
             if sniff_media_type(handle.read(16)) is None:
                 return path, None
         return path, check_upload(path.read_bytes(), settings)
@@ -58,9 +64,22 @@ def _register_folder(folder: Path, tenant_name: str, settings: ImagoSettings, pr
     pending: list[tuple[Path, CheckedUpload]] = []
 
     def flush() -> None:
-        registrations = store_uploads(catalog, store, [(c, p.name, p.read_bytes()) for p, c in pending],
-                                      tenant_id=tenant.id, status="queued", claim=owner)
-        for (path, _), registration in zip(pending, registrations):
+        # The bytes are read again here (the check ran in a worker): stored only when they are still the
+        # bytes that were checked; a file changed or removed since is rejected, not stored unchecked.
+        still: list[tuple[Path, CheckedUpload, bytes]] = []
+        for path, checked in pending:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                report.rejected.append((path, f"unreadable: {exc.strerror}"))
+                continue
+            if hashlib.sha256(data).hexdigest() != checked.sha256:
+                report.rejected.append((path, "changed while it was being ingested; run again to take it"))
+                continue
+            still.append((path, checked, data))
+        registrations = store_uploads(catalog, store, [(c, p.name, data) for p, c, data in still],
+                                      tenant_id=tenant.id, status="queued", claim=owner) if still else []
+        for (path, _, _), registration in zip(still, registrations):
             report.registered.append((path, registration.image))
             report.duplicates += not registration.created
         pending.clear()

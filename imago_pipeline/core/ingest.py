@@ -10,6 +10,7 @@ blob is written before the catalog row (so a row never points at a missing blob)
 from __future__ import annotations
 
 import hashlib
+import logging
 import queue
 import threading
 import unicodedata
@@ -24,8 +25,9 @@ from imago_pipeline.core.catalog.models import Image, new_uuid, utcnow
 from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.enrichment.decode import ImageInfo, InvalidImage, inspect_image
 from imago_pipeline.core.stores.blobs import BlobStore, original_key
-from imago_pipeline.core.stores.drops import DropSource
+from imago_pipeline.core.stores.drops import DropSource, ItemChanged
 
+log = logging.getLogger("imago.ingest")
 
 @dataclass(frozen=True)
 class Registration:
@@ -228,18 +230,29 @@ class DropReport:
 def ingest_drops(source: DropSource, catalog: Catalog, store: BlobStore, settings: ImagoSettings, *,
                  limit: int = 500) -> DropReport:
     """Register what arrived in a drop source for the default tenant, then file each item away (imported, or
-    rejected with the reason). An item over the size limit is refused without being read."""
+    rejected with the reason). An item over the size limit is refused without being read. One item never
+    holds up the others: one replaced or gone since it was listed waits for the next look, and one the drop
+    cannot read or file (its own error, logged) is skipped; an outage of the catalog or the blob store
+    ends the look (raised)."""
     tenant = catalog.clients.get_or_create(settings.default_tenant)
     registered = rejected = 0
     for item in source.pending(limit):
         try:
-            if item.size > settings.max_upload_bytes:
-                raise InvalidImage(f"{item.size} bytes is over the limit of {settings.max_upload_bytes} bytes",
-                                   "too_large")
-            register_image(catalog, store, settings, tenant_id=tenant.id, filename=item.name, data=source.read(item))
-            source.file(item)
-            registered += 1
-        except InvalidImage as exc:
-            source.file(item, rejected_because=str(exc))
-            rejected += 1
+            try:
+                if item.refused:
+                    raise InvalidImage(item.refused, "unsupported_type")
+                if item.size > settings.max_upload_bytes:
+                    raise InvalidImage(f"{item.size} bytes is over the limit of {settings.max_upload_bytes} bytes",
+                                       "too_large")
+                register_image(catalog, store, settings, tenant_id=tenant.id, filename=item.name,
+                               data=source.read(item))
+                source.file(item)
+                registered += 1
+            except InvalidImage as exc:
+                source.file(item, rejected_because=str(exc))
+                rejected += 1
+        except ItemChanged:
+            continue
+        except OSError as exc:  # this item's file: unreadable, or it cannot be filed (the store's errors are
+            log.warning("drop item %s skipped: %s", item.key, exc)  # StorageUnavailable, raised above)
     return DropReport(registered, rejected)
