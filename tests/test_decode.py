@@ -86,3 +86,16 @@ def test_thumbnail_is_upright_and_small():
     thumb = make_thumbnail(original, size=256)
     assert max(thumb.width, thumb.height) == 256
     assert (thumb.width > thumb.height) == (stored[1] > stored[0])  # orientation 6 swaps the axes
+
+
+@pytest.mark.parametrize("path", [("exif", "exif-samples", "heic", "IMG_5195.HEIC"),
+                                  ("exif", "exif-samples", "heic", "samplefilehub.heif"),
+                                  ("exif", "pillow", "exif.avif")])
+def test_a_heif_or_avif_file_cut_short_is_refused_as_truncated(path):
+    """libheif decodes what it has of a truncated file without an error: a copy stalled at 20% passed the
+    full decode and was registered, with other pixels."""
+    data = shared(*path).read_bytes()
+    assert inspect_image(data, max_bytes=10**8, max_pixels=10**8).width > 0
+    for fraction in (0.05, 0.2, 0.5, 0.99):
+        with pytest.raises(InvalidImage, match="truncated"):
+            inspect_image(data[:int(len(data) * fraction)], max_bytes=10**8, max_pixels=10**8)

@@ -94,6 +94,9 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
     if media_type is None:
         raise InvalidImage("unsupported or unrecognised file type (accepted: JPEG, PNG, WebP, TIFF, GIF, "
                            "HEIC/HEIF, AVIF)", "unsupported_type")
+    if media_type in ("image/heic", "image/heif", "image/avif") and (cut := _cut_box(data)):
+        # libheif decodes what it has of a truncated file without an error (a half-copied photo passed)
+        raise InvalidImage(f"corrupt image data: the file ends inside its '{cut}' box (truncated)")
     image = open_image(data, max_pixels)
     width, height = image.size
     try:
@@ -106,6 +109,24 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
     finally:
         image.close()
     return ImageInfo(media_type=media_type, width=width, height=height)
+
+
+def _cut_box(data: bytes) -> str | None:
+    """The type of the top-level ISO BMFF box (HEIC, HEIF, AVIF) that runs past the end of `data`, if one
+    does: a file cut short ends inside its last box, usually `mdat`, whose declared size says so."""
+    at = 0
+    while at + 8 <= len(data):
+        size, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8]
+        if size == 1 and at + 16 <= len(data):  # a 64-bit size follows
+            size = int.from_bytes(data[at + 8:at + 16], "big")
+        elif size == 0:  # to the end of the file
+            return None
+        if size < 8:
+            return None  # not a box structure we can judge; the decoder decides
+        if at + size > len(data):
+            return kind.decode("latin-1")
+        at += size
+    return None
 
 
 def upright_rgb(data: bytes, *, max_pixels: int, at_least: int, keep_gray: bool = False) -> Image.Image:
