@@ -130,6 +130,17 @@ def test_registry_keeps_exactly_one_production_version(catalog, settings, small_
     assert registry.store.get(f"models/{first.version}.keras") == small_head.keras_path.read_bytes()
     with pytest.raises(HeadFormatError):
         registry.register(small_head.card_path, small_head.card)  # not a head: refused
+    # an unknown version is refused (it retired production and left none); a candidate gated against a
+    # model that is no longer production is not promoted over the newer one (two retrainings at once)
+    from imago_pipeline.core.catalog.model_versions import StaleGate
+
+    with pytest.raises(KeyError):
+        registry.promote("v9-typo")
+    with pytest.raises(StaleGate, match=f"production is now {second.version}"):
+        registry.promote(first.version, replacing=first.version)
+    assert {m.version: m.status for m in registry.versions()} == statuses
+    registry.promote(first.version, replacing=second.version)
+    assert registry.production().version == first.version
 
 
 def test_two_processes_bootstrapping_the_baseline_at_once_both_get_it(catalog, settings, monkeypatch):
@@ -314,3 +325,10 @@ def test_feedback_retrains_the_head_gates_it_and_reclassifies_from_stored_embedd
         [dg.AssetCheckKey(dg.AssetKey("classifier_candidate"), "beats_production")])
     assert next(iter(gate.values())).status.value == "FAILED"
     assert [m.status for m in registry.versions()].count("production") == 1
+    # promoting by hand (the asset alone, from the UI) does not promote that refused candidate: it promoted
+    # the instance's latest candidate, whatever its gate said
+    defs = build_definitions(settings)
+    alone = dg.materialize([defs.get_assets_def("production_classifier")], instance=dagster_instance,
+                           resources=defs.resources, raise_on_error=False,
+                           selection=[dg.AssetKey("production_classifier")])
+    assert not alone.success and registry.production().version == baseline.version

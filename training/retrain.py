@@ -89,16 +89,19 @@ def train_candidate(models: ModelStore, settings: ImagoSettings) -> GateDecision
     cache = models.cache_dir / "embeddings"
     base = load_set(Path(settings.training_data or ""))
     validation = load_set(Path(settings.validation_data or ""))
+    # Production is scored first: when its artifact cannot be read, the retraining fails before it
+    # registers a candidate and marks the feedback used (which left the feedback spent on a run that
+    # could not gate anything).
+    production = models.production()
+    x_val = embeddings(validation, cache)
+    y_val = np.array([i.label for i in validation])
+    production_score = metrics(y_val, models.head(production).probabilities(x_val))[GATE_METRIC]
     x_feedback, y_feedback, unused = feedback_embeddings(models, settings.max_pixels)
     with tempfile.TemporaryDirectory(prefix="imago-train-") as tmp:
         result = train(base, validation, Path(tmp), train_config(settings), name="candidate", cache_dir=cache,
                        extra=(x_feedback, y_feedback))
         candidate = models.register(result.head_path, result.card, keras_path=result.keras_path)
     models.catalog.feedback.mark_used(unused, candidate.version)
-    production = models.production()
-    x_val = embeddings(validation, cache)
-    y_val = np.array([i.label for i in validation])
-    production_score = metrics(y_val, models.head(production).probabilities(x_val))[GATE_METRIC]
     return GateDecision(candidate=candidate, production=production, metric=GATE_METRIC,
                         candidate_accuracy=result.card["metrics"][GATE_METRIC],
                         production_accuracy=production_score, margin=settings.promotion_margin,

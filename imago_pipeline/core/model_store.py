@@ -112,8 +112,10 @@ class ModelStore:
     def versions(self) -> list[RegisteredModel]:
         return [_as_registered(row) for row in self.catalog.model_versions.all()]
 
-    def promote(self, version: str) -> None:
-        self.catalog.model_versions.promote(version)
+    def promote(self, version: str, *, replacing: str | None = None) -> None:
+        """See `ModelVersionStore.promote`: an unknown version is refused, and with `replacing` only while
+        that version is still production."""
+        self.catalog.model_versions.promote(version, replacing=replacing)
 
     def production(self) -> RegisteredModel:
         """The production version, registering the shipped baseline first on a fresh install (or when the

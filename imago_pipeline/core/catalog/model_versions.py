@@ -38,10 +38,27 @@ class ModelVersionStore:
         with self.catalog.session() as session:
             return session.scalar(select(ModelVersion).where(ModelVersion.status == "production"))
 
-    def promote(self, version: str) -> None:
+    def promote(self, version: str, *, replacing: str | None = None) -> None:
+        """Make `version` production, retiring the current one, in one transaction. An unknown version is
+        refused (`KeyError`; it used to retire production and leave none). With `replacing`, only while that
+        version is still production (`StaleGate`): a candidate gated against a model that was replaced
+        since (another retraining promoted first) is not promoted over the newer one."""
         with self.catalog.session() as session:
-            session.execute(update(ModelVersion).where(ModelVersion.status == "production")
-                            .values(status="retired"))
+            if session.scalar(select(ModelVersion.id).where(ModelVersion.version == version)) is None:
+                raise KeyError(f"no model version {version!r}")
+            retired = session.execute(update(ModelVersion).where(
+                ModelVersion.status == "production",
+                *([ModelVersion.version == replacing] if replacing is not None else []))
+                .values(status="retired").returning(ModelVersion.version)).scalars().all()
+            if replacing is not None and not retired:
+                session.rollback()
+                current = self.production()
+                raise StaleGate(f"{version} was gated against {replacing}, but production is now "
+                                f"{current.version if current else 'none'}: retrain to compare with it")
             session.execute(update(ModelVersion).where(ModelVersion.version == version)
                             .values(status="production", promoted_at=utcnow()))
             session.commit()
+
+
+class StaleGate(RuntimeError):
+    """The production model changed between a candidate's gate and its promotion."""

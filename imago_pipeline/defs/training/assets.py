@@ -30,7 +30,7 @@ def classifier_candidate(context: dg.AssetExecutionContext, models: ModelStoreRe
     context.log.info(f"candidate {gate.candidate.version} {gate.candidate_accuracy:.3f} vs production "
                      f"{gate.production.version} {gate.production_accuracy:.3f} ({gate.metric}): {verdict}")
     return dg.MaterializeResult(
-        metadata={"candidate_version": gate.candidate.version, "metric": gate.metric,
+        metadata={"candidate_version": gate.candidate.version, "metric": gate.metric, "gate_passed": gate.passed,
                   "candidate_accuracy": gate.candidate_accuracy,
                   "production_version": gate.production.version, "production_accuracy": gate.production_accuracy,
                   "feedback_images": gate.feedback_images, "training_images": gate.training_images,
@@ -47,18 +47,42 @@ def classifier_candidate(context: dg.AssetExecutionContext, models: ModelStoreRe
 def production_classifier(context: dg.AssetExecutionContext, models: ModelStoreResource) -> dg.MaterializeResult:
     """The production head. Runs only when the candidate passed the gate (a blocking check), and promotes it;
     older classifications then become stale and are redone by the `reclassify_sensor` from stored
-    embeddings."""
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("classifier_candidate"))
-    version = event.asset_materialization.metadata["candidate_version"].value
-    store = models.get()
-    previous = store.production().version
-    store.promote(version)
-    return dg.MaterializeResult(metadata={"version": version, "replaced": previous})
+    embeddings. It promotes the candidate trained in its own run, only if that candidate passed its gate,
+    and only while production is still the model it was gated against: materialized alone (from the UI),
+    or after another retraining promoted first, it fails and promotes nothing. (It promoted the instance's
+    latest candidate: a refused one, or another run's.)"""
+    from imago_pipeline.core.catalog.model_versions import StaleGate
+
+    candidate = _candidate_of_run(context)
+    if candidate is None:
+        raise dg.Failure("no candidate was trained in this run: run the whole retrain_classifier job",
+                         allow_retries=False)
+    metadata = candidate.metadata
+    version = metadata["candidate_version"].value
+    if not metadata.get("gate_passed") or not metadata["gate_passed"].value:
+        raise dg.Failure(f"candidate {version} did not pass its gate", allow_retries=False)
+    gated_against = metadata["production_version"].value
+    try:
+        models.get().promote(version, replacing=gated_against)
+    except StaleGate as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc
+    return dg.MaterializeResult(metadata={"version": version, "replaced": gated_against})
+
+
+def _candidate_of_run(context: dg.AssetExecutionContext) -> dg.AssetMaterialization | None:
+    """The `classifier_candidate` materialized by this run, if any."""
+    for record in context.instance.all_logs(context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = record.asset_materialization
+        if materialization is not None and materialization.asset_key == dg.AssetKey("classifier_candidate"):
+            return materialization
+    return None
 
 
 retrain_classifier_job = dg.define_asset_job(
     "retrain_classifier", selection=dg.AssetSelection.assets(classifier_candidate, production_classifier),
     description="Train a candidate on base data plus feedback; promote it only if it beats production.",
+    # a refused candidate fails the run: Dagster's run retries would train (and refuse) it twice more
+    tags={"dagster/max_retries": "0"},
     # training in a spawned process of its own: TensorFlow is never imported into the forked run process
     executor_def=dg.multiprocess_executor)
 
