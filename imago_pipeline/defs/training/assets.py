@@ -81,8 +81,9 @@ def _candidate_of_run(context: dg.AssetExecutionContext) -> dg.AssetMaterializat
 retrain_classifier_job = dg.define_asset_job(
     "retrain_classifier", selection=dg.AssetSelection.assets(classifier_candidate, production_classifier),
     description="Train a candidate on base data plus feedback; promote it only if it beats production.",
-    # a refused candidate fails the run: Dagster's run retries would train (and refuse) it twice more
-    tags={"dagster/max_retries": "0"},
+    # a refused candidate fails its step: Dagster's run retries would train (and refuse) it twice more; a
+    # run that dies (its process killed) is still retried
+    tags={"dagster/retry_on_asset_or_op_failure": "false"},
     # training in a spawned process of its own: TensorFlow is never imported into the forked run process
     executor_def=dg.multiprocess_executor)
 
