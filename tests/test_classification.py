@@ -186,6 +186,26 @@ def _photos(split: str, per_label: int, skip: int = 0) -> list[Path]:
             for p in sorted(shared("catsdogs", split, label).glob("*.jpg"))[skip:skip + per_label]]
 
 
+def test_feedback_on_validation_images_or_on_images_erased_meanwhile_is_not_trained_on(catalog, settings):
+    """A validation photo given as feedback was trained on and then graded on (the gate's score rose with
+    it); an image whose file went while retraining read its feedback crashed the whole retraining."""
+    import hashlib
+
+    from training.retrain import feedback_embeddings
+
+    validation_photo, kept, erased = _photos("val", 1, skip=3)[0], *_photos("train", 1, skip=7)
+    tenant, ids = _register(catalog, settings, [validation_photo, kept, erased])
+    scoped = catalog.for_tenant(tenant.id)
+    for image_id, path in zip(ids, (validation_photo, kept, erased), strict=True):
+        scoped.add_feedback(image_id, correct=False, label=path.parent.name)
+    store = LocalBlobStore(settings.blob_root)
+    store.delete(scoped.get_image(ids[2]).blob_key)  # erased while the retraining reads: no stored embedding
+    models = open_model_store(catalog, store, settings.models_dir)
+    x, y, unused = feedback_embeddings(models, settings.max_pixels,
+                                       held_out=frozenset({hashlib.sha256(validation_photo.read_bytes()).hexdigest()}))
+    assert x.shape == (1, 1280) and [LABELS[i] for i in y] == [kept.parent.name] and len(unused) == 3
+
+
 def test_pipeline_classifies_cats_dogs_and_other_with_feedback_prediction_and_metrics(catalog, settings,
                                                                                      dagster_instance):
     page, landscape = shared("ocr", "tesseract-test", "phototest.tif"), REPO / "samples" / "Canon_40D.jpg"

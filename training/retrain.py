@@ -19,6 +19,7 @@ from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.embedding import encoder as embedding_encoder
 from imago_pipeline.core.embedding.head import LABELS
 from imago_pipeline.core.model_store import ModelStore, RegisteredModel
+from imago_pipeline.core.stores.blobs import BlobNotFound
 
 
 @dataclass(frozen=True)
@@ -54,25 +55,35 @@ def train_config(settings: ImagoSettings):
                        epochs=settings.train_epochs, batch_size=settings.train_batch_size)
 
 
-def feedback_embeddings(models: ModelStore, max_pixels: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def feedback_embeddings(models: ModelStore, max_pixels: int, *, held_out: frozenset[str] = frozenset()
+                        ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """(embeddings, label indices, unused feedback ids) of every labelled feedback image, the newest verdict
-    per image; stored embeddings of the current version are used as they are."""
+    per image; stored embeddings of the current version are used as they are.
+
+    Images whose content is in `held_out` (the validation set's SHA-256s) are left out: trained on, they
+    would be graded on what the candidate learnt (feedback on the baseline's 5 validation mistakes raised
+    its score from 0.9892 to 0.9962). An image erased meanwhile (its file gone) is left out too. The unused
+    feedback is read first: a verdict arriving during the read is trained on next time, never marked used
+    without being trained on."""
     catalog = models.catalog
+    unused = [row.id for row, _ in catalog.feedback.for_training()]
     newest = {image.id: (row, image) for row, image in catalog.feedback.labelled()}
     version = embedding_encoder.code_version()
     stored = catalog.results.embeddings(list(newest))
     vectors, labels = [], []
     for image_id, (row, image) in newest.items():
-        if row.label not in LABELS:
+        if row.label not in LABELS or image.sha256 in held_out:
             continue
         found = stored.get(image_id)
         if found is not None and found.model == version:
             vectors.append(embedding_encoder.from_bytes(found.vector))
         else:
-            data = models.store.get(image.blob_key)
+            try:
+                data = models.store.get(image.blob_key)
+            except BlobNotFound:  # erased since its feedback was read
+                continue
             vectors.append(embedding_encoder.shared_encoder().encode_images([data], max_pixels=max_pixels)[0].vector)
         labels.append(LABELS.index(row.label))
-    unused = [row.id for row, _ in catalog.feedback.for_training()]
     if not vectors:
         return np.zeros((0, 1280), dtype=embedding_encoder.VECTOR_DTYPE), np.zeros(0, dtype=int), unused
     return np.stack(vectors), np.array(labels, dtype=int), unused
@@ -96,7 +107,8 @@ def train_candidate(models: ModelStore, settings: ImagoSettings) -> GateDecision
     x_val = embeddings(validation, cache)
     y_val = np.array([i.label for i in validation])
     production_score = metrics(y_val, models.head(production).probabilities(x_val))[GATE_METRIC]
-    x_feedback, y_feedback, unused = feedback_embeddings(models, settings.max_pixels)
+    x_feedback, y_feedback, unused = feedback_embeddings(models, settings.max_pixels,
+                                                         held_out=frozenset(i.sha256 for i in validation))
     with tempfile.TemporaryDirectory(prefix="imago-train-") as tmp:
         result = train(base, validation, Path(tmp), train_config(settings), name="candidate", cache_dir=cache,
                        extra=(x_feedback, y_feedback))
