@@ -323,3 +323,23 @@ def test_rate_limits_in_redis_are_shared_across_api_processes_and_its_outage_is_
         assert down.headers["retry-after"]
         with _redis_server(port):  # back (empty: the counters start again)
             assert httpx.get(f"{one}/images", headers={"X-API-Key": key}, timeout=30).status_code == 200
+
+
+def test_an_unreadable_production_model_answers_503_model_unavailable_not_500(api):
+    from imago_pipeline.core import model_store
+    from training.registry import open_model_store
+
+    http, app, settings, *_ = api
+    registry = open_model_store(app.state.catalog, app.state.blobs, settings.models_dir)
+    key = registry.production().artifact_key
+    artifact = app.state.blobs.get(key)
+    app.state.blobs.delete(key)
+    model_store._heads.clear()  # read once per process: as in a process starting after the file went
+    try:
+        answer = http.post("/api/predict", files={"file": ("a.jpg", PHOTO.read_bytes(), "image/jpeg")})
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "model_unavailable"
+        assert answer.headers["Retry-After"]
+    finally:
+        app.state.blobs.put(key, artifact)
+        model_store._heads.clear()
+    assert http.post("/api/predict", files={"file": ("a.jpg", PHOTO.read_bytes(), "image/jpeg")}).status_code == 200

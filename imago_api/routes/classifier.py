@@ -10,10 +10,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from imago_api.deps import BlobStoreDep, CatalogDep, ImageId, PrincipalDep, SettingsDep, TenantDep, require_scope
-from imago_api.errors import AUTHENTICATED, UPLOAD_STATUS, ApiError, InvalidUpload, NotFound, responses
+from imago_api.errors import AUTHENTICATED, UPLOAD_STATUS, ApiError, InvalidUpload, NotFound, Unavailable, responses
 from imago_pipeline.core.catalog.tenant import ContradictoryFeedback
 from imago_pipeline.core.classifier import classify
+from imago_pipeline.core.embedding.head import HeadFormatError
 from imago_pipeline.core.enrichment.decode import InvalidImage, inspect_image
+from imago_pipeline.core.stores.blobs import BlobNotFound
 
 router = APIRouter(tags=["classification"])
 
@@ -82,6 +84,9 @@ def predict(request: Request, principal: PrincipalDep, catalog: CatalogDep, blob
         inspect_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
         model, answers = classify([data], registry, max_pixels=settings.max_pixels)
         prediction = answers[0].prediction
+    except (HeadFormatError, BlobNotFound) as exc:  # the production artifact is missing or unreadable
+        raise Unavailable(f"the production model {model.version} cannot be read ({type(exc).__name__}); "
+                          "an operator must promote a readable version", code="model_unavailable") from exc
     except InvalidImage as exc:
         latency = (time.perf_counter() - started) * 1000
         catalog.feedback.log_inference(tenant_id=principal.tenant_id, success=False, latency_ms=latency,
