@@ -108,8 +108,8 @@ ERRORS: dict[int, dict[str, Any]] = {
     422: _error("The request is not valid: a parameter out of range, a malformed body, a corrupt image"),
     429: _error("Rate limit of the client's plan reached (`rate_limited`, with `Retry-After`)"),
     502: _error("The fetched page or the AI provider failed"),
-    503: _error("A dependency is down (`catalog_unavailable`, `storage_unavailable`, `rate_limit_unavailable`), "
-                "with `Retry-After`"),
+    503: _error("A dependency is down (`catalog_unavailable`, `storage_unavailable`, `rate_limit_unavailable`, "
+                "`model_unavailable`), with `Retry-After`"),
     504: _error("The fetched page took too long"),
 }
 
