@@ -29,6 +29,7 @@ from imago_pipeline.core.stores.drops import DropSource, ItemChanged
 
 log = logging.getLogger("imago.ingest")
 
+
 @dataclass(frozen=True)
 class Registration:
     image: Image

@@ -46,7 +46,8 @@ def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
         return dg.SkipReason("no pending uploads and no reprocessing requests" + (
             " (bulk work waits for the bulk runs already queued)" if waiting_lanes else ""))
     requeued = {image_id for image_id, status, _, _ in taken if status == "requeued"}
-    attempts = {i: image.attempts or 0 for i, image in cat.work.images_by_id(list(requeued)).items()}
+    attempts = {i: image.attempts or 0 for i, image in cat.work.images_by_id(list(requeued)).items()
+                } if requeued else {}  # new uploads alone (the latency path): no extra query
     # by priority, then by the batch size the images' retries allow (`retry_batch_size`)
     groups: dict[tuple[int, int], list[tuple[int, tuple[str, ...] | None]]] = {}
     for image_id, _, stages, priority in taken:
