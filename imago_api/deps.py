@@ -25,9 +25,9 @@ from imago_pipeline.core.stores.lake import Lake
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your API key")
 
+log = logging.getLogger("imago.api")
 # Ids are 32-bit integers in the catalog (Postgres INTEGER): a larger one names nothing and is refused (422)
 # before it reaches the database, where it would overflow.
-log = logging.getLogger("imago.api")
 MAX_ID = 2**31 - 1
 MAX_BYTES = 2**63 - 1  # a byte count the catalog's BIGINT holds
 
