@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 from pydantic import AfterValidator
 
-from imago_api.errors import MissingScope, NotAuthenticated, NotFound, RateLimited, Unavailable
+from imago_api.errors import InvalidUpload, MissingScope, NotAuthenticated, NotFound, RateLimited, Unavailable
 from imago_pipeline.core.catalog import Catalog, Principal, TenantCatalog
 from imago_pipeline.core.config import ImagoSettings
 from imago_pipeline.core.stores.blobs import BlobStore
@@ -156,6 +156,15 @@ async def resolve_image_id(
 
 
 ImageId = Annotated[int, Depends(resolve_image_id)]
+
+
+async def one_file(request: Request) -> None:
+    """Refuse a form with more than one part named `file`: the route would take one and drop the others
+    without a word. Reads the form FastAPI already parsed (cached on the request)."""
+    parts = (await request.form()).getlist("file")
+    if len(parts) > 1:
+        raise InvalidUpload(f"one image per request: the form has {len(parts)} parts named file",
+                            code="too_many_files", status_code=400)
 
 
 def plan_priority(principal: Principal, settings: ImagoSettings) -> int:

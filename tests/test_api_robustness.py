@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from imago_api.main import create_app
 from imago_pipeline.core.config import ImagoSettings, Plan
@@ -343,3 +344,22 @@ def test_an_unreadable_production_model_answers_503_model_unavailable_not_500(ap
         app.state.blobs.put(key, artifact)
         model_store._heads.clear()
     assert http.post("/api/predict", files={"file": ("a.jpg", PHOTO.read_bytes(), "image/jpeg")}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/images", "/images/upload", "/api/predict"])
+def test_a_form_with_two_files_is_refused_not_half_taken(api, path):
+    http, app, *_ = api
+    other = SAMPLES / "Nikon_D70.jpg"
+
+    def images() -> int:
+        with app.state.catalog.begin() as connection:
+            return connection.execute(text("select count(*) from images")).scalar_one()
+
+    before = images()
+    answer = http.post(path, files=[("file", ("a.jpg", PHOTO.read_bytes(), "image/jpeg")),
+                                    ("file", ("b.jpg", other.read_bytes(), "image/jpeg"))])
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "too_many_files"
+    assert "2 parts" in answer.json()["error"]["message"]
+    assert images() == before
+    single = http.post(path, files={"file": ("b.jpg", other.read_bytes(), "image/jpeg")})
+    assert single.status_code in (200, 201)

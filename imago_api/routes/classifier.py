@@ -5,11 +5,20 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Request, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Request, Response, UploadFile, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from imago_api.deps import BlobStoreDep, CatalogDep, ImageId, PrincipalDep, SettingsDep, TenantDep, require_scope
+from imago_api.deps import (
+    BlobStoreDep,
+    CatalogDep,
+    ImageId,
+    PrincipalDep,
+    SettingsDep,
+    TenantDep,
+    one_file,
+    require_scope,
+)
 from imago_api.errors import AUTHENTICATED, UPLOAD_STATUS, ApiError, InvalidUpload, NotFound, Unavailable, responses
 from imago_pipeline.core.catalog.tenant import ContradictoryFeedback
 from imago_pipeline.core.classifier import classify
@@ -66,7 +75,7 @@ def give_feedback(image_id: ImageId, body: FeedbackIn, tenant: TenantDep, reques
                        predicted_label=row.predicted_label, model_version=row.model_version)
 
 
-@router.post("/api/predict", response_model=PredictionOut, dependencies=[require_scope("ai:use")],
+@router.post("/api/predict", response_model=PredictionOut, dependencies=[require_scope("ai:use"), Depends(one_file)],
              responses=responses(*AUTHENTICATED, 400, 413, 415),
              summary="Classify an uploaded image without storing it (scope ai:use)")
 def predict(request: Request, principal: PrincipalDep, catalog: CatalogDep, blobs: BlobStoreDep, settings: SettingsDep,

@@ -21,6 +21,7 @@ from imago_api.deps import (
     TenantDep,
     UtcTime,
     effective_quota,
+    one_file,
     plan_priority,
     require_scope,
 )
@@ -91,6 +92,7 @@ async def upload_image(request: Request, response: Response, principal: Principa
     tenant, check your storage quota, store it and queue it for processing."""
     state = request.app.state  # not dependencies: each costs more to solve than this route's statements
     settings, metrics = state.settings, state.metrics
+    await one_file(request)
     data = await file.read(settings.max_upload_bytes + 1)
     try:  # checked and registered with the uploads arriving with it, in one transaction (`UploadRegistrar`)
         checked = None
