@@ -8,7 +8,6 @@ missing). A candidate is trained, evaluated and gated in seconds.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from imago_pipeline.core.embedding import encoder as embedding_encoder
 from imago_pipeline.core.embedding.head import LABELS
 from imago_pipeline.core.model_store import ModelStore, RegisteredModel
 from imago_pipeline.core.stores.blobs import BlobNotFound
+from imago_pipeline.core.stores.scratch import scratch_dir
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,8 @@ def train_candidate(models: ModelStore, settings: ImagoSettings) -> GateDecision
     production_score = metrics(y_val, models.head(production).probabilities(x_val))[GATE_METRIC]
     x_feedback, y_feedback, unused = feedback_embeddings(models, settings.max_pixels,
                                                          held_out=frozenset(i.sha256 for i in validation))
-    with tempfile.TemporaryDirectory(prefix="imago-train-") as tmp:
-        result = train(base, validation, Path(tmp), train_config(settings), name="candidate", cache_dir=cache,
+    with scratch_dir("imago-train-") as tmp:
+        result = train(base, validation, tmp, train_config(settings), name="candidate", cache_dir=cache,
                        extra=(x_feedback, y_feedback))
         candidate = models.register(result.head_path, result.card, keras_path=result.keras_path)
     models.catalog.feedback.mark_used(unused, candidate.version)

@@ -4,7 +4,8 @@ It reads what Pillow does not: maker notes (the ISO of many Canon files), unusua
 non-standard tags, HEIF orientation and size from the container. One `exiftool -stay_open` process per
 worker process (pyexiftool), started on first use and ended with that process (its stdin closes; Linux
 also sends it SIGTERM when its parent dies). The bytes are handed over as a temporary file (in memory,
-`/dev/shm`, where it exists). Absent ExifTool, or a file it rejects: `exif.py` reads with Pillow.
+`/dev/shm`, where it exists; in the process's scratch folder, swept if the process is killed). Absent
+ExifTool, or a file it rejects: `exif.py` reads with Pillow.
 """
 
 from __future__ import annotations
@@ -13,17 +14,15 @@ import contextlib
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 from functools import lru_cache
 from typing import Any
 
+from imago_pipeline.core.stores.scratch import memory_or_disk, scratch_file
+
 # Values as numbers (GPS in signed degrees, exposure in seconds, orientation 1-8), tags without group names
 # (exiftool's own priority picks among groups), no file-system tags.
 ARGS = ["-n", "-x", "System:all"]
-# mkstemp's files there are private (0600, unguessable names), like in /tmp, but never touch a disk
-_MEMORY = "/dev/shm"  # noqa: S108
-_SCRATCH = _MEMORY if os.path.isdir(_MEMORY) and os.access(_MEMORY, os.W_OK) else None
 
 _lock = threading.Lock()
 _helper: Any = None
@@ -47,7 +46,7 @@ def read_tags(data: bytes) -> dict[str, Any] | None:
     """ExifTool's tags for these bytes, or None when ExifTool is absent or rejects the file."""
     if exiftool_version() is None:
         return None
-    with _lock, tempfile.NamedTemporaryFile(dir=_SCRATCH, prefix="imago-exif-") as scratch:
+    with _lock, scratch_file("imago-exif-", base=memory_or_disk()) as scratch:
         scratch.write(data)
         scratch.flush()
         try:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import os
 import re
 import statistics
-import tempfile
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +46,7 @@ from PIL import Image, ImageFilter, ImageOps
 
 from imago_pipeline.core.enrichment.decode import open_image
 from imago_pipeline.core.limits import MAX_PIXELS, OCR_LANGUAGES
+from imago_pipeline.core.stores.scratch import scratch_dir
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
@@ -232,7 +232,7 @@ def ocr_image(data: bytes, *, languages: str = OCR_LANGUAGES, max_pixels: int = 
     kind = kind_of_image(gray)
     if engine == "auto" and kind == "photo":
         return _scene(upright, languages)
-    with tempfile.TemporaryDirectory(prefix="imago-ocr-") as tmp:
+    with scratch_dir("imago-ocr-") as tmp:
         original = Path(tmp) / "page"
         if original_is_fine:
             original.write_bytes(data)
