@@ -31,7 +31,7 @@ from rich.table import Table
 from imago_pipeline.core.analytics import build_model, load_project, open_analytics, run_query, run_tests
 
 # The three example queries of the README's "Analytics" section.
-README_QUERIES = {
+QUERIES = {  # the README's labels by camera and top tags, and the top cameras
     "top cameras": "SELECT * FROM camera_counts LIMIT 5",
     "labels by camera": "SELECT e.make, c.label, count(*) AS images, round(avg(c.probability), 3) AS mean_probability "
                         "FROM exif e JOIN classification c USING (image_id) WHERE e.make IS NOT NULL "
@@ -88,7 +88,7 @@ def main() -> None:
         timed(f"open_analytics (views){suffix}", open_views)
         for name in project.models:
             timed(f"model {name}{suffix}", lambda name=name: build(name))
-        for label, sql in README_QUERIES.items():
+        for label, sql in QUERIES.items():
             timed(f"query: {label}{suffix}", lambda sql=sql: (f"{len(run_query(con, sql).fetchall()):,}", ""))
         con.close()
 
