@@ -25,7 +25,7 @@ from imago_pipeline.in_process import get_instance, process_images
 from tests.conftest import REPO, SAMPLES
 from tests.http_server import serve
 
-ADMIN_KEY = "operator-key-for-tests"
+ADMIN_KEY = "operator-key-for-the-operations-tests"
 
 
 @pytest.fixture

@@ -234,15 +234,17 @@ def test_a_signing_secret_left_empty_or_cut_short_is_replaced(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == [".signing.key.lock", "signing.key"]  # no temporaries
 
 
-def test_a_configured_signing_secret_must_be_long_enough(monkeypatch):
-    monkeypatch.setenv("IMAGO_SIGNING_SECRET", "guessable")
+@pytest.mark.parametrize("variable", ["IMAGO_SIGNING_SECRET", "IMAGO_ADMIN_API_KEY"])
+def test_a_configured_secret_or_operator_key_must_be_long_enough(monkeypatch, variable):
+    field = variable.removeprefix("IMAGO_").lower()
+    monkeypatch.setenv(variable, "guessable")
     with pytest.raises(ValidationError, match="at least 32 characters") as refused:
         ImagoSettings()
     assert "guessable" not in str(refused.value)  # the refused secret is not printed
-    monkeypatch.setenv("IMAGO_SIGNING_SECRET", " ")
-    assert ImagoSettings().signing_secret is None  # unset: the secret made in the home is used
-    monkeypatch.setenv("IMAGO_SIGNING_SECRET", "s" * 32)
-    assert ImagoSettings().signing_secret.get_secret_value() == "s" * 32
+    monkeypatch.setenv(variable, " ")
+    assert getattr(ImagoSettings(), field) is None  # unset (a signing secret: the one made in the home is used)
+    monkeypatch.setenv(variable, "s" * 32)
+    assert getattr(ImagoSettings(), field).get_secret_value() == "s" * 32
 
 
 def test_processes_starting_together_on_a_fresh_home_share_one_secret(tmp_path):

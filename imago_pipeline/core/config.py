@@ -25,7 +25,7 @@ class Plan(BaseModel):
     priority: int = 10  # of its uploads' runs in the run queue (higher first); bulk work has 0
 
 
-MIN_SECRET_CHARS = 32  # a signing secret (the one made in the home has 64)
+MIN_SECRET_CHARS = 32  # a signing secret or the operator's key (the secret made in the home has 64)
 
 DEFAULT_PLANS = {
     "free": Plan(rate_limit="120/minute;3000/hour", quota_bytes=1 << 30, priority=10),
@@ -127,7 +127,8 @@ class ImagoSettings(BaseSettings):
 
     # API
     admin_api_key: SecretStr | None = Field(
-        default=None, description="An operator key with only the `admin` scope (bootstrap, client management).")
+        default=None, description="An operator key with only the `admin` scope (bootstrap, client management); "
+        f"at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -base64 48`).")
     plans: dict[str, Plan] = Field(default_factory=lambda: dict(DEFAULT_PLANS),
                                    description="Plans by name, as JSON: rate limit and default storage quota.")
     auth_remember_s: float = Field(
@@ -154,10 +155,11 @@ class ImagoSettings(BaseSettings):
         default=None, description="Base URL of the API as clients reach it (https://images.example.com), used "
         "to build signed download links; when unset, the request's own address (its Host header) is used.")
 
-    @field_validator("signing_secret")
+    @field_validator("signing_secret", "admin_api_key")
     @classmethod
-    def _strong_signing_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        """Unset when empty; refused when short: a guessable secret lets anyone forge download links."""
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        """Unset when empty; refused when short: a guessable signing secret lets anyone forge download links,
+        a guessable operator key lets anyone manage every client."""
         if value is None or not value.get_secret_value().strip():
             return None
         if len(value.get_secret_value().strip()) < MIN_SECRET_CHARS:
