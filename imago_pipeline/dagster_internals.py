@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import psutil
@@ -44,6 +44,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
     AUTO_RETRY_RUN_ID_TAG,
     GRPC_INFO_TAG,
+    PARTITION_NAME_TAG,
     WILL_RETRY_TAG,
 )
 from dagster._serdes import deserialize_value, serialize_value
@@ -52,7 +53,8 @@ from sqlalchemy import create_engine, delete, event, select, update
 from imago_pipeline.core.claims import CLAIM_TAG, LANE_TAG, OWNER_TAG, process_alive
 
 __all__ = ["ASSET_PARTITION_RANGE_END_TAG", "ASSET_PARTITION_RANGE_START_TAG", "FastSqliteEventLogStorage",
-           "ImagoRunLauncher", "claim_alive", "erase_dagster_partition", "fail_orphaned_runs"]
+           "ImagoRunLauncher", "claim_alive", "erase_dagster_partition", "fail_orphaned_runs",
+           "forget_erased_partitions", "partition_still_named"]
 
 UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
               DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
@@ -277,14 +279,18 @@ def claim_alive(instance: DagsterInstance, claim: str) -> bool:
     for run in runs:
         if not run.is_finished and local_worker_alive(instance, run) is not False:
             return True
-    newest = runs[0]
-    retry_coming = (newest.status == DagsterRunStatus.FAILURE and newest.tags.get(WILL_RETRY_TAG) == "true"
-                    and AUTO_RETRY_RUN_ID_TAG not in newest.tags
-                    and OWNER_TAG not in newest.tags)  # an in-process run is never retried by the daemon
-    if retry_coming:
-        ended = instance.get_run_record_by_id(newest.run_id).end_time or time.time()
-        return time.time() - ended < RETRY_PATIENCE_S
-    return False
+    return _retry_coming(instance, runs[0])
+
+
+def _retry_coming(instance: DagsterInstance, run: DagsterRun) -> bool:
+    """A failed run that Dagster's automatic retry will run again (within `RETRY_PATIENCE_S`)."""
+    if not (run.status == DagsterRunStatus.FAILURE and run.tags.get(WILL_RETRY_TAG) == "true"
+            and AUTO_RETRY_RUN_ID_TAG not in run.tags
+            and OWNER_TAG not in run.tags):  # an in-process run is never retried by the daemon
+        return False
+    record = instance.get_run_record_by_id(run.run_id)
+    ended = (record.end_time if record is not None else None) or time.time()
+    return time.time() - ended < RETRY_PATIENCE_S
 
 
 # --- erasure -------------------------------------------------------------------------------------------
@@ -312,10 +318,43 @@ def erase_dagster_partition(instance: DagsterInstance, partitions_def_name: str,
             if row.last_materialization and _partition_of(row.last_materialization) == partition_key:
                 connection.execute(update(AssetKeyTable).where(AssetKeyTable.c.id == row.id)
                                    .values(last_materialization=None, cached_status_data=None))
-    if partition_key in instance.get_dynamic_partitions(partitions_def_name):
+    if (instance.has_dynamic_partition(partitions_def_name, partition_key)
+            and not partition_still_named(instance, partition_key)):
         instance.delete_dynamic_partition(partitions_def_name, partition_key)
     instance.wipe_asset_cached_status([AssetKey.from_db_string(key) for key in asset_keys if key])
     return len(ids)
+
+
+def partition_still_named(instance: DagsterInstance, partition_key: str) -> bool:
+    """Whether a run not yet ended, or a failed one whose retry is coming, names `partition_key` as its
+    partition or an end of its range.
+
+    Why: Dagster refuses to start or retry a run whose range ends at a partition that no longer exists.
+    Erasing the first image of a queued batch deleted its key; the run failed, its retry was left
+    `NOT_STARTED` until run monitoring gave up (2 × 180 s), and the upload sensor, waiting for it, took no
+    upload of any tenant meanwhile. Such a key is left for `forget_erased_partitions`; its events are wiped
+    at once (a key inside a range is no end: it goes at once, as the run skips erased images)."""
+    for tag in (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG, PARTITION_NAME_TAG):
+        for run in instance.get_runs(RunsFilter(tags={tag: partition_key}), limit=20):
+            if not run.is_finished or _retry_coming(instance, run):
+                return True
+    return False
+
+
+def forget_erased_partitions(instance: DagsterInstance, partitions_def_name: str,
+                             existing: Callable[[list[int]], set[int]]) -> int:
+    """Erase (`erase_dagster_partition`) the partitions of images no longer in the catalog that no run
+    names any more: those an erasure had to leave to a run, with the events that run recorded for them
+    after the erasure. `existing` says which of some image ids the catalog holds. Returns the partitions
+    erased."""
+    keys = [key for key in instance.get_dynamic_partitions(partitions_def_name) if key.isdigit()]
+    kept = existing([int(key) for key in keys])  # a key is added after its image's row: none is new here
+    erased = 0
+    for key in keys:
+        if int(key) not in kept and not partition_still_named(instance, key):
+            erase_dagster_partition(instance, partitions_def_name, key)
+            erased += 1
+    return erased
 
 
 def _partition_of(serialized: str) -> str | None:

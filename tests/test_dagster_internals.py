@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dagster as dg
 import yaml
+from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG
+from dagster._core.utils import make_new_run_id
 
 from imago_pipeline.dagster_instance import INSTANCE_SETTINGS
 from imago_pipeline.dagster_internals import (
@@ -14,6 +16,8 @@ from imago_pipeline.dagster_internals import (
     FastSqliteEventLogStorage,
     ImagoRunLauncher,
     erase_dagster_partition,
+    forget_erased_partitions,
+    partition_still_named,
 )
 from tests.conftest import REPO
 
@@ -62,3 +66,26 @@ def test_the_repository_dagster_yaml_holds_the_shared_instance_settings():
     production = yaml.safe_load((REPO / "dagster.yaml").read_text())
     assert set(production.pop("storage")) == {"postgres"}
     assert production == INSTANCE_SETTINGS
+
+
+def test_a_partition_a_waiting_run_ends_at_outlives_its_erasure_until_the_run_ends(dagster_instance):
+    dagster_instance.add_dynamic_partitions("things", ["1", "2", "3", "4"])
+    assert _ranged(dagster_instance, ["1", "2", "3"]).success  # events for 1..3
+    waiting = dg.DagsterRun(job_name="__ASSET_JOB", run_id=make_new_run_id(), status=dg.DagsterRunStatus.NOT_STARTED,
+                            tags={ASSET_PARTITION_RANGE_START_TAG: "1", ASSET_PARTITION_RANGE_END_TAG: "3"})
+    dagster_instance.add_run(waiting)
+    assert erase_dagster_partition(dagster_instance, "things", "1") >= 1  # its events go at once
+    assert erase_dagster_partition(dagster_instance, "things", "2") >= 1  # inside the range: no end of it
+    assert dagster_instance.get_dynamic_partitions("things") == ["1", "3", "4"]
+    assert dagster_instance.get_materialized_partitions(dg.AssetKey("thing")) == {"3"}
+    assert partition_still_named(dagster_instance, "1") and not partition_still_named(dagster_instance, "4")
+    # the run fails, and Dagster will retry it: still named
+    dagster_instance.add_run_tags(waiting.run_id, {WILL_RETRY_TAG: "true"})
+    dagster_instance.report_run_failed(dagster_instance.get_run_by_id(waiting.run_id))
+    assert partition_still_named(dagster_instance, "1")
+    assert forget_erased_partitions(dagster_instance, "things", lambda ids: {3, 4} & set(ids)) == 0
+    # retried, and the retry ended: nothing names it; the sweep erases it, and only it
+    dagster_instance.add_run_tags(waiting.run_id, {AUTO_RETRY_RUN_ID_TAG: make_new_run_id()})
+    assert not partition_still_named(dagster_instance, "1")
+    assert forget_erased_partitions(dagster_instance, "things", lambda ids: {3, 4} & set(ids)) == 1
+    assert dagster_instance.get_dynamic_partitions("things") == ["3", "4"]

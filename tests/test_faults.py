@@ -11,6 +11,7 @@ import hashlib
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import httpx
@@ -234,3 +235,40 @@ def test_the_catalog_database_going_away_answers_503_then_recovers(tmp_path, cap
             print(f"\ncatalog down: 503 catalog_unavailable; back {recovered:.1f} s after the database returned")
     finally:
         cluster.stop()
+
+
+def test_erasing_the_first_image_of_a_queued_batch_holds_up_no_upload(tmp_path, capsys):
+    """Its partition key ends the run's range: deleted, the run could not start or be retried, and the
+    upload sensor waited for that run (2 × 180 s of run monitoring) before taking any tenant's upload."""
+    from imago_pipeline.dagster_internals import forget_erased_partitions, partition_still_named
+
+    service = Serve(tmp_path / "home", env={"IMAGO_BATCH_SIZE": "6"})
+    catalog = Catalog.connect(ImagoSettings(home=tmp_path / "home").catalog_url)
+    eraser = catalog.clients.create("eraser", scopes=["images:read", "images:write", "images:delete"])
+    key = catalog.clients.issue_key(eraser.id)
+    service.start()
+    try:
+        with httpx.Client(base_url=service.api, headers={"X-API-Key": key}, timeout=60) as http:
+            photos = _photos(7, "dog")
+            with ThreadPoolExecutor(6) as pool:  # together: one batch, one ranged run
+                ids = sorted(pool.map(lambda p: service.upload(http, p), photos[:6]))
+            first = ids[0]
+            wait_until(lambda: http.get(f"/images/{first}").json()["status"] != "pending", 60, "the batch taken",
+                       interval=0.05)
+            began = time.monotonic()
+            assert http.delete(f"/images/{first}").status_code == 204
+            later = service.upload(http, photos[6])
+            statuses = service.wait_finished(http, [*ids[1:], later], timeout=150)
+            print(f"\nthe batch's other images and a later upload done {time.monotonic() - began:.0f} s "
+                  "after the erasure")
+            assert set(statuses.values()) == {"done"}
+        with dg.DagsterInstance.from_config(str(tmp_path / "home" / "dagster")) as instance:
+            wait_until(lambda: not partition_still_named(instance, str(first)), RUNS_END_S, "the runs to end")
+            assert instance.has_dynamic_partition("images", str(first))  # left to the run that named it
+            assert forget_erased_partitions(instance, "images", catalog.work.existing) == 1  # the retention job's
+            assert not instance.has_dynamic_partition("images", str(first))
+            assert all(instance.has_dynamic_partition("images", str(i)) for i in [*ids[1:], later])
+            assert not instance.fetch_materializations(dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("exif"), asset_partitions=[str(first)]), limit=1).records
+    finally:
+        service.stop()

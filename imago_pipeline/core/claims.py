@@ -27,6 +27,7 @@ from imago_pipeline.core.enrichment.batch import STAGES, SUMMARY, with_downstrea
 
 CLAIM_TAG = "imago/claim"  # on every run that processes claimed images
 OWNER_TAG = "imago/owner"  # on in-process runs: the process that executes them
+PRIORITY_TAG = "dagster/priority"  # the run queue dequeues higher values first
 LANE_TAG = "imago/lane"  # interactive (uploads through the API) or bulk (drops, `imago ingest`, reprocessing)
 BULK_PRIORITY = 0  # the priority of bulk work; an API upload has its plan's (above 0)
 BULK_NICENESS = 10  # bulk processes run niced, so the kernel gives interactive runs the cores first

@@ -49,6 +49,14 @@ class WorkQueue:
                     Image.updated_at < cutoff))
         return sorted(found)
 
+    def existing(self, image_ids: Iterable[int]) -> set[int]:
+        """Of these image ids, those in the catalog (the others were erased, or never were)."""
+        found: set[int] = set()
+        with self.catalog.session() as session:
+            for chunk in _chunks(sorted(set(image_ids)), 5000):
+                found.update(session.scalars(select(Image.id).where(Image.id.in_(chunk))))
+        return found
+
     def images_by_id(self, image_ids: Iterable[int]) -> dict[int, Image]:
         ids = list(image_ids)
         with self.catalog.session() as session:

@@ -33,16 +33,19 @@ def unfinished_erasures(context: dg.AssetExecutionContext, catalog: CatalogResou
                         lake: LakeResource) -> dg.MaterializeResult:
     """Finishes the erasures that a crash or an outage cut short after the image's catalog rows went: its
     files, lake rows and Dagster partition (each erasure is recorded as pending with the catalog deletion;
-    those under 10 minutes old are left to the request erasing them). An audit row for each."""
-    from imago_pipeline.dagster_internals import erase_dagster_partition
+    those under 10 minutes old are left to the request erasing them). An audit row for each. Then erases
+    the Dagster partitions an erasure had to leave to a run that still named them (`partition_still_named`)."""
+    from imago_pipeline.dagster_internals import erase_dagster_partition, forget_erased_partitions
 
     reports = finish_pending_erasures(catalog.get(), blobs.get(), lake.get(), forget_runs=lambda image_id: (
         erase_dagster_partition(context.instance, IMAGE_PARTITIONS, str(image_id))))
     if reports:
         context.log.warning(f"{len(reports)} erasures cut short were finished")
+    partitions = forget_erased_partitions(context.instance, IMAGE_PARTITIONS, catalog.get().work.existing)
     return dg.MaterializeResult(metadata={"erasures_finished": len(reports),
                                           "lake_rows_deleted": sum(sum(r.lake_rows.values()) for r in reports),
-                                          "files_deleted": sum(r.blobs_deleted for r in reports)})
+                                          "files_deleted": sum(r.blobs_deleted for r in reports),
+                                          "partitions_erased": partitions})
 
 
 class OrphanSweepConfig(dg.Config):

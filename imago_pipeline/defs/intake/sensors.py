@@ -11,7 +11,15 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from imago_pipeline.core.claims import BULK_PRIORITY, CLAIM_TAG, LANE_TAG, lane, retry_batch_size, run_claim
+from imago_pipeline.core.claims import (
+    BULK_PRIORITY,
+    CLAIM_TAG,
+    LANE_TAG,
+    PRIORITY_TAG,
+    lane,
+    retry_batch_size,
+    run_claim,
+)
 from imago_pipeline.core.ingest import ingest_drops
 from imago_pipeline.core.stores.drops import DropSource, FolderDrop, S3Drop
 from imago_pipeline.defs.batching import plan_claimed_ranges
@@ -19,8 +27,10 @@ from imago_pipeline.defs.enrichment.assets import image_partitions, process_imag
 from imago_pipeline.defs.resources import BlobStoreResource, CatalogResource, SettingsResource
 
 MAX_RUNS_PER_TICK = 20
-PRIORITY_TAG = "dagster/priority"  # the run queue dequeues higher values first
 DROP_LIMIT = 500  # items registered per tick
+# A run is `NOT_STARTED` for a moment between its creation and the queue; one still so after this was not
+# launched (a retry Dagster could not plan) and is left to run monitoring, without holding up new uploads.
+NEVER_STARTING = timedelta(seconds=60)
 
 
 @dg.sensor(job=process_images_job, minimum_interval_seconds=1, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -35,6 +45,10 @@ def upload_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
     waiting = dict(job_name=process_images_job.name,
                    statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED])
     interactive = context.instance.get_runs_count(dg.RunsFilter(**waiting, tags={LANE_TAG: "interactive"}))
+    if interactive:  # but a run `NOT_STARTED` for long never will start (its launch failed): not waited for
+        interactive -= context.instance.get_runs_count(dg.RunsFilter(
+            job_name=process_images_job.name, statuses=[dg.DagsterRunStatus.NOT_STARTED],
+            tags={LANE_TAG: "interactive"}, created_before=datetime.now(UTC) - NEVER_STARTING))
     if interactive:
         return dg.SkipReason(f"{interactive} process_images runs are waiting to start; new images wait for them")
     waiting_lanes = {"bulk"} if context.instance.get_runs_count(dg.RunsFilter(**waiting)) else set()
