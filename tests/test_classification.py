@@ -324,6 +324,7 @@ def test_feedback_retrains_the_head_gates_it_and_reclassifies_from_stored_embedd
     assert isinstance(stale, dg.SensorResult) and stale.run_requests
     selection = set(stale.run_requests[0].asset_selection)
     assert dg.AssetKey("classification") in selection and dg.AssetKey("embedding") not in selection
+    assert all(r.tags["imago/lane"] == "bulk" and r.tags["dagster/priority"] == "0" for r in stale.run_requests)
     from imago_pipeline.in_process import reprocess_stale
 
     reprocess_stale(settings=settings, instance=dagster_instance)

@@ -86,3 +86,5 @@ def test_stale_sensor_asks_for_ranged_runs_of_the_stale_stages(catalog, settings
     assert set(request.asset_selection) == {dg.AssetKey(k) for k in ("ocr", "vision", "image_summary")}
     assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) \
         == (str(ids[0]), str(ids[1]))
+    # bulk work: below uploads, in the bulk lane (one run slot, niced), as the nightly batch's runs
+    assert (request.tags["imago/lane"], request.tags["dagster/priority"]) == ("bulk", "0")

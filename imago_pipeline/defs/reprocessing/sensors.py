@@ -4,7 +4,7 @@ import hashlib
 
 import dagster as dg
 
-from imago_pipeline.core.claims import reconcile
+from imago_pipeline.core.claims import BULK_PRIORITY, LANE_TAG, PRIORITY_TAG, lane, reconcile
 from imago_pipeline.core.reprocessing import stale_groups
 from imago_pipeline.dagster_internals import claim_alive
 from imago_pipeline.defs.enrichment.assets import process_images_job
@@ -58,5 +58,10 @@ def _stale_runs(context, catalog: CatalogResource, settings: SettingsResource, o
     return dg.SensorResult(run_requests=[
         dg.RunRequest(run_key=f"reprocess-{'+'.join(p.stages)}-{p.batch.run_key}-{versions}",
                       asset_selection=[dg.AssetKey(stage) for stage in p.stages],
-                      partition_key=p.batch.partition_key, tags={**p.batch.tags, "imago/reprocess": "stale"})
+                      partition_key=p.batch.partition_key,
+                      tags={**p.batch.tags, **BULK_TAGS, "imago/reprocess": "stale"})
         for p in planned])
+
+
+# Bulk work, as the nightly batch's runs are: below every upload, one run slot at most, niced (docs/latency.md).
+BULK_TAGS = {LANE_TAG: lane(BULK_PRIORITY), PRIORITY_TAG: str(BULK_PRIORITY)}
