@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import dagster as dg
 
@@ -78,11 +79,13 @@ def _run_claimed(batches: Sequence[tuple[Sequence[str] | None, PartitionRange]],
 
 
 def reprocess_stale(*, settings: ImagoSettings, instance: dg.DagsterInstance, batch_size: int | None = None,
-                    dry_run: bool = False, on_batch: Callable[[BatchRun], None] | None = None, plan_filters=None):
+                    dry_run: bool = False, on_batch: Callable[[BatchRun], None] | None = None, plan_filters=None,
+                    on_plan: Callable[[Any], None] | None = None):
     """Re-materialize only the stale stages (and what depends on them) of the images that need it.
 
     With `plan_filters` ({"filters", "budget", "include_stale", "include_failed"}), the nightly batch's
-    planner chooses instead: stale and failed images within the filters and budget, with bounded retries.
+    planner chooses instead: stale and failed images within the filters and budget, with bounded retries
+    (and dead letters past them, also when nothing is left to run); `on_plan` is given its `BatchPlan`.
     """
     from imago_pipeline.core.catalog import Catalog
     from imago_pipeline.core.claims import reconcile
@@ -107,6 +110,8 @@ def reprocess_stale(*, settings: ImagoSettings, instance: dg.DagsterInstance, ba
         plan = plan_batch_reprocessing(catalog, current, max_retries=settings.reprocess_max_retries,
                                        claim_alive=alive, claim_grace_s=settings.claim_grace_s, **plan_filters)
         groups = plan_as_groups(plan)
+        if on_plan is not None:
+            on_plan(plan)
         if not dry_run:
             apply_batch_plan(catalog, plan, backoff_s=settings.reprocess_backoff_s, for_sensor=False)
     if dry_run:

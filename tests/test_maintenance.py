@@ -279,3 +279,39 @@ def test_nightly_batch_requeues_stale_and_failed_oldest_first_with_retries_then_
     assert total == 2 and {i.id for i in dead} == {failed_id, dead_id}
     # a person asking again starts over
     assert scoped.request_reprocess(dead_id).gave_up_at is None
+
+
+@pytest.mark.slow
+def test_the_cli_retries_failed_images_reports_what_failed_again_and_dead_letters_them(catalog, settings,
+                                                                                       dagster_instance):
+    tenant, (spent, broken) = _register(catalog, settings, ["Canon_40D.jpg", "Nikon_D70.jpg"])
+    process_images([spent, broken], settings=settings, instance=dagster_instance)
+    _fail(catalog, spent, tenant.id)
+    _fail(catalog, broken, tenant.id)
+    with catalog.session() as session:  # one has spent its retries; the other's file is gone: it fails again
+        session.execute(update(Image).where(Image.id == spent).values(attempts=3))
+        session.commit()
+    LocalBlobStore(settings.blob_root).delete(catalog.work.images_by_id([broken])[broken].blob_key)
+    env = {**os.environ, "IMAGO_HOME": str(settings.resolved_home), "IMAGO_DATABASE_URL": settings.catalog_url,
+           "IMAGO_REPROCESS_BACKOFF_S": "0"}
+    env.pop("DAGSTER_HOME", None)
+
+    def reprocess(*flags):
+        return subprocess.run([sys.executable, "-m", "imago_pipeline", "reprocess", "--failed", *flags], env=env,
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    shown = reprocess("--dry-run")
+    assert shown.returncode == 0, shown.stderr
+    assert "1 images: " in shown.stdout and "1 failed images would be dead-lettered" in shown.stdout
+    assert catalog.work.images_by_id([spent])[spent].gave_up_at is None  # a dry run changes nothing
+    for attempt in (1, 2, 3):  # each retry fails again: said, and the exit status says so
+        done = reprocess()
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "1 images reprocessed in 1 Dagster runs: 0 done, 1 failed; 0 runs failed" in done.stdout
+        assert catalog.work.images_by_id([spent])[spent].gave_up_at is not None  # dead-lettered by the first
+        assert catalog.work.images_by_id([broken])[broken].attempts == attempt
+    last = reprocess()
+    assert last.returncode == 0, last.stderr
+    assert f"1 failed images are dead-lettered, their 3 retries spent: {broken}" in last.stdout
+    assert catalog.work.images_by_id([broken])[broken].gave_up_at is not None
+    assert "nothing to redo" in reprocess().stdout

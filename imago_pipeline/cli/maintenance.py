@@ -82,7 +82,8 @@ def purge(
     out.print(f"stored files: deleted {swept['orphans_deleted'].value} of {swept['files_scanned'].value} "
               f"({swept['orphan_bytes'].value} bytes) that no row pointed at")
     finished = result.asset_materializations_for_node("unfinished_erasures")[0].metadata
-    out.print(f"erasures cut short: finished {finished['erasures_finished'].value}")
+    out.print(f"erasures cut short: finished {finished['erasures_finished'].value}; Dagster partitions of erased "
+              f"images erased: {finished['partitions_erased'].value}")
 
 @app.command()
 def reprocess(
@@ -114,13 +115,20 @@ def reprocess(
         plan_filters = _batch_filters(settings, stale=stale, failed=failed, tenant=tenant, since=since, until=until,
                                       stages=stage or [], budget=budget)
     instance = get_instance(settings)
-    groups, _ = reprocess_stale(settings=settings, instance=instance, dry_run=True, plan_filters=plan_filters)
+    plans: list = []
+    groups, _ = reprocess_stale(settings=settings, instance=instance, dry_run=True, plan_filters=plan_filters,
+                                on_plan=plans.append)
+    dead = plans[-1].dead_lettered if plans else []
     out = Console()
-    if not groups:
-        out.print("nothing to redo")
-        return
     for group in groups:
         out.print(f"{len(group.image_ids)} images: {', '.join(group.stages)}")
+    if dead:  # the planner dead-letters them when it runs (not on a dry run)
+        out.print(f"{len(dead)} failed images {'would be' if dry_run else 'are'} dead-lettered, their "
+                  f"{settings.reprocess_max_retries} retries spent: {', '.join(map(str, dead[:20]))}"
+                  f"{' …' if len(dead) > 20 else ''} (POST /images/{{id}}/reprocess retries one anyway)")
+    if not groups and not dead:
+        out.print("nothing to redo")
+        return
     if dry_run:
         return
     total = sum(len(g.image_ids) for g in groups)
@@ -128,7 +136,15 @@ def reprocess(
         task = bar.add_task("reprocessing", total=total)
         _, runs = reprocess_stale(settings=settings, instance=instance, batch_size=batch_size,
                                   on_batch=lambda run: bar.advance(task, len(run.keys)), plan_filters=plan_filters)
-    failed = [r for r in runs if not r.success]
-    out.print(f"{total} images reprocessed in {len(runs)} Dagster runs; {len(failed)} runs failed")
-    if failed:
+    if not runs:
+        return
+    from imago_pipeline.core.catalog import Catalog
+
+    ids = [int(key) for run in runs for key in run.keys]
+    statuses = [image.status for image in Catalog.connect(settings.catalog_url).work.images_by_id(ids).values()]
+    failed_runs = [r for r in runs if not r.success]
+    failed_images = statuses.count("failed")
+    out.print(f"{total} images reprocessed in {len(runs)} Dagster runs: {statuses.count('done')} done, "
+              f"{failed_images} failed; {len(failed_runs)} runs failed")
+    if failed_runs or failed_images:
         raise typer.Exit(1)
