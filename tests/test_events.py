@@ -201,3 +201,41 @@ def _listeners(settings, wait: bool = False) -> list[int]:
             time.sleep(0.05)
     finally:
         engine.dispose()
+
+
+def test_following_a_reprocess_shows_each_stage_as_it_is_redone(api):
+    base_url, keys, catalog, image, _app = api
+    catalog.work.take(10, "run:first")
+    for stage in STAGES:
+        catalog.results.save_stage(stage, [StageOutcome(image.id, image.tenant_id, "done", None, 5.0)],
+                                   run_id="run-first")
+    catalog.work.finish([image.id], STAGES, claim="run:first")
+    assert httpx.post(f"{base_url}/images/{image.id}/reprocess",
+                      headers={"X-API-Key": keys["watcher"]}).status_code == 202
+    reader = EventReader(f"{base_url}/images/{image.id}/events", keys["watcher"])
+    opening = reader.until("status")  # the stages as the first run left them, then the status
+    assert opening[-1][1]["status"] == "requeued" and [e[0] for e in opening[:-1]] == ["stage"] * len(STAGES)
+    catalog.work.take(10, "run:again")
+    assert reader.next("status")[1]["status"] == "queued"
+    for stage in STAGES:  # redone "done", as before: each is still news
+        catalog.results.save_stage(stage, [StageOutcome(image.id, image.tenant_id, "done", None, 5.0)],
+                                   run_id="run-again")
+        assert reader.next("stage")[1] == {"id": image.id, "stage": stage, "status": "done", "error": None}
+    catalog.work.finish([image.id], STAGES, claim="run:again")
+    assert reader.next("end")[1]["status"] == "done"
+
+
+def test_a_stream_ends_when_its_key_is_revoked_or_its_client_disabled(api):
+    base_url, keys, catalog, image, _app = api
+    url = f"{base_url}/images/{image.id}/events"
+    old = EventReader(url, keys["watcher"])
+    old.next("status")
+    new_key = catalog.clients.rotate_key(image.tenant_id)  # revokes the client's keys, issues one
+    ended = old.next("end", timeout=10)[1]
+    assert ended == {"id": image.id, "status": "key_revoked", "error": "the API key was revoked or its client disabled"}
+    assert old.next()[0] == "closed"
+    new = EventReader(url, new_key)
+    new.next("status")
+    assert new.next("comment", timeout=5)  # the new key streams on
+    catalog.clients.disable(image.tenant_id)
+    assert new.next("end", timeout=10)[1]["status"] == "key_revoked"

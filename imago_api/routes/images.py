@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
@@ -48,7 +49,7 @@ from imago_api.schemas import (
     UsageOut,
     VisionOut,
 )
-from imago_pipeline.core.catalog import ImageFilters, QuotaExceeded, TenantCatalog
+from imago_pipeline.core.catalog import Catalog, ImageFilters, QuotaExceeded, TenantCatalog
 from imago_pipeline.core.catalog.models import Image
 from imago_pipeline.core.catalog.progress import Progress
 from imago_pipeline.core.embedding.imagenet import class_tags, classes
@@ -235,24 +236,43 @@ def get_status(image_id: ImageId, tenant: TenantDep) -> StatusOut:
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "`stage` and `status` events until the image is done or failed, then "
                                             "`end`; a `: keep-alive` comment when nothing happens."}})
-async def image_events(image_id: ImageId, tenant: TenantDep, request: Request) -> StreamingResponse:
+async def image_events(image_id: ImageId, tenant: TenantDep, principal: PrincipalDep,
+                       request: Request) -> StreamingResponse:
     """The image's current state, then each change: `event: stage` (`{"id", "stage", "status", "error"}`)
     when a stage finishes, `event: status` (`{"id", "status", "error", "stages"}`) when the image's status
     changes, and `event: end` when it is done or failed (or erased), after which the server closes the
     stream. Comments (`: keep-alive`) keep an idle connection open. Reconnecting starts with the current
-    state again, so nothing is missed."""
+    state again, so nothing is missed. A key revoked (or its client disabled) meanwhile ends the stream
+    within a heartbeat: `end` with status `key_revoked`."""
     await run_in_threadpool(_image_or_404, tenant, image_id)
+    catalog: Catalog = request.app.state.catalog
     feed: ProgressFeed = request.app.state.progress_feed
     heartbeat = request.app.state.settings.events_heartbeat_s
+
+    async def key_revoked() -> bool:
+        try:
+            return not await run_in_threadpool(catalog.clients.key_is_active, principal.key_id, principal.tenant_id)
+        except Exception:  # the catalog down for a moment: the key stays as good as it was
+            return False
 
     async def stream():
         async with feed.watch(image_id) as queue:
             yield "retry: 2000\n\n"
             previous: Progress | None = None
+            checked = time.monotonic()
             while True:
+                idle = False
                 try:
                     state = await asyncio.wait_for(queue.get(), heartbeat)
                 except TimeoutError:
+                    idle = True
+                if time.monotonic() - checked >= heartbeat:
+                    checked = time.monotonic()
+                    if await key_revoked():
+                        yield _sse("end", {"id": image_id, "status": "key_revoked",
+                                           "error": "the API key was revoked or its client disabled"})
+                        return
+                if idle:
                     if await request.is_disconnected():
                         return
                     yield ": keep-alive\n\n"

@@ -30,6 +30,7 @@ class StageProgress:
     stage: str
     status: str
     error: str | None
+    run_id: str | None = None  # a stage redone (a reprocess) is a change even when its status is the same
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,9 @@ def read_progress(catalog: Catalog, image_ids: Sequence[int]) -> dict[int, Progr
         images = session.execute(select(Image.id, Image.tenant_id, Image.status, Image.error)
                                  .where(Image.id.in_(ids))).all()
         stages: dict[int, list[StageProgress]] = {}
-        for image_id, stage, status, error in session.execute(
-                select(ImageStage.image_id, ImageStage.stage, ImageStage.status, ImageStage.error)
+        for image_id, stage, status, error, run_id in session.execute(
+                select(ImageStage.image_id, ImageStage.stage, ImageStage.status, ImageStage.error, ImageStage.run_id)
                 .where(ImageStage.image_id.in_(ids)).order_by(ImageStage.image_id, ImageStage.stage)):
-            stages.setdefault(image_id, []).append(StageProgress(stage, status, error))
+            stages.setdefault(image_id, []).append(StageProgress(stage, status, error, run_id))
     return {image_id: Progress(image_id, tenant_id, status, error, tuple(stages.get(image_id, ())))
             for image_id, tenant_id, status, error in images}
