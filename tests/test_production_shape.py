@@ -164,7 +164,9 @@ def test_upload_sensor_batched_runs_every_enrichment_and_queries_on_postgres_and
     with dg.DagsterInstance.from_config(str(production["home"])) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         runs = instance.get_runs(dg.RunsFilter(job_name="process_images"))
-        assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [
+            (r.run_id[:8], r.status.value, {k: v for k, v in r.tags.items() if 'retry' in k or 'range' in k})
+            for r in runs]
         batch_sizes = sorted(int(r.tags.get("imago/batch_size", 1)) for r in runs)
         assert sum(batch_sizes) == 6 and max(batch_sizes) <= 3 and len(runs) <= 4
         assert sorted(instance.get_dynamic_partitions("images"), key=int) == [str(i) for i in ids]
