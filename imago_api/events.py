@@ -28,6 +28,7 @@ from imago_pipeline.core.catalog.progress import CHANNEL, Progress, parse_announ
 
 log = logging.getLogger("imago.api.events")
 SAFETY_NET_FACTOR = 20
+STOPPING = Progress(image_id=-1, tenant_id=-1, status="stopping", error=None, stages=())  # the server stops
 
 
 class ProgressFeed:
@@ -43,6 +44,7 @@ class ProgressFeed:
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
         self.listening = False  # a LISTEN connection is open (Postgres)
+        self.stopping = False  # the server stops: streams end (their clients reconnect to the next one)
 
     @property
     def transport(self) -> str:
@@ -54,6 +56,8 @@ class ProgressFeed:
         image no longer exists."""
         self._start()
         queue: asyncio.Queue[Progress | None] = asyncio.Queue()
+        if self.stopping:
+            queue.put_nowait(STOPPING)
         self._watchers.setdefault(image_id, set()).add(queue)
         self._last.pop(image_id, None)  # the new watcher gets the current state at the next read
         self._changed.add(image_id)
@@ -77,6 +81,14 @@ class ProgressFeed:
             self._stop.clear()
             self._listener = threading.Thread(target=self._listen, name="imago-progress-listen", daemon=True)
             self._listener.start()
+
+    def end_streams(self) -> None:
+        """The server is stopping: every stream ends now, cleanly (`STOPPING`), instead of being cut when
+        uvicorn's grace period runs out; a client reconnects after the stream's `retry` delay."""
+        self.stopping = True
+        for queues in self._watchers.values():
+            for queue in queues:
+                queue.put_nowait(STOPPING)
 
     async def close(self) -> None:
         self._stop.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from contextlib import asynccontextmanager
 
@@ -58,9 +59,31 @@ def create_app(settings: ImagoSettings | None = None) -> FastAPI:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
+    _end_streams_on_stop(app)
     yield
     await app.state.progress_feed.close()
     await asyncio.to_thread(app.state.registrar.close)  # the uploads already accepted are registered
+
+
+def _end_streams_on_stop(app: FastAPI) -> None:
+    """On SIGTERM or SIGINT, end the event streams before uvicorn's graceful shutdown waits for them.
+
+    Why: uvicorn waits for open responses before it stops, and an event stream only ends with its image;
+    each open stream held a stop for the whole grace period, then was cut mid-response (an error logged
+    for each). Chained to uvicorn's own handlers, which it installs before the lifespan starts and restores
+    after (only in the main thread, where signals can be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(number)
+
+        def handler(signum, frame, previous=previous):
+            loop.call_soon_threadsafe(app.state.progress_feed.end_streams)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(number, handler)
 
 
 def _lazy_dagster_instance(settings: ImagoSettings):

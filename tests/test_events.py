@@ -6,7 +6,11 @@ deliver in time), including a listener whose connection the database kills."""
 from __future__ import annotations
 
 import json
+import os
 import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -15,12 +19,13 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from imago_api.main import create_app
+from imago_pipeline.core.catalog import Catalog
 from imago_pipeline.core.catalog.results import StageOutcome
 from imago_pipeline.core.enrichment.batch import STAGES
 from imago_pipeline.core.ingest import register_image
 from imago_pipeline.core.stores.blobs import LocalBlobStore
-from tests.conftest import SAMPLES
-from tests.http_server import serve
+from tests.conftest import REPO, SAMPLES
+from tests.http_server import free_port, serve, wait_for_http
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -239,3 +244,35 @@ def test_a_stream_ends_when_its_key_is_revoked_or_its_client_disabled(api):
     assert new.next("comment", timeout=5)  # the new key streams on
     catalog.clients.disable(image.tenant_id)
     assert new.next("end", timeout=10)[1]["status"] == "key_revoked"
+
+
+def test_stopping_the_api_ends_open_streams_cleanly_and_at_once(tmp_path, settings):
+    """A real uvicorn process, as `imago serve` runs it, stopped with SIGTERM while a stream is open."""
+    catalog = Catalog.connect(settings.catalog_url)
+    client = catalog.clients.create("watcher")
+    key = catalog.clients.issue_key(client.id)
+    image = register_image(catalog, LocalBlobStore(settings.blob_root), settings, tenant_id=client.id,
+                           filename="Canon_40D.jpg", data=(SAMPLES / "Canon_40D.jpg").read_bytes()).image
+    port = free_port()
+    env = {**os.environ, "IMAGO_HOME": str(settings.resolved_home), "IMAGO_DATABASE_URL": settings.catalog_url,
+           "IMAGO_LOG_FORMAT": "text"}
+    log = tmp_path / "api.log"
+    with log.open("w") as out:
+        api = subprocess.Popen([sys.executable, "-m", "uvicorn", "imago_api.main:create_app", "--factory", "--port",
+                                str(port), "--timeout-graceful-shutdown", "3"], cwd=REPO, env=env, stdout=out,
+                               stderr=subprocess.STDOUT)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", 60)
+        reader = EventReader(f"http://127.0.0.1:{port}/images/{image.id}/events", key)
+        reader.next("status")
+        stopped = time.time()
+        api.send_signal(signal.SIGTERM)
+        ending = reader.next(timeout=10)
+        assert ending[0] == "closed", ending  # a complete response, not one cut short
+        assert api.wait(10) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has stopped
+        assert time.time() - stopped < 2.5  # no grace period spent waiting for the stream
+    finally:
+        if api.poll() is None:
+            api.kill()
+            api.wait(10)
+    assert "Exception in ASGI application" not in log.read_text() and "Cancel" not in log.read_text()

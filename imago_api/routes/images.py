@@ -27,7 +27,7 @@ from imago_api.deps import (
     require_scope,
 )
 from imago_api.errors import AUTHENTICATED, UPLOAD_STATUS, InvalidUpload, NotFound, responses
-from imago_api.events import ProgressFeed
+from imago_api.events import STOPPING, ProgressFeed
 from imago_api.schemas import (
     CheckOut,
     ClassificationOut,
@@ -277,6 +277,8 @@ async def image_events(image_id: ImageId, tenant: TenantDep, principal: Principa
                         return
                     yield ": keep-alive\n\n"
                     continue
+                if state is STOPPING:  # the server stops: a clean end, the client reconnects to the next one
+                    return
                 if state is None or state.tenant_id != tenant.tenant_id:
                     yield _sse("end", {"id": image_id, "status": "erased", "error": None})
                     return
