@@ -4,6 +4,7 @@ normally deletes its own; a live process's folder is never touched; a forked chi
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -92,3 +93,19 @@ def test_a_forked_child_gets_a_folder_of_its_own_and_the_parents_stays_while_the
     # the child is gone (its folder swept); the parent's lock was not held by the child's copy of it
     assert scratch.sweep(scratch.root(str(tmp_path))) == 1
     assert _folders(tmp_path) == {parent.name}
+
+
+def _use_scratch(base: str, names) -> None:
+    names.put(scratch.process_folder(base).name)
+
+
+def test_a_pool_worker_that_ends_normally_deletes_its_own_folder(tmp_path):
+    """Multiprocessing children (the run's pool workers, the run itself) run no `atexit` handlers."""
+    context = multiprocessing.get_context("forkserver")
+    names = context.Queue()
+    worker = context.Process(target=_use_scratch, args=(str(tmp_path), names))
+    worker.start()
+    name = names.get(timeout=60)
+    worker.join(60)
+    assert worker.exitcode == 0 and name.startswith(f"p{worker.pid}-")
+    assert _folders(tmp_path) == set() and list(scratch.root(str(tmp_path)).iterdir()) == []

@@ -7,7 +7,7 @@ process keeps its scratch in a folder of its own, `<base>/imago-scratch-<uid>/p<
 an `flock` on the folder's `.lock` file beside it for its whole life. The kernel drops that lock when the
 process dies, however it dies; the next process to make its folder deletes every folder whose lock it can
 take (`sweep`): a run's worker, the next run, or the API's next prediction. A process that ends normally
-deletes its own.
+(a multiprocessing child included) deletes its own.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import multiprocessing.util
 import os
 import secrets
 import shutil
@@ -55,6 +56,8 @@ def process_folder(base: str | None = None) -> Path:
         sweep(top)
         folder, handle = _claim(top)
         _folders[key] = (os.getpid(), folder, handle)
+        # a multiprocessing child (a pool worker) runs no `atexit` handlers, but its own finalizers
+        multiprocessing.util.Finalize(None, _remove_own, exitpriority=0)
         return folder
 
 
